@@ -1,0 +1,33 @@
+# One helper per kind of target, used by every module's CMakeLists.txt.
+set(MAILREPL_WARNINGS -Wall -Wextra -Werror -Wno-unused-parameter)
+
+# mailrepl_library(NAME SRCS a.cc b.cc DEPS x y)
+function(mailrepl_library NAME)
+  cmake_parse_arguments(ARG "" "" "SRCS;DEPS" ${ARGN})
+  add_library(${NAME} STATIC ${ARG_SRCS})
+  target_include_directories(${NAME} PUBLIC ${PROJECT_SOURCE_DIR} ${PROJECT_BINARY_DIR})
+  target_compile_options(${NAME} PRIVATE ${MAILREPL_WARNINGS})
+  target_link_libraries(${NAME} PUBLIC ${ARG_DEPS})
+endfunction()
+
+# mailrepl_binary(NAME SRCS main.cc DEPS x y)
+function(mailrepl_binary NAME)
+  cmake_parse_arguments(ARG "" "" "SRCS;DEPS" ${ARGN})
+  add_executable(${NAME} ${ARG_SRCS})
+  target_include_directories(${NAME} PRIVATE ${PROJECT_SOURCE_DIR} ${PROJECT_BINARY_DIR})
+  target_compile_options(${NAME} PRIVATE ${MAILREPL_WARNINGS})
+  target_link_libraries(${NAME} PRIVATE ${ARG_DEPS})
+  set_target_properties(${NAME} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/bin)
+endfunction()
+
+# mailrepl_test(NAME SRCS a_test.cc DEPS x y): a Catch2 v2 binary registered with CTest.
+function(mailrepl_test NAME)
+  cmake_parse_arguments(ARG "" "" "SRCS;DEPS" ${ARGN})
+  add_executable(${NAME} ${ARG_SRCS})
+  target_include_directories(${NAME} PRIVATE ${PROJECT_SOURCE_DIR} ${PROJECT_BINARY_DIR})
+  target_compile_options(${NAME} PRIVATE ${MAILREPL_WARNINGS})
+  target_link_libraries(${NAME} PRIVATE ${ARG_DEPS} catch_main Catch2::Catch2)
+  set_target_properties(${NAME} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/tests)
+  add_test(NAME ${NAME} COMMAND ${NAME})
+  set_tests_properties(${NAME} PROPERTIES ENVIRONMENT "MAILREPL_BIN=${PROJECT_BINARY_DIR}/bin")
+endfunction()

@@ -1,0 +1,26 @@
+#!/bin/bash
+# Installs the Debian 12 packages the project builds and tests with.
+# A no-op when they are all present. Needs root (or sudo) when something is missing.
+set -euo pipefail
+PKGS=(
+  # toolchain
+  g++ cmake ninja-build pkg-config python3
+  # libraries
+  libasio-dev libprotobuf-dev protobuf-compiler libsqlite3-dev libabsl-dev catch2
+  libzstd-dev libssl-dev
+  # real clients for end-to-end tests
+  swaks
+)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+echo "deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update
+$SUDO apt-get install -y "${missing[@]}"

@@ -1,0 +1,747 @@
+#include "store/slot.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <random>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/file_util.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+#include "proto/log.pb.h"
+#include "store/mailbox_name.h"
+#include "store/snapshot.h"
+
+namespace mailrepl {
+
+// One caller's records on their way through group commit.
+struct Slot::Writer {
+  std::vector<LogRecord> records;
+  std::string encoded;
+  bool done = false;
+  absl::Status status;
+  std::condition_variable cv;
+};
+
+namespace {
+constexpr size_t kMaxBatchBytes = 16u << 20;
+constexpr size_t kReplayBatch = 512;
+
+absl::Status NoMailbox(const std::string& name) {
+  return absl::NotFoundError(absl::StrCat("mailbox '", name, "' does not exist"));
+}
+}  // namespace
+
+Slot::Slot(SlotPaths paths, SlotOptions options)
+    : paths_(std::move(paths)), options_(std::move(options)), spool_(paths_.spool) {}
+
+Slot::~Slot() = default;
+
+absl::Status Slot::Init(const SlotPaths& paths, const SlotIdentity& identity) {
+  RETURN_IF_ERROR(ValidateClusterId(identity.cluster_id));
+  struct stat st;
+  if (::stat(paths.identity_file().c_str(), &st) == 0) {
+    return absl::AlreadyExistsError(
+        absl::StrCat(paths.root, " already holds a slot (", paths.identity_file(), " exists)"));
+  }
+  RETURN_IF_ERROR(MakeDirs(paths.root));
+  RETURN_IF_ERROR(MakeDirs(paths.log_dir()));
+  RETURN_IF_ERROR(MakeDirs(paths.meta));
+  RETURN_IF_ERROR(Spool(paths.spool).Init());
+  // The identity file goes last: a slot without one is not a slot yet.
+  return WriteIdentity(paths.identity_file(), identity);
+}
+
+absl::StatusOr<std::unique_ptr<Slot>> Slot::Open(const SlotPaths& paths,
+                                                 const SlotOptions& options) {
+  std::unique_ptr<Slot> slot(new Slot(paths, options));
+  ASSIGN_OR_RETURN(slot->identity_, ReadIdentity(paths.identity_file()));
+  if (options.expect) {
+    const SlotIdentity& want = *options.expect;
+    const SlotIdentity& have = slot->identity_;
+    if (want.cluster_id != have.cluster_id || want.store_id != have.store_id ||
+        (want.slot_id != 0 && want.slot_id != have.slot_id)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "slot ", paths.root, " belongs to cluster ", have.cluster_id, " store ", have.store_id,
+          " slot ", have.slot_id, ", not to cluster ", want.cluster_id, " store ", want.store_id,
+          " slot ", want.slot_id, "; check the configured path"));
+    }
+  }
+  RETURN_IF_ERROR(slot->Recover());
+  return slot;
+}
+
+absl::Status Slot::Recover() {
+  std::lock_guard<std::mutex> il(index_mu_);
+  ASSIGN_OR_RETURN(index_, Index::Open(paths_.index_file()));
+  struct stat st;
+  if (index_->applied_lsn() == 0 && ::stat(paths_.base_snapshot().c_str(), &st) == 0) {
+    // A rebuilt index starts from the base snapshot left by log retention.
+    RETURN_IF_ERROR(ImportSnapshot(paths_.base_snapshot(), *index_, spool_));
+  }
+  const uint64_t applied = index_->applied_lsn();
+  const uint64_t checkpoint = index_->spool_checkpoint_lsn();
+  ASSIGN_OR_RETURN(LogReader reader, LogReader::Open(paths_.log_dir(), 1, /*recovery=*/true));
+  std::vector<LogRecord> batch;
+  uint64_t last_lsn = 0;
+  uint64_t last_epoch = index_->applied_epoch();
+  for (;;) {
+    LogRecord r;
+    ASSIGN_OR_RETURN(bool more, reader.Next(&r));
+    if (!more) break;
+    last_lsn = r.lsn;
+    last_epoch = r.epoch;
+    if (r.lsn > checkpoint && r.type == RecordType::kAppend) {
+      logpb::Append p;
+      if (p.ParseFromString(r.payload) && p.has_body()) {
+        if (Sha1(p.body()) != p.guid()) {
+          return absl::DataLossError(absl::StrCat("change log ", reader.current_path(),
+                                                  ": body of LSN ", r.lsn,
+                                                  " does not hash to its GUID"));
+        }
+        auto size = spool_.FileSize(p.guid());
+        if (!size.ok() || *size != p.body().size()) {
+          RETURN_IF_ERROR(spool_.Write(p.guid(), p.body()));
+          ++recovery_.bodies_restored;
+        }
+      }
+    }
+    if (r.lsn > applied) {
+      batch.push_back(std::move(r));
+      if (batch.size() >= kReplayBatch) {
+        RETURN_IF_ERROR(index_->Apply(batch));
+        recovery_.records_replayed += batch.size();
+        batch.clear();
+      }
+    }
+  }
+  if (!batch.empty()) {
+    RETURN_IF_ERROR(index_->Apply(batch));
+    recovery_.records_replayed += batch.size();
+  }
+  if (reader.torn_tail()) {
+    const TornTail& t = *reader.torn_tail();
+    if (::truncate(t.path.c_str(), static_cast<off_t>(t.offset)) != 0) {
+      return ErrnoStatus(errno, "truncate torn tail of", t.path);
+    }
+    RETURN_IF_ERROR(SyncDir(paths_.log_dir()));
+    LogLine(Severity::kWarning, "change log torn tail truncated",
+            Kv("file", t.path) + Kv("offset", t.offset) + Kv("bytes_dropped", t.bytes_dropped));
+    recovery_.torn_tail = t;
+  }
+  if (last_lsn == 0) last_lsn = index_->applied_lsn();  // empty log after retention or import
+  if (index_->applied_lsn() > last_lsn) {
+    return absl::DataLossError(absl::StrCat(
+        "index ", paths_.index_file(), " is at LSN ", index_->applied_lsn(),
+        " but the change log in ", paths_.log_dir(), " ends at LSN ", last_lsn,
+        "; the log lost acknowledged records: restore the slot from a replica"));
+  }
+  recovery_.last_lsn = last_lsn;
+  ASSIGN_OR_RETURN(LogWriter w,
+                   LogWriter::Open(paths_.log_dir(), last_lsn + 1, options_.segment_bytes));
+  log_.emplace(std::move(w));
+  std::lock_guard<std::mutex> l(mu_);
+  next_lsn_ = last_lsn + 1;
+  epoch_ = last_epoch;
+  LoadAssignedStateLocked();
+  return absl::OkStatus();
+}
+
+void Slot::LoadAssignedStateLocked() {
+  // REQUIRES: index_mu_ held by the caller too, or no concurrent user.
+  mailboxes_.clear();
+  names_.clear();
+  usage_.clear();
+  limits_.clear();
+  for (const auto& [id, mb] : index_->mailboxes()) {
+    MailboxState s{mb.id, mb.name, mb.uidvalidity, mb.last_uid, mb.highest_modseq};
+    names_[mb.name] = id;
+    mailboxes_[id] = std::move(s);
+    Usage& u = usage_[mb.owner];
+    u.bytes += mb.bytes;
+    u.messages += mb.messages;
+    last_uidvalidity_ = std::max(last_uidvalidity_, mb.uidvalidity);
+  }
+  for (const auto& [user, q] : index_->Quotas()) {
+    if (q.storage_limit || q.message_limit) limits_[user] = {q.storage_limit, q.message_limit};
+  }
+}
+
+std::string Slot::NewMailboxId() {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  std::string raw(16, '\0');
+  for (int i = 0; i < 16; i += 8) {
+    uint64_t v = rng();
+    std::memcpy(raw.data() + i, &v, 8);
+  }
+  return absl::BytesToHexString(raw);
+}
+
+absl::Status Slot::WritableLocked() {
+  if (!failed_.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("slot ", paths_.root, " stopped taking writes after an error (",
+                     failed_.message(), "); reopen it"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Slot::BeginExclusiveLocked(std::unique_lock<std::mutex>& lock) {
+  ++exclusive_;
+  idle_cv_.wait(lock, [&] { return queue_.empty(); });
+  absl::Status s = WritableLocked();
+  if (!s.ok()) EndExclusiveLocked();
+  return s;
+}
+
+void Slot::EndExclusiveLocked() {
+  --exclusive_;
+  idle_cv_.notify_all();
+}
+
+void Slot::AddRecordLocked(Writer& w, RecordType type, const std::string& payload) {
+  LogRecord r;
+  r.lsn = next_lsn_++;
+  r.epoch = epoch_;
+  r.type = type;
+  r.payload = payload;
+  EncodeRecord(r, &w.encoded);
+  w.records.push_back(std::move(r));
+}
+
+absl::Status Slot::CommitLocked(Writer& w, std::unique_lock<std::mutex>& lock) {
+  queue_.push_back(&w);
+  while (!w.done && &w != queue_.front()) w.cv.wait(lock);
+  if (w.done) return w.status;
+
+  // This writer leads: take a batch from the front of the queue.
+  std::vector<Writer*> batch;
+  std::string joined;
+  std::vector<LogRecord> records;
+  size_t bytes = 0;
+  for (Writer* x : queue_) {
+    if (!batch.empty() && bytes + x->encoded.size() > kMaxBatchBytes) break;
+    batch.push_back(x);
+    bytes += x->encoded.size();
+  }
+  const uint64_t first_lsn = batch.front()->records.front().lsn;
+  lock.unlock();
+  joined.reserve(bytes);
+  for (Writer* x : batch) {
+    joined.append(x->encoded);
+    for (const LogRecord& r : x->records) records.push_back(r);
+  }
+  absl::Status write = log_->Append(first_lsn, joined);
+  absl::Status sync = write.ok() ? log_->Sync() : absl::OkStatus();
+  absl::Status apply;
+  if (write.ok() && sync.ok()) {
+    std::lock_guard<std::mutex> il(index_mu_);
+    apply = index_->Apply(records);
+  }
+  lock.lock();
+
+  absl::Status result = absl::OkStatus();
+  if (!write.ok()) {
+    // Nothing of the batch is in the log (the writer cut it back). Writers
+    // queued behind it were validated against state that now never happens.
+    result = write;
+    LogLine(Severity::kError, "change log append failed",
+            Kv("slot", paths_.root) + Kv("error", write.message()));
+  } else if (!sync.ok()) {
+    // After a failed fsync the page cache can no longer be trusted
+    // (PostgreSQL's lesson): stop writing until the slot is reopened.
+    failed_ = sync;
+    result = sync;
+    LogLine(Severity::kError, "change log fsync failed",
+            Kv("slot", paths_.root) + Kv("error", sync.message()));
+  } else if (!apply.ok()) {
+    // The records are durable (the writers get OK), but the index is behind.
+    failed_ = apply;
+    LogLine(Severity::kError, "index apply failed; slot needs reopening",
+            Kv("slot", paths_.root) + Kv("error", apply.message()));
+  } else {
+    bytes_since_checkpoint_ += joined.size();
+  }
+  for (Writer* x : batch) {
+    queue_.pop_front();
+    x->status = result;
+    x->done = true;
+    if (x != &w) x->cv.notify_one();
+  }
+  if (!result.ok()) {
+    while (!queue_.empty()) {
+      Writer* x = queue_.front();
+      queue_.pop_front();
+      x->status = absl::UnavailableError(
+          absl::StrCat("write aborted because an earlier write failed: ", result.message()));
+      x->done = true;
+      x->cv.notify_one();
+    }
+    std::lock_guard<std::mutex> il(index_mu_);
+    next_lsn_ = index_->applied_lsn() + 1;
+    LoadAssignedStateLocked();
+  }
+  if (!queue_.empty()) queue_.front()->cv.notify_one();
+  if (queue_.empty()) idle_cv_.notify_all();
+  if (result.ok() && bytes_since_checkpoint_ >= options_.checkpoint_bytes && queue_.empty()) {
+    bytes_since_checkpoint_ = 0;
+    lock.unlock();
+    absl::Status c = Checkpoint();
+    if (!c.ok()) {
+      LogLine(Severity::kWarning, "spool checkpoint failed",
+              Kv("slot", paths_.root) + Kv("error", c.message()));
+    }
+    lock.lock();
+  }
+  return w.status;
+}
+
+absl::StatusOr<Slot::MailboxState*> Slot::FindByNameLocked(const std::string& name) {
+  auto it = names_.find(name);
+  if (it == names_.end()) return NoMailbox(name);
+  return &mailboxes_[it->second];
+}
+
+absl::Status Slot::CheckQuotaLocked(const std::string& user, uint64_t bytes, uint64_t messages) {
+  auto lim = limits_.find(user);
+  if (lim == limits_.end()) return absl::OkStatus();
+  const Usage& u = usage_[user];
+  if (lim->second.bytes && u.bytes + bytes > lim->second.bytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("over quota: user ", user, " uses ", u.bytes, " of ", lim->second.bytes,
+                     " bytes and this needs ", bytes, " more"));
+  }
+  if (lim->second.messages && u.messages + messages > lim->second.messages) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("over quota: user ", user, " has ", u.messages, " of ",
+                     lim->second.messages, " messages"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<MailboxInfo> Slot::CreateMailbox(const std::string& name) {
+  RETURN_IF_ERROR(ValidateMailboxName(name));
+  std::unique_lock<std::mutex> lock(mu_);
+  RETURN_IF_ERROR(BeginExclusiveLocked(lock));
+  absl::Cleanup end = [&] { EndExclusiveLocked(); };
+  if (names_.contains(name)) {
+    return absl::AlreadyExistsError(absl::StrCat("mailbox '", name, "' already exists"));
+  }
+  logpb::CreateMailbox p;
+  p.set_mailbox_id(NewMailboxId());
+  p.set_name(name);
+  uint32_t now = static_cast<uint32_t>(absl::ToUnixSeconds(absl::Now()));
+  last_uidvalidity_ = std::max(now, last_uidvalidity_ + 1);
+  p.set_uidvalidity(last_uidvalidity_);
+  Writer w;
+  AddRecordLocked(w, RecordType::kCreateMailbox, p.SerializeAsString());
+  RETURN_IF_ERROR(CommitLocked(w, lock));
+  std::lock_guard<std::mutex> il(index_mu_);
+  LoadAssignedStateLocked();
+  const MailboxInfo* mb = index_->FindMailbox(p.mailbox_id());
+  if (mb == nullptr) return absl::InternalError("created mailbox missing from the index");
+  return *mb;
+}
+
+absl::Status Slot::RenameMailbox(const std::string& from, const std::string& to) {
+  RETURN_IF_ERROR(ValidateMailboxName(to));
+  std::unique_lock<std::mutex> lock(mu_);
+  RETURN_IF_ERROR(BeginExclusiveLocked(lock));
+  absl::Cleanup end = [&] { EndExclusiveLocked(); };
+  if (!names_.contains(from)) return NoMailbox(from);
+  if (IsSameOrBelow(to, from)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot rename '", from, "' to '", to, "': the target is inside it"));
+  }
+  Writer w;
+  // The mailbox and its children, parents first.
+  std::vector<std::pair<std::string, std::string>> moves;  // old name, id
+  for (const auto& [name, id] : names_) {
+    if (IsSameOrBelow(name, from)) moves.push_back({name, id});
+  }
+  std::sort(moves.begin(), moves.end());
+  for (const auto& [name, id] : moves) {
+    std::string new_name = to + name.substr(from.size());
+    RETURN_IF_ERROR(ValidateMailboxName(new_name));
+    if (names_.contains(new_name)) {
+      return absl::AlreadyExistsError(absl::StrCat("mailbox '", new_name, "' already exists"));
+    }
+  }
+  for (const auto& [name, id] : moves) {
+    logpb::RenameMailbox p;
+    p.set_mailbox_id(id);
+    p.set_old_name(name);
+    p.set_new_name(to + name.substr(from.size()));
+    AddRecordLocked(w, RecordType::kRenameMailbox, p.SerializeAsString());
+  }
+  absl::Status s = CommitLocked(w, lock);
+  std::lock_guard<std::mutex> il(index_mu_);
+  LoadAssignedStateLocked();
+  return s;
+}
+
+absl::Status Slot::DeleteMailbox(const std::string& name) {
+  std::unique_lock<std::mutex> lock(mu_);
+  RETURN_IF_ERROR(BeginExclusiveLocked(lock));
+  absl::Cleanup end = [&] { EndExclusiveLocked(); };
+  auto it = names_.find(name);
+  if (it == names_.end()) return NoMailbox(name);
+  for (const auto& [other, id] : names_) {
+    if (other != name && IsSameOrBelow(other, name)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "mailbox '", name, "' has children (", other, "); delete them first"));
+    }
+  }
+  logpb::DeleteMailbox p;
+  p.set_mailbox_id(it->second);
+  p.set_name(name);
+  Writer w;
+  AddRecordLocked(w, RecordType::kDeleteMailbox, p.SerializeAsString());
+  absl::Status s = CommitLocked(w, lock);
+  std::lock_guard<std::mutex> il(index_mu_);
+  LoadAssignedStateLocked();
+  return s;
+}
+
+absl::StatusOr<AppendResult> Slot::Append(const AppendRequest& req) {
+  if (req.body.size() > options_.max_message_bytes) {
+    return absl::OutOfRangeError(absl::StrCat("message of ", req.body.size(),
+                                              " bytes exceeds the limit of ",
+                                              options_.max_message_bytes, " bytes"));
+  }
+  if (req.body.empty()) return absl::InvalidArgumentError("message is empty");
+  const std::string guid = Sha1(req.body);
+  bool known;
+  {
+    std::lock_guard<std::mutex> il(index_mu_);
+    ASSIGN_OR_RETURN(known, index_->HasBlob(guid));
+  }
+  // The body goes to the spool before its record is logged, so a full disk
+  // fails the append before anything is written to the log. Bodies are never
+  // deleted, so a GUID the index has stays on disk.
+  if (!known) RETURN_IF_ERROR(spool_.Write(guid, req.body));
+
+  std::unique_lock<std::mutex> lock(mu_);
+  idle_cv_.wait(lock, [&] { return exclusive_ == 0; });
+  RETURN_IF_ERROR(WritableLocked());
+  ASSIGN_OR_RETURN(MailboxState * mb, FindByNameLocked(req.mailbox));
+  const std::string owner = MailboxOwner(mb->name);
+  RETURN_IF_ERROR(CheckQuotaLocked(owner, req.body.size(), 1));
+  logpb::Append p;
+  p.set_mailbox_id(mb->id);
+  p.set_uid(mb->last_uid + 1);
+  p.set_guid(guid);
+  p.set_size(req.body.size());
+  p.set_internal_date(req.internal_date ? req.internal_date : absl::ToUnixSeconds(absl::Now()));
+  for (const std::string& f : NormalizeFlags(req.flags)) p.add_flags(f);
+  p.set_modseq(mb->highest_modseq + 1);
+  if (!known) {
+    p.set_body(req.body);
+    p.set_has_body(true);
+  }
+  mb->last_uid = p.uid();
+  mb->highest_modseq = p.modseq();
+  Usage& u = usage_[owner];
+  u.bytes += req.body.size();
+  u.messages += 1;
+  AppendResult result{p.uid(), mb->uidvalidity, guid, next_lsn_};
+  Writer w;
+  AddRecordLocked(w, RecordType::kAppend, p.SerializeAsString());
+  RETURN_IF_ERROR(CommitLocked(w, lock));
+  return result;
+}
+
+absl::StatusOr<std::vector<uint32_t>> Slot::Copy(const std::string& from,
+                                                 const std::vector<uint32_t>& uids,
+                                                 const std::string& to) {
+  std::unique_lock<std::mutex> lock(mu_);
+  RETURN_IF_ERROR(BeginExclusiveLocked(lock));
+  absl::Cleanup end = [&] { EndExclusiveLocked(); };
+  ASSIGN_OR_RETURN(MailboxState * src, FindByNameLocked(from));
+  ASSIGN_OR_RETURN(MailboxState * dst, FindByNameLocked(to));
+  std::vector<MessageInfo> msgs;
+  {
+    std::lock_guard<std::mutex> il(index_mu_);
+    for (uint32_t uid : uids) {
+      ASSIGN_OR_RETURN(auto m, index_->GetMessage(src->id, uid));
+      if (!m || m->expunged) {
+        return absl::NotFoundError(absl::StrCat("no message with UID ", uid, " in '", from, "'"));
+      }
+      msgs.push_back(std::move(*m));
+    }
+  }
+  uint64_t bytes = 0;
+  for (const auto& m : msgs) bytes += m.size;
+  const std::string owner = MailboxOwner(to);
+  RETURN_IF_ERROR(CheckQuotaLocked(owner, bytes, msgs.size()));
+  Writer w;
+  std::vector<uint32_t> out;
+  for (const auto& m : msgs) {
+    logpb::Append p;
+    p.set_mailbox_id(dst->id);
+    p.set_uid(++dst->last_uid);
+    p.set_guid(m.guid);
+    p.set_size(m.size);
+    p.set_internal_date(m.internal_date);
+    for (const auto& f : m.flags) p.add_flags(f);
+    p.set_modseq(++dst->highest_modseq);
+    out.push_back(p.uid());
+    AddRecordLocked(w, RecordType::kAppend, p.SerializeAsString());
+  }
+  if (w.records.empty()) return out;
+  absl::Status s = CommitLocked(w, lock);
+  std::lock_guard<std::mutex> il(index_mu_);
+  LoadAssignedStateLocked();
+  RETURN_IF_ERROR(s);
+  return out;
+}
+
+absl::Status Slot::SetFlags(const std::string& mailbox, const std::vector<uint32_t>& uids,
+                            FlagOp op, const std::vector<std::string>& flags) {
+  for (const auto& f : flags) {
+    if (f.empty() || f.find_first_of(" \t\r\n()[]{}\"%*") != std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat("invalid flag '", f, "'"));
+    }
+  }
+  std::unique_lock<std::mutex> lock(mu_);
+  RETURN_IF_ERROR(BeginExclusiveLocked(lock));
+  absl::Cleanup end = [&] { EndExclusiveLocked(); };
+  ASSIGN_OR_RETURN(MailboxState * mb, FindByNameLocked(mailbox));
+  logpb::SetFlags p;
+  p.set_mailbox_id(mb->id);
+  {
+    std::lock_guard<std::mutex> il(index_mu_);
+    for (uint32_t uid : uids) {
+      ASSIGN_OR_RETURN(auto m, index_->GetMessage(mb->id, uid));
+      if (!m || m->expunged) {
+        return absl::NotFoundError(absl::StrCat("no message with UID ", uid, " in '", mailbox, "'"));
+      }
+      std::vector<std::string> now = m->flags;
+      if (op == FlagOp::kReplace) now = flags;
+      if (op == FlagOp::kAdd) now.insert(now.end(), flags.begin(), flags.end());
+      if (op == FlagOp::kRemove) {
+        std::erase_if(now, [&](const std::string& f) {
+          return std::find(flags.begin(), flags.end(), f) != flags.end();
+        });
+      }
+      now = NormalizeFlags(std::move(now));
+      if (now == m->flags) continue;
+      auto* c = p.add_changes();
+      c->set_uid(uid);
+      for (const auto& f : now) c->add_flags(f);
+    }
+  }
+  if (p.changes_size() == 0) return absl::OkStatus();
+  p.set_modseq(++mb->highest_modseq);
+  Writer w;
+  AddRecordLocked(w, RecordType::kSetFlags, p.SerializeAsString());
+  return CommitLocked(w, lock);
+}
+
+absl::Status Slot::Expunge(const std::string& mailbox, const std::vector<uint32_t>& uids) {
+  std::unique_lock<std::mutex> lock(mu_);
+  RETURN_IF_ERROR(BeginExclusiveLocked(lock));
+  absl::Cleanup end = [&] { EndExclusiveLocked(); };
+  ASSIGN_OR_RETURN(MailboxState * mb, FindByNameLocked(mailbox));
+  logpb::Expunge p;
+  p.set_mailbox_id(mb->id);
+  uint64_t bytes = 0;
+  {
+    std::lock_guard<std::mutex> il(index_mu_);
+    for (uint32_t uid : uids) {
+      ASSIGN_OR_RETURN(auto m, index_->GetMessage(mb->id, uid));
+      if (!m) {
+        return absl::NotFoundError(absl::StrCat("no message with UID ", uid, " in '", mailbox, "'"));
+      }
+      if (m->expunged) continue;
+      p.add_uids(uid);
+      bytes += m->size;
+    }
+  }
+  if (p.uids_size() == 0) return absl::OkStatus();
+  p.set_modseq(++mb->highest_modseq);
+  Usage& u = usage_[MailboxOwner(mb->name)];
+  u.bytes -= bytes;
+  u.messages -= p.uids_size();
+  Writer w;
+  AddRecordLocked(w, RecordType::kExpunge, p.SerializeAsString());
+  return CommitLocked(w, lock);
+}
+
+absl::Status Slot::SetQuota(const std::string& user, uint64_t storage_limit,
+                            uint64_t message_limit) {
+  RETURN_IF_ERROR(ValidateUserName(user));
+  std::unique_lock<std::mutex> lock(mu_);
+  RETURN_IF_ERROR(BeginExclusiveLocked(lock));
+  absl::Cleanup end = [&] { EndExclusiveLocked(); };
+  logpb::SetQuota p;
+  p.set_user(user);
+  p.set_storage_limit(storage_limit);
+  p.set_message_limit(message_limit);
+  Writer w;
+  AddRecordLocked(w, RecordType::kSetQuota, p.SerializeAsString());
+  RETURN_IF_ERROR(CommitLocked(w, lock));
+  limits_[user] = {storage_limit, message_limit};
+  return absl::OkStatus();
+}
+
+absl::Status Slot::BeginEpoch(uint64_t epoch) {
+  std::unique_lock<std::mutex> lock(mu_);
+  RETURN_IF_ERROR(BeginExclusiveLocked(lock));
+  absl::Cleanup end = [&] { EndExclusiveLocked(); };
+  if (epoch <= epoch_) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("epoch ", epoch, " is not above the slot's epoch ", epoch_));
+  }
+  logpb::BeginEpoch p;
+  p.set_epoch(epoch);
+  p.set_previous_epoch(epoch_);
+  const uint64_t previous = epoch_;
+  epoch_ = epoch;
+  Writer w;
+  AddRecordLocked(w, RecordType::kBeginEpoch, p.SerializeAsString());
+  absl::Status s = CommitLocked(w, lock);
+  if (!s.ok()) epoch_ = previous;
+  return s;
+}
+
+absl::Status Slot::AdminNote(const std::string& operation, const std::string& detail) {
+  std::unique_lock<std::mutex> lock(mu_);
+  RETURN_IF_ERROR(BeginExclusiveLocked(lock));
+  absl::Cleanup end = [&] { EndExclusiveLocked(); };
+  logpb::AdminNote p;
+  p.set_operation(operation);
+  p.set_detail(detail);
+  Writer w;
+  AddRecordLocked(w, RecordType::kAdminNote, p.SerializeAsString());
+  return CommitLocked(w, lock);
+}
+
+// --- reads ---
+
+std::vector<MailboxInfo> Slot::ListMailboxes() {
+  std::lock_guard<std::mutex> il(index_mu_);
+  std::vector<MailboxInfo> out;
+  for (const auto& [id, mb] : index_->mailboxes()) out.push_back(mb);
+  std::sort(out.begin(), out.end(),
+            [](const MailboxInfo& a, const MailboxInfo& b) { return a.name < b.name; });
+  return out;
+}
+
+absl::StatusOr<MailboxInfo> Slot::GetMailbox(const std::string& name) {
+  std::lock_guard<std::mutex> il(index_mu_);
+  const MailboxInfo* mb = index_->FindMailboxByName(name);
+  if (mb == nullptr) return NoMailbox(name);
+  return *mb;
+}
+
+absl::StatusOr<std::vector<MessageInfo>> Slot::ListMessages(const std::string& mailbox,
+                                                            bool include_expunged) {
+  std::lock_guard<std::mutex> il(index_mu_);
+  const MailboxInfo* mb = index_->FindMailboxByName(mailbox);
+  if (mb == nullptr) return NoMailbox(mailbox);
+  return index_->ListMessages(mb->id, include_expunged);
+}
+
+absl::StatusOr<std::string> Slot::FetchBody(const std::string& mailbox, uint32_t uid) {
+  std::string guid;
+  {
+    std::lock_guard<std::mutex> il(index_mu_);
+    const MailboxInfo* mb = index_->FindMailboxByName(mailbox);
+    if (mb == nullptr) return NoMailbox(mailbox);
+    ASSIGN_OR_RETURN(auto m, index_->GetMessage(mb->id, uid));
+    if (!m || m->expunged) {
+      return absl::NotFoundError(absl::StrCat("no message with UID ", uid, " in '", mailbox, "'"));
+    }
+    guid = m->guid;
+  }
+  return spool_.Read(guid);
+}
+
+absl::StatusOr<std::string> Slot::ReadBlob(const std::string& guid) { return spool_.Read(guid); }
+
+absl::StatusOr<bool> Slot::HasBlob(const std::string& guid) {
+  std::lock_guard<std::mutex> il(index_mu_);
+  return index_->HasBlob(guid);
+}
+
+QuotaInfo Slot::Quota(const std::string& user) {
+  std::lock_guard<std::mutex> il(index_mu_);
+  return index_->Quota(user);
+}
+
+Digest Slot::SlotDigest() {
+  std::lock_guard<std::mutex> il(index_mu_);
+  return index_->slot_digest();
+}
+
+uint64_t Slot::last_lsn() {
+  std::lock_guard<std::mutex> il(index_mu_);
+  return index_->applied_lsn();
+}
+
+uint64_t Slot::epoch() {
+  std::lock_guard<std::mutex> l(mu_);
+  return epoch_;
+}
+
+std::vector<EpochStart> Slot::EpochHistory() {
+  std::lock_guard<std::mutex> il(index_mu_);
+  return index_->epoch_history();
+}
+
+uint64_t Slot::log_start_lsn() {
+  std::lock_guard<std::mutex> il(index_mu_);
+  return index_->log_start_lsn();
+}
+
+// --- maintenance ---
+
+absl::Status Slot::Checkpoint() {
+  uint64_t lsn;
+  {
+    std::lock_guard<std::mutex> il(index_mu_);
+    lsn = index_->applied_lsn();
+  }
+  // Every body of a record <= lsn was written to the spool before its record.
+  RETURN_IF_ERROR(spool_.SyncAll());
+  std::lock_guard<std::mutex> il(index_mu_);
+  if (lsn > index_->spool_checkpoint_lsn()) RETURN_IF_ERROR(index_->SetSpoolCheckpoint(lsn));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> Slot::DropLogBelow(uint64_t lsn) {
+  std::unique_lock<std::mutex> lock(mu_);
+  RETURN_IF_ERROR(BeginExclusiveLocked(lock));
+  absl::Cleanup end = [&] { EndExclusiveLocked(); };
+  lock.unlock();
+  absl::Status s = Checkpoint();
+  lock.lock();
+  RETURN_IF_ERROR(s);
+  std::lock_guard<std::mutex> il(index_mu_);
+  lsn = std::min(lsn, index_->applied_lsn() + 1);
+  if (lsn <= index_->log_start_lsn()) return 0;
+  // The base snapshot summarizes everything the dropped segments held.
+  RETURN_IF_ERROR(WriteSnapshot(*index_, nullptr, identity_, paths_.base_snapshot()));
+  ASSIGN_OR_RETURN(int dropped, log_->DropSegmentsBelow(lsn));
+  ASSIGN_OR_RETURN(auto segments, ListSegments(paths_.log_dir()));
+  uint64_t start = segments.empty() ? index_->applied_lsn() + 1 : segments.front().first_lsn;
+  RETURN_IF_ERROR(index_->SetLogStart(std::max(start, index_->log_start_lsn())));
+  LogLine(Severity::kInfo, "log retention",
+          Kv("slot", paths_.root) + Kv("segments_dropped", dropped) +
+              Kv("log_start_lsn", index_->log_start_lsn()));
+  return dropped;
+}
+
+absl::Status Slot::ExportSnapshot(const std::string& path) {
+  std::lock_guard<std::mutex> il(index_mu_);
+  return WriteSnapshot(*index_, &spool_, identity_, path);
+}
+
+}  // namespace mailrepl

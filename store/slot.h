@@ -1,0 +1,226 @@
+// A slot: one copy of one store on one host (identity file, change log,
+// index, spool). The Slot is the storage engine's front door: every mutation
+// becomes a change-log record that is fsync'd before the call returns, then
+// applied to the index. Concurrent appends share fsyncs (group commit): the
+// first waiting writer becomes the leader, writes everyone's records with one
+// write() and one fdatasync(), applies them, and wakes the others.
+//
+// Thread-safe: every public method may be called from any thread.
+//
+// Example:
+//   RETURN_IF_ERROR(Slot::Init(SlotPaths::Under("/srv/slot1"), identity));
+//   ASSIGN_OR_RETURN(auto slot, Slot::Open(SlotPaths::Under("/srv/slot1"), {}));
+//   RETURN_IF_ERROR(slot->CreateMailbox("user/alice").status());
+//   ASSIGN_OR_RETURN(auto r, slot->Append({.mailbox = "user/alice", .body = msg}));
+#ifndef MAILREPL_STORE_SLOT_H_
+#define MAILREPL_STORE_SLOT_H_
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "store/identity.h"
+#include "store/index.h"
+#include "store/log_reader.h"
+#include "store/log_writer.h"
+#include "store/spool.h"
+#include "store/types.h"
+
+namespace mailrepl {
+
+// Where a slot's parts live. Meta (the index) and spool (bodies) may be on
+// other file systems than the root, as Cyrus's metapartition allows.
+struct SlotPaths {
+  std::string root;   // identity file and log/
+  std::string meta;   // index.sqlite3
+  std::string spool;  // message bodies
+
+  static SlotPaths Under(const std::string& root) {
+    return {root, root + "/meta", root + "/spool"};
+  }
+  std::string identity_file() const { return root + "/identity"; }
+  std::string log_dir() const { return root + "/log"; }
+  std::string index_file() const { return meta + "/index.sqlite3"; }
+  std::string base_snapshot() const { return root + "/log/BASE.snapshot"; }
+};
+
+struct SlotOptions {
+  // When set, Open() fails unless the identity file says exactly this
+  // cluster and store (and slot, when slot_id != 0).
+  std::optional<SlotIdentity> expect;
+  uint64_t max_message_bytes = 64ull << 20;
+  uint64_t segment_bytes = kDefaultSegmentBytes;
+  // Log bytes between spool checkpoints (syncfs of the spool).
+  uint64_t checkpoint_bytes = 512ull << 20;
+};
+
+// What Open() found and did.
+struct RecoveryReport {
+  std::optional<TornTail> torn_tail;  // truncated at open
+  uint64_t records_replayed = 0;      // applied to the index at open
+  uint64_t bodies_restored = 0;       // written back to the spool from the log
+  uint64_t last_lsn = 0;
+};
+
+enum class FlagOp { kReplace, kAdd, kRemove };
+
+struct AppendRequest {
+  std::string mailbox;  // name, e.g. "user/alice"
+  std::string body;     // the exact message bytes
+  std::vector<std::string> flags;
+  int64_t internal_date = 0;  // seconds since the epoch; 0: now
+};
+
+struct AppendResult {
+  uint32_t uid = 0;
+  uint32_t uidvalidity = 0;
+  std::string guid;  // 20 raw bytes
+  uint64_t lsn = 0;
+};
+
+class Slot {
+ public:
+  // Creates a new, empty slot. Refuses if paths.root already holds a slot.
+  static absl::Status Init(const SlotPaths& paths, const SlotIdentity& identity);
+  // Opens a slot, recovering from a crash: truncates a torn log tail, replays
+  // records the index lacks, restores bodies not yet checkpointed. Refuses
+  // with kDataLoss naming file and offset when the log is damaged elsewhere.
+  static absl::StatusOr<std::unique_ptr<Slot>> Open(const SlotPaths& paths,
+                                                    const SlotOptions& options);
+  ~Slot();
+  Slot(const Slot&) = delete;
+  Slot& operator=(const Slot&) = delete;
+
+  // --- mutations: each returns once its record is durable ---
+  absl::StatusOr<MailboxInfo> CreateMailbox(const std::string& name);
+  // Renames the mailbox and every mailbox below it.
+  absl::Status RenameMailbox(const std::string& from, const std::string& to);
+  // Refuses a mailbox that has children.
+  absl::Status DeleteMailbox(const std::string& name);
+  // kOutOfRange: over max_message_bytes; kResourceExhausted: over quota or
+  // disk full; kNotFound: no such mailbox.
+  absl::StatusOr<AppendResult> Append(const AppendRequest& request);
+  // Copies messages (sharing their bodies); returns the new UIDs in order.
+  absl::StatusOr<std::vector<uint32_t>> Copy(const std::string& from,
+                                             const std::vector<uint32_t>& uids,
+                                             const std::string& to);
+  absl::Status SetFlags(const std::string& mailbox, const std::vector<uint32_t>& uids, FlagOp op,
+                        const std::vector<std::string>& flags);
+  absl::Status Expunge(const std::string& mailbox, const std::vector<uint32_t>& uids);
+  absl::Status SetQuota(const std::string& user, uint64_t storage_limit, uint64_t message_limit);
+  // Starts a new epoch of mastership; epoch must be above the current one.
+  absl::Status BeginEpoch(uint64_t epoch);
+  // Records an admin or repair operation in the log.
+  absl::Status AdminNote(const std::string& operation, const std::string& detail);
+
+  // --- reads (the applied state) ---
+  std::vector<MailboxInfo> ListMailboxes();
+  absl::StatusOr<MailboxInfo> GetMailbox(const std::string& name);
+  absl::StatusOr<std::vector<MessageInfo>> ListMessages(const std::string& mailbox,
+                                                        bool include_expunged);
+  absl::StatusOr<std::string> FetchBody(const std::string& mailbox, uint32_t uid);
+  QuotaInfo Quota(const std::string& user);
+  Digest SlotDigest();
+  uint64_t last_lsn();
+  uint64_t epoch();
+  std::vector<EpochStart> EpochHistory();
+  uint64_t log_start_lsn();
+  const SlotIdentity& identity() const { return identity_; }
+  const SlotPaths& paths() const { return paths_; }
+  const RecoveryReport& recovery() const { return recovery_; }
+
+  // --- maintenance ---
+  // Makes the spool durable up to the applied LSN (syncfs), so that log
+  // records up to it are no longer needed to restore bodies.
+  absl::Status Checkpoint();
+  // Log retention: writes the base snapshot (state at the applied LSN, no
+  // bodies) and removes log segments whose records are all below lsn.
+  // Returns the number of segments removed.
+  absl::StatusOr<int> DropLogBelow(uint64_t lsn);
+  // Writes the consistent state at the applied LSN, bodies included, to path.
+  absl::Status ExportSnapshot(const std::string& path);
+  // Visits body bytes (only for tools and replication).
+  absl::StatusOr<std::string> ReadBlob(const std::string& guid);
+  absl::StatusOr<bool> HasBlob(const std::string& guid);
+
+  // Runs fn with the index locked (tools: verify, digest listings).
+  template <typename Fn>
+  auto WithIndex(Fn&& fn) {
+    std::lock_guard<std::mutex> l(index_mu_);
+    return fn(*index_, spool_);
+  }
+
+ private:
+  struct Writer;
+  struct MailboxState {
+    std::string id;
+    std::string name;
+    uint32_t uidvalidity = 0;
+    uint32_t last_uid = 0;
+    uint64_t highest_modseq = 0;
+  };
+  struct Usage {
+    uint64_t bytes = 0;
+    uint64_t messages = 0;
+  };
+
+  Slot(SlotPaths paths, SlotOptions options);
+  absl::Status Recover();
+  void LoadAssignedStateLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Waits until no write is in flight and keeps new appends out until the
+  // returned guard is destroyed.
+  absl::Status BeginExclusiveLocked(std::unique_lock<std::mutex>& lock)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EndExclusiveLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status WritableLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Adds a record with the next LSN to w.
+  void AddRecordLocked(Writer& w, RecordType type, const std::string& payload)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Queues w and returns when its records are durable and applied (or failed).
+  absl::Status CommitLocked(Writer& w, std::unique_lock<std::mutex>& lock)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<MailboxState*> FindByNameLocked(const std::string& name)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status CheckQuotaLocked(const std::string& user, uint64_t bytes, uint64_t messages)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::string NewMailboxId();
+
+  const SlotPaths paths_;
+  const SlotOptions options_;
+  SlotIdentity identity_;
+  Spool spool_;
+  RecoveryReport recovery_;
+
+  std::mutex mu_;
+  std::condition_variable idle_cv_;
+  std::deque<Writer*> queue_ ABSL_GUARDED_BY(mu_);
+  int exclusive_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Status failed_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_lsn_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t epoch_ ABSL_GUARDED_BY(mu_) = 0;
+  uint32_t last_uidvalidity_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::flat_hash_map<std::string, MailboxState> mailboxes_ ABSL_GUARDED_BY(mu_);  // by id
+  absl::flat_hash_map<std::string, std::string> names_ ABSL_GUARDED_BY(mu_);  // name -> id
+  absl::flat_hash_map<std::string, Usage> usage_ ABSL_GUARDED_BY(mu_);        // by user
+  absl::flat_hash_map<std::string, Usage> limits_ ABSL_GUARDED_BY(mu_);       // by user
+  uint64_t bytes_since_checkpoint_ ABSL_GUARDED_BY(mu_) = 0;
+
+  // The leader of a group commit owns the writer; nobody else touches it.
+  std::optional<LogWriter> log_;
+
+  std::mutex index_mu_;  // lock order: mu_ before index_mu_
+  std::unique_ptr<Index> index_ ABSL_GUARDED_BY(index_mu_);
+};
+
+}  // namespace mailrepl
+
+#endif  // MAILREPL_STORE_SLOT_H_
