@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <utility>
 #include <cerrno>
 
 #include "absl/strings/str_cat.h"
@@ -28,6 +29,25 @@ absl::StatusOr<std::vector<SegmentInfo>> ListSegments(const std::string& log_dir
   std::sort(out.begin(), out.end(),
             [](const SegmentInfo& a, const SegmentInfo& b) { return a.first_lsn < b.first_lsn; });
   return out;
+}
+
+LogReader::LogReader(LogReader&& o) noexcept { *this = std::move(o); }
+
+LogReader& LogReader::operator=(LogReader&& o) noexcept {
+  if (this != &o) {
+    if (fd_ >= 0) ::close(fd_);
+    segments_ = std::move(o.segments_);
+    segment_ = o.segment_;
+    fd_ = std::exchange(o.fd_, -1);
+    file_size_ = o.file_size_;
+    path_ = std::move(o.path_);
+    offset_ = o.offset_;
+    from_lsn_ = o.from_lsn_;
+    last_lsn_ = o.last_lsn_;
+    recovery_ = o.recovery_;
+    torn_tail_ = std::move(o.torn_tail_);
+  }
+  return *this;
 }
 
 LogReader::~LogReader() {

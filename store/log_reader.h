@@ -50,8 +50,10 @@ class LogReader {
   const std::string& current_path() const { return path_; }
   uint64_t end_offset() const { return offset_; }
 
-  LogReader(LogReader&&) = default;
-  LogReader& operator=(LogReader&&) = default;
+  LogReader(LogReader&& other) noexcept;
+  LogReader& operator=(LogReader&& other) noexcept;
+  LogReader(const LogReader&) = delete;
+  LogReader& operator=(const LogReader&) = delete;
   ~LogReader();
 
  private:

@@ -83,7 +83,7 @@ absl::Status Slot::Recover() {
   struct stat st;
   if (index_->applied_lsn() == 0 && ::stat(paths_.base_snapshot().c_str(), &st) == 0) {
     // A rebuilt index starts from the base snapshot left by log retention.
-    RETURN_IF_ERROR(ImportSnapshot(paths_.base_snapshot(), *index_, spool_));
+    RETURN_IF_ERROR(mailrepl::ImportSnapshot(paths_.base_snapshot(), *index_, spool_));
   }
   const uint64_t applied = index_->applied_lsn();
   const uint64_t checkpoint = index_->spool_checkpoint_lsn();
@@ -267,6 +267,11 @@ absl::Status Slot::CommitLocked(Writer& w, std::unique_lock<std::mutex>& lock) {
             Kv("slot", paths_.root) + Kv("error", apply.message()));
   } else {
     bytes_since_checkpoint_ += joined.size();
+  }
+  if (write.ok() && sync.ok()) {
+    ++stats_.commits;
+    stats_.records += records.size();
+    stats_.bytes += joined.size();
   }
   for (Writer* x : batch) {
     queue_.pop_front();
@@ -686,6 +691,11 @@ uint64_t Slot::last_lsn() {
   return index_->applied_lsn();
 }
 
+SlotStats Slot::stats() {
+  std::lock_guard<std::mutex> l(mu_);
+  return stats_;
+}
+
 uint64_t Slot::epoch() {
   std::lock_guard<std::mutex> l(mu_);
   return epoch_;
@@ -737,6 +747,33 @@ absl::StatusOr<int> Slot::DropLogBelow(uint64_t lsn) {
           Kv("slot", paths_.root) + Kv("segments_dropped", dropped) +
               Kv("log_start_lsn", index_->log_start_lsn()));
   return dropped;
+}
+
+absl::Status Slot::ImportSnapshot(const std::string& path) {
+  std::unique_lock<std::mutex> lock(mu_);
+  RETURN_IF_ERROR(BeginExclusiveLocked(lock));
+  absl::Cleanup end = [&] { EndExclusiveLocked(); };
+  std::lock_guard<std::mutex> il(index_mu_);
+  if (next_lsn_ != 1 || !index_->mailboxes().empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "slot ", paths_.root, " is not empty (last LSN ", next_lsn_ - 1,
+        "); a snapshot can only be imported into a freshly initialized slot"));
+  }
+  RETURN_IF_ERROR(mailrepl::ImportSnapshot(path, *index_, spool_));
+  RETURN_IF_ERROR(WriteSnapshot(*index_, nullptr, identity_, paths_.base_snapshot()));
+  // The empty first segment was named for LSN 1; start over at the next LSN.
+  log_.reset();
+  ASSIGN_OR_RETURN(auto segments, ListSegments(paths_.log_dir()));
+  for (const SegmentInfo& seg : segments) {
+    if (::unlink(seg.path.c_str()) != 0) return ErrnoStatus(errno, "remove", seg.path);
+  }
+  const uint64_t next = index_->applied_lsn() + 1;
+  ASSIGN_OR_RETURN(LogWriter w, LogWriter::Open(paths_.log_dir(), next, options_.segment_bytes));
+  log_.emplace(std::move(w));
+  next_lsn_ = next;
+  epoch_ = index_->applied_epoch();
+  LoadAssignedStateLocked();
+  return absl::OkStatus();
 }
 
 absl::Status Slot::ExportSnapshot(const std::string& path) {

@@ -73,6 +73,13 @@ struct RecoveryReport {
 
 enum class FlagOp { kReplace, kAdd, kRemove };
 
+// Counters since the slot was opened.
+struct SlotStats {
+  uint64_t commits = 0;  // group commits: one write + one fdatasync each
+  uint64_t records = 0;  // records made durable
+  uint64_t bytes = 0;    // encoded record bytes made durable
+};
+
 struct AppendRequest {
   std::string mailbox;  // name, e.g. "user/alice"
   std::string body;     // the exact message bytes
@@ -137,6 +144,7 @@ class Slot {
   const SlotIdentity& identity() const { return identity_; }
   const SlotPaths& paths() const { return paths_; }
   const RecoveryReport& recovery() const { return recovery_; }
+  SlotStats stats();
 
   // --- maintenance ---
   // Makes the spool durable up to the applied LSN (syncfs), so that log
@@ -148,6 +156,11 @@ class Slot {
   absl::StatusOr<int> DropLogBelow(uint64_t lsn);
   // Writes the consistent state at the applied LSN, bodies included, to path.
   absl::Status ExportSnapshot(const std::string& path);
+  // Loads a snapshot into this slot, which must be empty (no records, no
+  // mailboxes). The snapshot becomes the slot's base and the log continues
+  // at the snapshot's LSN + 1. kDataLoss if the file is damaged; nothing is
+  // changed then.
+  absl::Status ImportSnapshot(const std::string& path);
   // Visits body bytes (only for tools and replication).
   absl::StatusOr<std::string> ReadBlob(const std::string& guid);
   absl::StatusOr<bool> HasBlob(const std::string& guid);
@@ -213,6 +226,7 @@ class Slot {
   absl::flat_hash_map<std::string, Usage> usage_ ABSL_GUARDED_BY(mu_);        // by user
   absl::flat_hash_map<std::string, Usage> limits_ ABSL_GUARDED_BY(mu_);       // by user
   uint64_t bytes_since_checkpoint_ ABSL_GUARDED_BY(mu_) = 0;
+  SlotStats stats_ ABSL_GUARDED_BY(mu_);
 
   // The leader of a group commit owns the writer; nobody else touches it.
   std::optional<LogWriter> log_;

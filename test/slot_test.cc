@@ -1,0 +1,373 @@
+// Mail semantics of one slot: UIDs, GUIDs, mailboxes by immutable id
+// (rename chains, re-used names, deletes), flags, quota, digests, epochs,
+// snapshots and retention.
+#include <catch2/catch.hpp>
+
+#include <set>
+#include <thread>
+
+#include "store/mailbox_name.h"
+#include "store/snapshot.h"
+#include "store/verify.h"
+#include "test/test_util.h"
+
+namespace mailrepl {
+namespace {
+
+using testing::NewSlot;
+using testing::ReopenSlot;
+using testing::TempDir;
+using testing::TestMessage;
+
+std::vector<std::string> Guids(Slot& slot, const std::string& mailbox) {
+  std::vector<std::string> out;
+  auto msgs = slot.ListMessages(mailbox, false);
+  REQUIRE(msgs.ok());
+  for (const auto& m : *msgs) out.push_back(m.guid);
+  return out;
+}
+
+// Rebuilds the index from the log and returns the slot digest it gives.
+Digest DigestAfterReconstruct(const std::string& dir) {
+  auto report = ReconstructIndex(SlotPaths::Under(dir), {});
+  REQUIRE(report.ok());
+  return ReopenSlot(dir)->SlotDigest();
+}
+
+TEST_CASE("appends get strictly increasing UIDs and the SHA-1 of their bytes as GUID",
+          "[slot]") {
+  TempDir dir;
+  auto slot = NewSlot(dir.path());
+  REQUIRE(slot->CreateMailbox("user/alice").ok());
+  uint32_t last = 0;
+  for (int i = 0; i < 5; ++i) {
+    auto r = slot->Append({.mailbox = "user/alice", .body = TestMessage(i)});
+    REQUIRE(r.ok());
+    CHECK(r->uid > last);
+    CHECK(r->guid == Sha1(TestMessage(i)));
+    last = r->uid;
+  }
+  auto mb = slot->GetMailbox("user/alice").value();
+  CHECK(mb.last_uid == 5);
+  CHECK(mb.messages == 5);
+  CHECK(slot->FetchBody("user/alice", 3).value() == TestMessage(2));
+}
+
+TEST_CASE("a copied message shares its body and its record carries no second copy",
+          "[slot]") {
+  TempDir dir;
+  auto slot = NewSlot(dir.path());
+  REQUIRE(slot->CreateMailbox("user/alice").ok());
+  REQUIRE(slot->CreateMailbox("user/alice/Archive").ok());
+  std::string body = TestMessage(1, 50000);
+  REQUIRE(slot->Append({.mailbox = "user/alice", .body = body}).ok());
+  uint64_t before = slot->stats().bytes;
+  auto uids = slot->Copy("user/alice", {1}, "user/alice/Archive");
+  REQUIRE(uids.ok());
+  CHECK(*uids == std::vector<uint32_t>{1});
+  CHECK(slot->stats().bytes - before < 1000);  // the copy's record holds no body
+  // Delivering the same bytes again does not store them again either.
+  before = slot->stats().bytes;
+  REQUIRE(slot->Append({.mailbox = "user/alice", .body = body}).ok());
+  CHECK(slot->stats().bytes - before < 1000);
+  CHECK(slot->FetchBody("user/alice/Archive", 1).value() == body);
+  CHECK(slot->Quota("alice").storage_used == 3 * body.size());
+}
+
+TEST_CASE("a rename chain A->C, B->A, C->B keeps every message with its mailbox", "[slot]") {
+  TempDir dir;
+  auto slot = NewSlot(dir.path());
+  REQUIRE(slot->CreateMailbox("user/u").ok());
+  std::string a_id = slot->CreateMailbox("user/u/A").value().id;
+  std::string b_id = slot->CreateMailbox("user/u/B").value().id;
+  REQUIRE(slot->Append({.mailbox = "user/u/A", .body = TestMessage(1)}).ok());
+  REQUIRE(slot->Append({.mailbox = "user/u/B", .body = TestMessage(2)}).ok());
+  REQUIRE(slot->RenameMailbox("user/u/A", "user/u/C").ok());
+  REQUIRE(slot->RenameMailbox("user/u/B", "user/u/A").ok());
+  REQUIRE(slot->RenameMailbox("user/u/C", "user/u/B").ok());
+  CHECK(slot->GetMailbox("user/u/B").value().id == a_id);
+  CHECK(slot->GetMailbox("user/u/A").value().id == b_id);
+  CHECK(Guids(*slot, "user/u/B") == std::vector<std::string>{Sha1(TestMessage(1))});
+  CHECK(Guids(*slot, "user/u/A") == std::vector<std::string>{Sha1(TestMessage(2))});
+  // A later append lands in the mailbox the name now points at.
+  REQUIRE(slot->Append({.mailbox = "user/u/A", .body = TestMessage(3)}).ok());
+  CHECK(Guids(*slot, "user/u/A").size() == 2);
+  Digest d = slot->SlotDigest();
+  slot.reset();
+  CHECK(DigestAfterReconstruct(dir.path()) == d);  // the log replays to the same state
+}
+
+TEST_CASE("a new mailbox re-using a deleted one's name gets a new id, UIDVALIDITY and no mail",
+          "[slot]") {
+  TempDir dir;
+  auto slot = NewSlot(dir.path());
+  REQUIRE(slot->CreateMailbox("user/u").ok());
+  auto old = slot->CreateMailbox("user/u/Trash").value();
+  REQUIRE(slot->Append({.mailbox = "user/u/Trash", .body = TestMessage(1)}).ok());
+  REQUIRE(slot->DeleteMailbox("user/u/Trash").ok());
+  auto fresh = slot->CreateMailbox("user/u/Trash").value();
+  CHECK(fresh.id != old.id);
+  CHECK(fresh.uidvalidity > old.uidvalidity);
+  CHECK(fresh.messages == 0);
+  CHECK(slot->ListMessages("user/u/Trash", true).value().empty());
+  CHECK(slot->Quota("u").messages_used == 0);
+  Digest d = slot->SlotDigest();
+  slot.reset();
+  CHECK(DigestAfterReconstruct(dir.path()) == d);
+}
+
+TEST_CASE("a delete after a rename removes only the mailbox it named", "[slot]") {
+  TempDir dir;
+  auto slot = NewSlot(dir.path());
+  REQUIRE(slot->CreateMailbox("user/u").ok());
+  REQUIRE(slot->CreateMailbox("user/u/X").ok());
+  REQUIRE(slot->Append({.mailbox = "user/u/X", .body = TestMessage(1)}).ok());
+  REQUIRE(slot->RenameMailbox("user/u/X", "user/u/Y").ok());
+  REQUIRE(slot->CreateMailbox("user/u/X").ok());
+  REQUIRE(slot->Append({.mailbox = "user/u/X", .body = TestMessage(2)}).ok());
+  REQUIRE(slot->DeleteMailbox("user/u/Y").ok());
+  CHECK(Guids(*slot, "user/u/X") == std::vector<std::string>{Sha1(TestMessage(2))});
+  CHECK_FALSE(slot->GetMailbox("user/u/Y").ok());
+  Digest d = slot->SlotDigest();
+  slot.reset();
+  CHECK(DigestAfterReconstruct(dir.path()) == d);
+}
+
+TEST_CASE("renaming a mailbox moves its children; deleting a parent with children is refused",
+          "[slot]") {
+  TempDir dir;
+  auto slot = NewSlot(dir.path());
+  REQUIRE(slot->CreateMailbox("user/u").ok());
+  REQUIRE(slot->CreateMailbox("user/u/Work").ok());
+  REQUIRE(slot->CreateMailbox("user/u/Work/2025").ok());
+  REQUIRE(slot->RenameMailbox("user/u/Work", "user/u/Old").ok());
+  CHECK(slot->GetMailbox("user/u/Old/2025").ok());
+  CHECK_FALSE(slot->GetMailbox("user/u/Work/2025").ok());
+  CHECK(slot->DeleteMailbox("user/u/Old").code() == absl::StatusCode::kFailedPrecondition);
+  CHECK(slot->RenameMailbox("user/u/Old", "user/u/Old/Inner").code() ==
+        absl::StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("flag changes and expunges bump MODSEQ and are reflected in the digest", "[slot]") {
+  TempDir dir;
+  auto slot = NewSlot(dir.path());
+  REQUIRE(slot->CreateMailbox("user/u").ok());
+  REQUIRE(slot->Append({.mailbox = "user/u", .body = TestMessage(1)}).ok());
+  REQUIRE(slot->Append({.mailbox = "user/u", .body = TestMessage(2)}).ok());
+  auto before = slot->GetMailbox("user/u").value();
+  REQUIRE(slot->SetFlags("user/u", {1, 2}, FlagOp::kAdd, {"\\Seen", "$Work"}).ok());
+  auto after = slot->GetMailbox("user/u").value();
+  CHECK(after.highest_modseq > before.highest_modseq);
+  CHECK_FALSE(after.MailboxDigest() == before.MailboxDigest());
+  auto msgs = slot->ListMessages("user/u", false).value();
+  CHECK(msgs[0].flags == std::vector<std::string>{"$Work", "\\Seen"});
+  CHECK(msgs[0].modseq == after.highest_modseq);
+  REQUIRE(slot->Expunge("user/u", {1}).ok());
+  CHECK(slot->ListMessages("user/u", false).value().size() == 1);
+  auto all = slot->ListMessages("user/u", true).value();
+  REQUIRE(all.size() == 2);
+  CHECK(all[0].expunged);
+  CHECK(slot->Quota("u").messages_used == 1);
+  CHECK(slot->SetFlags("user/u", {1}, FlagOp::kAdd, {"\\Flagged"}).code() ==
+        absl::StatusCode::kNotFound);
+  CHECK(slot->SetFlags("user/u", {2}, FlagOp::kAdd, {"bad flag"}).code() ==
+        absl::StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("the same message twice in a mailbox does not cancel out of its digest", "[slot]") {
+  Digest one = MessageDigest(1, Sha1("x"), {}, 1, false);
+  Digest twice = one;
+  twice.Add(one);
+  CHECK_FALSE(twice == Digest{});
+  CHECK_FALSE(twice == one);
+  // Order independence: a + b == b + a, and removal is exact.
+  Digest b = MessageDigest(2, Sha1("y"), {"\\Seen"}, 2, false);
+  Digest ab = one, ba = b;
+  ab.Add(b);
+  ba.Add(one);
+  CHECK(ab == ba);
+  ab.Subtract(b);
+  CHECK(ab == one);
+}
+
+TEST_CASE("an over-quota append is refused and changes nothing", "[slot]") {
+  TempDir dir;
+  auto slot = NewSlot(dir.path());
+  REQUIRE(slot->CreateMailbox("user/q").ok());
+  REQUIRE(slot->SetQuota("q", 1000, 0).ok());
+  REQUIRE(slot->Append({.mailbox = "user/q", .body = TestMessage(1, 600)}).ok());
+  Digest d = slot->SlotDigest();
+  uint64_t lsn = slot->last_lsn();
+  auto r = slot->Append({.mailbox = "user/q", .body = TestMessage(2, 600)});
+  CHECK(r.status().code() == absl::StatusCode::kResourceExhausted);
+  CHECK(slot->SlotDigest() == d);
+  CHECK(slot->last_lsn() == lsn);
+  REQUIRE(slot->SetQuota("q", 0, 1).ok());
+  CHECK(slot->Append({.mailbox = "user/q", .body = TestMessage(3, 100)}).status().code() ==
+        absl::StatusCode::kResourceExhausted);
+  // Expunging frees quota.
+  REQUIRE(slot->Expunge("user/q", {1}).ok());
+  CHECK(slot->Append({.mailbox = "user/q", .body = TestMessage(3, 100)}).ok());
+}
+
+TEST_CASE("invalid mailbox names and oversized messages are refused and change nothing",
+          "[slot]") {
+  TempDir dir;
+  SlotOptions options;
+  options.max_message_bytes = 4096;
+  auto slot = NewSlot(dir.path(), options);
+  REQUIRE(slot->CreateMailbox("user/u").ok());
+  Digest d = slot->SlotDigest();
+  for (std::string bad : std::vector<std::string>{"", "/user/u/x", "user/u/../v", "user/u/./x", "user/u//x",
+                          "user/u/x/", "user/u/a\x01z", "user/u/\x7f", "other/u",
+                          "user/u/" + std::string(490, 'a'), "user", "user/../etc"}) {
+    INFO("name: " << bad);
+    CHECK(slot->CreateMailbox(bad).status().code() == absl::StatusCode::kInvalidArgument);
+  }
+  CHECK(slot->RenameMailbox("user/u", "user/u/../x").code() ==
+        absl::StatusCode::kInvalidArgument);
+  CHECK(slot->Append({.mailbox = "user/u/../u", .body = "x"}).status().code() ==
+        absl::StatusCode::kNotFound);
+  auto big = slot->Append({.mailbox = "user/u", .body = std::string(5000, 'x')});
+  CHECK(big.status().code() == absl::StatusCode::kOutOfRange);
+  CHECK(slot->SlotDigest() == d);
+  CHECK(slot->last_lsn() == 1);
+}
+
+TEST_CASE("concurrent appends share fsyncs and each gets its own UID", "[slot][group-commit]") {
+  TempDir dir;
+  auto slot = NewSlot(dir.path());
+  REQUIRE(slot->CreateMailbox("user/u").ok());
+  const uint64_t commits_before = slot->stats().commits;
+  constexpr int kThreads = 8, kEach = 40;
+  std::vector<std::vector<uint32_t>> uids(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i) {
+        auto r = slot->Append({.mailbox = "user/u", .body = TestMessage(t * 1000 + i)});
+        if (r.ok()) uids[t].push_back(r->uid);
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  std::set<uint32_t> all;
+  for (const auto& v : uids) all.insert(v.begin(), v.end());
+  CHECK(all.size() == kThreads * kEach);
+  CHECK(*all.rbegin() == kThreads * kEach);
+  auto stats = slot->stats();
+  CHECK(stats.commits - commits_before < kThreads * kEach);  // some fsyncs were shared
+  CHECK(slot->GetMailbox("user/u").value().messages == kThreads * kEach);
+}
+
+TEST_CASE("the epoch history records the first LSN of every epoch and survives reopening",
+          "[slot]") {
+  TempDir dir;
+  auto slot = NewSlot(dir.path());
+  REQUIRE(slot->CreateMailbox("user/u").ok());
+  REQUIRE(slot->BeginEpoch(3).ok());
+  REQUIRE(slot->Append({.mailbox = "user/u", .body = TestMessage(1)}).ok());
+  REQUIRE(slot->BeginEpoch(5).ok());
+  CHECK(slot->BeginEpoch(5).code() == absl::StatusCode::kFailedPrecondition);
+  CHECK(slot->BeginEpoch(4).code() == absl::StatusCode::kFailedPrecondition);
+  std::vector<EpochStart> want{{3, 2}, {5, 4}};
+  CHECK(slot->EpochHistory() == want);
+  slot.reset();
+  slot = ReopenSlot(dir.path());
+  CHECK(slot->EpochHistory() == want);
+  CHECK(slot->epoch() == 5);
+}
+
+TEST_CASE("a slot opened as the wrong store is refused", "[slot][identity]") {
+  TempDir dir;
+  NewSlot(dir.path()).reset();
+  SlotOptions wrong;
+  wrong.expect = SlotIdentity{"test", 2, 0, 0};
+  auto s = Slot::Open(SlotPaths::Under(dir.path()), wrong);
+  CHECK(s.status().code() == absl::StatusCode::kFailedPrecondition);
+  SlotOptions right;
+  right.expect = SlotIdentity{"test", 1, 1, 0};
+  CHECK(Slot::Open(SlotPaths::Under(dir.path()), right).ok());
+  CHECK(Slot::Init(SlotPaths::Under(dir.path()), {"test", 1, 1, 0}).code() ==
+        absl::StatusCode::kAlreadyExists);
+}
+
+TEST_CASE("a snapshot imported into an empty slot reproduces state, bodies and epochs",
+          "[slot][snapshot]") {
+  TempDir a, b;
+  auto src = NewSlot(a.path());
+  REQUIRE(src->CreateMailbox("user/u").ok());
+  REQUIRE(src->BeginEpoch(2).ok());
+  for (int i = 0; i < 20; ++i) {
+    REQUIRE(src->Append({.mailbox = "user/u", .body = TestMessage(i, 3000)}).ok());
+  }
+  REQUIRE(src->SetFlags("user/u", {3}, FlagOp::kAdd, {"\\Seen"}).ok());
+  REQUIRE(src->Expunge("user/u", {4}).ok());
+  REQUIRE(src->SetQuota("u", 1 << 20, 100).ok());
+  std::string file = a.Sub("snap");
+  REQUIRE(src->ExportSnapshot(file).ok());
+
+  auto dst = NewSlot(b.path());
+  REQUIRE(dst->ImportSnapshot(file).ok());
+  dst.reset();
+  dst = ReopenSlot(b.path());
+  CHECK(dst->SlotDigest() == src->SlotDigest());
+  CHECK(dst->last_lsn() == src->last_lsn());
+  CHECK(dst->EpochHistory() == src->EpochHistory());
+  CHECK(dst->FetchBody("user/u", 7).value() == TestMessage(6, 3000));
+  // The imported slot continues the log at the next LSN.
+  auto r = dst->Append({.mailbox = "user/u", .body = TestMessage(99)});
+  REQUIRE(r.ok());
+  CHECK(r->lsn == src->last_lsn() + 1);
+  CHECK(VerifySlot(*dst).value().clean());
+}
+
+TEST_CASE("a damaged snapshot is refused and leaves the slot empty", "[slot][snapshot]") {
+  TempDir a, b;
+  auto src = NewSlot(a.path());
+  REQUIRE(src->CreateMailbox("user/u").ok());
+  REQUIRE(src->Append({.mailbox = "user/u", .body = TestMessage(1)}).ok());
+  std::string file = a.Sub("snap");
+  REQUIRE(src->ExportSnapshot(file).ok());
+  testing::FlipByte(file, testing::FileSize(file) / 2);
+  auto dst = NewSlot(b.path());
+  CHECK(dst->ImportSnapshot(file).code() == absl::StatusCode::kDataLoss);
+  CHECK(dst->ListMailboxes().empty());
+  // Cut short: no trailer.
+  REQUIRE(src->ExportSnapshot(file).ok());
+  testing::TruncateFile(file, testing::FileSize(file) - 10);
+  CHECK(dst->ImportSnapshot(file).code() == absl::StatusCode::kDataLoss);
+  CHECK(dst->ListMailboxes().empty());
+}
+
+TEST_CASE("log retention drops old segments and the slot still rebuilds to the same state",
+          "[slot][retention]") {
+  TempDir dir;
+  SlotOptions small;
+  small.segment_bytes = 8 << 10;
+  auto slot = NewSlot(dir.path(), small);
+  REQUIRE(slot->CreateMailbox("user/u").ok());
+  for (int i = 0; i < 60; ++i) {
+    REQUIRE(slot->Append({.mailbox = "user/u", .body = TestMessage(i, 1500)}).ok());
+  }
+  size_t before = ListSegments(dir.Sub("log")).value().size();
+  REQUIRE(before > 3);
+  auto dropped = slot->DropLogBelow(40);
+  REQUIRE(dropped.ok());
+  CHECK(*dropped > 0);
+  CHECK(ListSegments(dir.Sub("log")).value().size() == before - *dropped);
+  CHECK(slot->log_start_lsn() > 1);
+  CHECK(slot->log_start_lsn() <= 40);
+  REQUIRE(slot->Append({.mailbox = "user/u", .body = TestMessage(100)}).ok());
+  Digest d = slot->SlotDigest();
+  CHECK(VerifySlot(*slot).value().clean());
+  slot.reset();
+  auto report = ReconstructIndex(SlotPaths::Under(dir.path()), small);
+  REQUIRE(report.ok());
+  auto reopened = ReopenSlot(dir.path(), small);
+  CHECK(reopened->SlotDigest() == d);
+  CHECK(reopened->FetchBody("user/u", 10).value() == TestMessage(9, 1500));
+}
+
+}  // namespace
+}  // namespace mailrepl

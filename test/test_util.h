@@ -1,0 +1,47 @@
+// Helpers shared by the tests: temporary directories, byte surgery on files,
+// and a slot opened in a fresh directory. Thread-compatible.
+#ifndef MAILREPL_TEST_TEST_UTIL_H_
+#define MAILREPL_TEST_TEST_UTIL_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "store/slot.h"
+
+namespace mailrepl::testing {
+
+// A fresh directory under $TMPDIR (or /tmp), removed with its contents on
+// destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string Sub(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+// Creates and opens a slot (cluster "test", store 1, slot 1) under dir.
+std::unique_ptr<Slot> NewSlot(const std::string& dir, SlotOptions options = {});
+std::unique_ptr<Slot> ReopenSlot(const std::string& dir, SlotOptions options = {});
+
+// A small valid RFC 5322 message whose bytes depend on n.
+std::string TestMessage(int n, size_t body_bytes = 200);
+
+// Byte surgery for format tests.
+void FlipByte(const std::string& path, uint64_t offset);
+uint64_t FileSize(const std::string& path);
+void TruncateFile(const std::string& path, uint64_t size);
+void AppendBytes(const std::string& path, const std::string& bytes);
+
+// The path of the single (or last) log segment of a slot.
+std::string LastSegment(const std::string& slot_dir);
+
+}  // namespace mailrepl::testing
+
+#endif  // MAILREPL_TEST_TEST_UTIL_H_
