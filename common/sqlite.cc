@@ -97,6 +97,16 @@ absl::StatusOr<std::unique_ptr<Database>> Database::Open(const std::string& path
   return d;
 }
 
+absl::StatusOr<std::unique_ptr<Database>> Database::OpenReadOnly(const std::string& path) {
+  std::unique_ptr<Database> d(new Database());
+  d->path_ = path;
+  int rc = sqlite3_open_v2(path.c_str(), &d->db_, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
+                           nullptr);
+  if (rc != SQLITE_OK) return Error(d->db_, rc, "open read-only", path);
+  sqlite3_busy_timeout(d->db_, 5000);
+  return d;
+}
+
 Database::~Database() {
   if (db_) sqlite3_close_v2(db_);
 }

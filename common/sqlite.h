@@ -61,6 +61,8 @@ class Database {
   // (indexes rebuilt from a log after a power loss).
   static absl::StatusOr<std::unique_ptr<Database>> Open(const std::string& path,
                                                         bool synchronous_full);
+  // Opens an existing database read-only (another process may write it).
+  static absl::StatusOr<std::unique_ptr<Database>> OpenReadOnly(const std::string& path);
   Database(const Database&) = delete;
   Database& operator=(const Database&) = delete;
   ~Database();

@@ -43,10 +43,54 @@ Digest DigestOf(const MessageInfo& m) {
 
 }  // namespace
 
+std::string RecordMailboxId(const LogRecord& r) {
+  switch (r.type) {
+    case RecordType::kCreateMailbox: {
+      logpb::CreateMailbox p;
+      return p.ParseFromString(r.payload) ? p.mailbox_id() : "";
+    }
+    case RecordType::kRenameMailbox: {
+      logpb::RenameMailbox p;
+      return p.ParseFromString(r.payload) ? p.mailbox_id() : "";
+    }
+    case RecordType::kDeleteMailbox: {
+      logpb::DeleteMailbox p;
+      return p.ParseFromString(r.payload) ? p.mailbox_id() : "";
+    }
+    case RecordType::kAppend: {
+      logpb::Append p;
+      return p.ParseFromString(r.payload) ? p.mailbox_id() : "";
+    }
+    case RecordType::kSetFlags: {
+      logpb::SetFlags p;
+      return p.ParseFromString(r.payload) ? p.mailbox_id() : "";
+    }
+    case RecordType::kExpunge: {
+      logpb::Expunge p;
+      return p.ParseFromString(r.payload) ? p.mailbox_id() : "";
+    }
+    case RecordType::kRepairMailbox: {
+      logpb::RepairMailbox p;
+      return p.ParseFromString(r.payload) ? p.mailbox_id() : "";
+    }
+    default:
+      return "";
+  }
+}
+
 std::vector<std::string> NormalizeFlags(std::vector<std::string> flags) {
   std::sort(flags.begin(), flags.end());
   flags.erase(std::unique(flags.begin(), flags.end()), flags.end());
   return flags;
+}
+
+absl::StatusOr<std::unique_ptr<Index>> Index::OpenReadOnly(const std::string& path) {
+  std::unique_ptr<Index> ix(new Index());
+  ix->read_only_ = true;
+  ASSIGN_OR_RETURN(ix->db_, sqlite::Database::OpenReadOnly(path));
+  RETURN_IF_ERROR(ix->db_->Exec("BEGIN"));  // every read below sees one state
+  RETURN_IF_ERROR(ix->Load());
+  return ix;
 }
 
 absl::StatusOr<std::unique_ptr<Index>> Index::Open(const std::string& path) {
@@ -73,6 +117,8 @@ absl::Status Index::CreateSchema() {
     CREATE TABLE IF NOT EXISTS quotas(user TEXT PRIMARY KEY, storage_limit INTEGER NOT NULL,
       message_limit INTEGER NOT NULL);
     CREATE TABLE IF NOT EXISTS epochs(epoch INTEGER PRIMARY KEY, first_lsn INTEGER NOT NULL);
+    CREATE TABLE IF NOT EXISTS quarantine(mailbox_id TEXT PRIMARY KEY, name TEXT NOT NULL,
+      lsn INTEGER NOT NULL, reason TEXT NOT NULL);
   )sql"));
   ASSIGN_OR_RETURN(auto st, db_->Prepare("SELECT value FROM meta WHERE key='schema_version'"));
   ASSIGN_OR_RETURN(bool row, st.Step());
@@ -98,7 +144,8 @@ absl::Status Index::Load() {
   quotas_.clear();
   epochs_.clear();
   slot_digest_ = Digest{};
-  applied_lsn_ = applied_epoch_ = spool_checkpoint_lsn_ = 0;
+  quarantine_.clear();
+  applied_lsn_ = applied_epoch_ = spool_checkpoint_lsn_ = applied_local_ = seen_epoch_ = 0;
   log_start_lsn_ = 1;
   {
     ASSIGN_OR_RETURN(auto st, db_->Prepare("SELECT key, value FROM meta"));
@@ -111,6 +158,8 @@ absl::Status Index::Load() {
       if (k == "applied_epoch") applied_epoch_ = v;
       if (k == "log_start_lsn") log_start_lsn_ = v;
       if (k == "spool_checkpoint_lsn") spool_checkpoint_lsn_ = v;
+      if (k == "applied_local") applied_local_ = v;
+      if (k == "seen_epoch") seen_epoch_ = v;
     }
   }
   {
@@ -158,6 +207,38 @@ absl::Status Index::Load() {
                          static_cast<uint64_t>(st.ColumnInt(1))});
     }
   }
+  {
+    ASSIGN_OR_RETURN(auto st, db_->Prepare("SELECT mailbox_id, name, lsn, reason FROM quarantine"));
+    for (;;) {
+      ASSIGN_OR_RETURN(bool row, st.Step());
+      if (!row) break;
+      Quarantine q{st.ColumnText(0), st.ColumnText(1), static_cast<uint64_t>(st.ColumnInt(2)),
+                   st.ColumnText(3)};
+      quarantine_[q.mailbox_id] = q;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Index::SetSeenEpoch(uint64_t epoch) {
+  if (epoch <= seen_epoch_) return absl::OkStatus();
+  RETURN_IF_ERROR(SetMeta("seen_epoch", epoch));
+  seen_epoch_ = epoch;
+  return absl::OkStatus();
+}
+
+absl::Status Index::QuarantineMailbox(const std::string& id, const LogRecord& r,
+                                      absl::string_view why) {
+  const MailboxInfo* mb = FindMailbox(id);
+  Quarantine q{id, mb ? mb->name : std::string("(unknown)"), r.lsn, std::string(why)};
+  ASSIGN_OR_RETURN(auto st, db_->Prepare(
+      "INSERT OR REPLACE INTO quarantine(mailbox_id, name, lsn, reason) VALUES(?,?,?,?)"));
+  st.Bind(1, q.mailbox_id);
+  st.Bind(2, q.name);
+  st.Bind(3, static_cast<int64_t>(q.lsn));
+  st.Bind(4, q.reason);
+  RETURN_IF_ERROR(st.Run());
+  quarantine_[id] = std::move(q);
   return absl::OkStatus();
 }
 
@@ -220,23 +301,46 @@ absl::Status Index::SaveMailbox(const MailboxInfo& mb) {
   return st.Run();
 }
 
-absl::Status Index::Apply(const std::vector<LogRecord>& records) {
+absl::Status Index::Apply(const std::vector<LogRecord>& records, bool quarantine_misfits) {
   if (records.empty()) return absl::OkStatus();
+  if (read_only_) return absl::FailedPreconditionError("index opened read-only");
   RETURN_IF_ERROR(Begin());
   absl::Status s;
   for (const LogRecord& r : records) {
-    if (r.lsn != applied_lsn_ + 1 && !(applied_lsn_ == 0 && r.lsn == log_start_lsn_)) {
+    const bool local = IsLocalRecordType(r.type);
+    const uint64_t want = local ? applied_lsn_ : applied_lsn_ + 1;
+    if (r.lsn != want) {
       s = absl::FailedPreconditionError(absl::StrCat("index ", db_->path(), " is at LSN ",
                                                      applied_lsn_, ", cannot apply LSN ", r.lsn));
       break;
     }
-    s = ApplyOne(r);
+    std::string mailbox = RecordMailboxId(r);
+    if (quarantine_misfits && !mailbox.empty() && quarantine_.contains(mailbox) &&
+        r.type != RecordType::kRepairMailbox) {
+      // Skipped: a resync of the mailbox will bring its state.
+    } else if (quarantine_misfits && !mailbox.empty()) {
+      RETURN_IF_ERROR(db_->Exec("SAVEPOINT record"));
+      s = ApplyOne(r);
+      if (!s.ok() && s.code() == absl::StatusCode::kFailedPrecondition) {
+        RETURN_IF_ERROR(db_->Exec("ROLLBACK TO record"));
+        s = QuarantineMailbox(mailbox, r, s.message());
+      }
+      if (s.ok()) s = db_->Exec("RELEASE record");
+    } else {
+      s = ApplyOne(r);
+    }
     if (!s.ok()) break;
-    applied_lsn_ = r.lsn;
-    applied_epoch_ = r.epoch;
+    if (local) {
+      ++applied_local_;
+    } else {
+      applied_lsn_ = r.lsn;
+      applied_epoch_ = r.epoch;
+      applied_local_ = 0;
+    }
   }
   if (s.ok()) s = SetMeta("applied_lsn", applied_lsn_);
   if (s.ok()) s = SetMeta("applied_epoch", applied_epoch_);
+  if (s.ok()) s = SetMeta("applied_local", applied_local_);
   if (s.ok()) s = Commit();
   if (!s.ok()) {
     Rollback().IgnoreError();  // reloads applied_lsn_ and the caches
@@ -425,9 +529,90 @@ absl::Status Index::ApplyOne(const LogRecord& r) {
     }
     case RecordType::kAdminNote:
       return absl::OkStatus();
+    case RecordType::kRepairMailbox:
+      return ApplyRepair(r);
     default:
       return Misfit(r, "not a change-log record type");
   }
+}
+
+absl::Status Index::InsertMessage(const std::string& mailbox_id, const MessageInfo& m) {
+  ASSIGN_OR_RETURN(auto ins, db_->Prepare(
+      "INSERT INTO messages(mailbox, uid, guid, size, internal_date, flags, modseq, expunged) "
+      "VALUES(?,?,?,?,?,?,?,?)"));
+  ins.Bind(1, mailbox_id);
+  ins.Bind(2, int64_t{m.uid});
+  ins.BindBlob(3, m.guid);
+  ins.Bind(4, static_cast<int64_t>(m.size));
+  ins.Bind(5, m.internal_date);
+  ins.Bind(6, JoinFlags(m.flags));
+  ins.Bind(7, static_cast<int64_t>(m.modseq));
+  ins.Bind(8, int64_t{m.expunged ? 1 : 0});
+  RETURN_IF_ERROR(ins.Run());
+  ASSIGN_OR_RETURN(auto blob, db_->Prepare("INSERT OR IGNORE INTO blobs(guid, size) VALUES(?,?)"));
+  blob.BindBlob(1, m.guid);
+  blob.Bind(2, static_cast<int64_t>(m.size));
+  return blob.Run();
+}
+
+absl::Status Index::ApplyRepair(const LogRecord& r) {
+  logpb::RepairMailbox p;
+  if (!p.ParseFromString(r.payload)) return Misfit(r, "unparsable payload");
+  const std::string& id = p.mailbox_id();
+  // Drop whatever this slot has for the mailbox id (and for the name).
+  auto drop = [&](const std::string& drop_id) -> absl::Status {
+    auto it = mailboxes_.find(drop_id);
+    ASSIGN_OR_RETURN(auto del, db_->Prepare("DELETE FROM messages WHERE mailbox = ?"));
+    del.Bind(1, drop_id);
+    RETURN_IF_ERROR(del.Run());
+    ASSIGN_OR_RETURN(auto delmb, db_->Prepare("DELETE FROM mailboxes WHERE id = ?"));
+    delmb.Bind(1, drop_id);
+    RETURN_IF_ERROR(delmb.Run());
+    if (it != mailboxes_.end()) {
+      ReplaceMailboxDigest(&it->second, nullptr);
+      by_name_.erase(it->second.name);
+      mailboxes_.erase(it);
+    }
+    return absl::OkStatus();
+  };
+  RETURN_IF_ERROR(drop(id));
+  if (!p.deleted()) {
+    if (const MailboxInfo* clash = FindMailboxByName(p.mailbox().name())) {
+      RETURN_IF_ERROR(drop(std::string(clash->id)));
+    }
+    MailboxInfo mb;
+    mb.id = id;
+    mb.name = p.mailbox().name();
+    mb.owner = MailboxOwner(mb.name);
+    mb.uidvalidity = p.mailbox().uidvalidity();
+    mb.last_uid = p.mailbox().last_uid();
+    mb.highest_modseq = p.mailbox().highest_modseq();
+    for (const auto& sm : p.messages()) {
+      MessageInfo m;
+      m.uid = sm.uid();
+      m.guid = sm.guid();
+      m.size = sm.size();
+      m.internal_date = sm.internal_date();
+      m.flags = ToVector(sm.flags());
+      m.modseq = sm.modseq();
+      m.expunged = sm.expunged();
+      RETURN_IF_ERROR(InsertMessage(id, m));
+      if (!m.expunged) {
+        mb.messages += 1;
+        mb.bytes += m.size;
+      }
+      mb.message_sum.Add(DigestOf(m));
+    }
+    RETURN_IF_ERROR(SaveMailbox(mb));
+    ReplaceMailboxDigest(nullptr, &mb);
+    by_name_[mb.name] = mb.id;
+    mailboxes_[mb.id] = std::move(mb);
+  }
+  ASSIGN_OR_RETURN(auto unq, db_->Prepare("DELETE FROM quarantine WHERE mailbox_id = ?"));
+  unq.Bind(1, id);
+  RETURN_IF_ERROR(unq.Run());
+  quarantine_.erase(id);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<MessageInfo>> Index::ListMessages(const std::string& mailbox_id,

@@ -10,6 +10,7 @@
 #define MAILREPL_STORE_INDEX_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -25,15 +26,40 @@
 
 namespace mailrepl {
 
+// A mailbox whose records stopped applying on a replica; a state-based
+// resync (RepairMailbox record) lifts it.
+struct Quarantine {
+  std::string mailbox_id;
+  std::string name;
+  uint64_t lsn = 0;  // the record that did not apply
+  std::string reason;
+};
+
+// The mailbox id a record refers to; empty for records about no mailbox.
+std::string RecordMailboxId(const LogRecord& record);
+
 class Index {
  public:
   static absl::StatusOr<std::unique_ptr<Index>> Open(const std::string& path);
+  // A consistent read-only view of another process's index: one read
+  // transaction held until the object is destroyed.
+  static absl::StatusOr<std::unique_ptr<Index>> OpenReadOnly(const std::string& path);
 
-  // Applies records (already durable in the log, LSNs contiguous and above
+  // Applies records (already durable in the log, in log order: each
+  // replicated record at applied_lsn() + 1, each local record at
   // applied_lsn()) in one transaction. A record that does not fit the state
   // (unknown mailbox, UID not above last UID, ...) fails the whole batch
-  // with kFailedPrecondition naming the LSN; nothing is applied then.
-  absl::Status Apply(const std::vector<LogRecord>& records);
+  // with kFailedPrecondition naming the LSN, and nothing is applied; with
+  // quarantine_misfits (replicas), it quarantines its mailbox instead, and
+  // later records for a quarantined mailbox are skipped.
+  absl::Status Apply(const std::vector<LogRecord>& records, bool quarantine_misfits = false);
+
+  // Local records applied at applied_lsn() (recovery skips that many).
+  uint64_t applied_local() const { return applied_local_; }
+  const std::map<std::string, Quarantine>& quarantined() const { return quarantine_; }
+  // The newest epoch this slot has heard of (a replica rejects older ones).
+  uint64_t seen_epoch() const { return seen_epoch_; }
+  absl::Status SetSeenEpoch(uint64_t epoch);
 
   // Erases all state (reconstruct starts from here).
   absl::Status Clear();
@@ -83,6 +109,9 @@ class Index {
   absl::Status CreateSchema();
   absl::Status Load();
   absl::Status ApplyOne(const LogRecord& r);
+  absl::Status ApplyRepair(const LogRecord& r);
+  absl::Status QuarantineMailbox(const std::string& id, const LogRecord& r, absl::string_view why);
+  absl::Status InsertMessage(const std::string& mailbox_id, const MessageInfo& m);
   absl::Status SaveMailbox(const MailboxInfo& mb);
   absl::Status SetMeta(const std::string& key, uint64_t value);
   void ReplaceMailboxDigest(const MailboxInfo* before, const MailboxInfo* after);
@@ -92,6 +121,10 @@ class Index {
   uint64_t applied_epoch_ = 0;
   uint64_t log_start_lsn_ = 1;
   uint64_t spool_checkpoint_lsn_ = 0;
+  uint64_t applied_local_ = 0;
+  uint64_t seen_epoch_ = 0;
+  bool read_only_ = false;
+  std::map<std::string, Quarantine> quarantine_;  // by mailbox id
   absl::flat_hash_map<std::string, MailboxInfo> mailboxes_;   // by id
   absl::flat_hash_map<std::string, std::string> by_name_;     // name -> id
   std::map<std::string, QuotaInfo> quotas_;                    // limits; usage computed

@@ -28,7 +28,10 @@ uint64_t GetFixed64(const char* p) {
 
 }  // namespace
 
-bool IsLogRecordType(uint8_t t) { return t >= 1 && t <= 9; }
+bool IsLogRecordType(uint8_t t) { return t >= 1 && t <= 10; }
+bool IsLocalRecordType(RecordType t) {
+  return t == RecordType::kAdminNote || t == RecordType::kRepairMailbox;
+}
 bool IsSnapshotEntryType(uint8_t t) { return t >= 64 && t <= 69; }
 
 absl::string_view RecordTypeName(RecordType type) {
@@ -42,6 +45,7 @@ absl::string_view RecordTypeName(RecordType type) {
     case RecordType::kSetQuota: return "QUOTA";
     case RecordType::kBeginEpoch: return "EPOCH";
     case RecordType::kAdminNote: return "ADMIN";
+    case RecordType::kRepairMailbox: return "REPAIR";
     case RecordType::kSnapshotHeader: return "SNAPSHOT-HEADER";
     case RecordType::kSnapshotMailbox: return "SNAPSHOT-MAILBOX";
     case RecordType::kSnapshotMessage: return "SNAPSHOT-MESSAGE";

@@ -21,7 +21,8 @@ enum class RecordType : uint8_t {
   kExpunge = 6,
   kSetQuota = 7,
   kBeginEpoch = 8,
-  kAdminNote = 9,
+  kAdminNote = 9,       // local
+  kRepairMailbox = 10,  // local
   // Snapshot entries (snapshot files only, never in the change log).
   kSnapshotHeader = 64,
   kSnapshotMailbox = 65,
@@ -32,6 +33,10 @@ enum class RecordType : uint8_t {
 };
 
 bool IsLogRecordType(uint8_t type);
+// Local records belong to one slot: they carry the LSN of the record before
+// them (0 at the start of a log), take no LSN of their own and are never
+// replicated. All other log records take the next LSN.
+bool IsLocalRecordType(RecordType type);
 bool IsSnapshotEntryType(uint8_t type);
 absl::string_view RecordTypeName(RecordType type);
 

@@ -145,6 +145,9 @@ absl::StatusOr<bool> LogReader::Next(LogRecord* record) {
     }
 
     uint64_t expected = last_lsn_ == 0 ? 0 : last_lsn_ + 1;
+    if (st == DecodeStatus::kOk && IsLocalRecordType(record->type)) {
+      expected = last_lsn_ == 0 ? 0 : last_lsn_;  // local records repeat the LSN before them
+    }
     if (st == DecodeStatus::kOk && expected != 0 && record->lsn != expected) {
       return absl::DataLossError(absl::StrCat(
           "change log ", path_, " offset ", offset_, ": LSN ", record->lsn, " follows LSN ",
@@ -152,7 +155,7 @@ absl::StatusOr<bool> LogReader::Next(LogRecord* record) {
     }
     if (st == DecodeStatus::kOk) {
       offset_ += consumed;
-      last_lsn_ = record->lsn;
+      last_lsn_ = std::max(last_lsn_, record->lsn);
       if (record->lsn < from_lsn_) continue;
       return true;
     }

@@ -102,7 +102,8 @@ absl::StatusOr<int> LogWriter::DropSegmentsBelow(uint64_t lsn) {
   int dropped = 0;
   // Segment i holds LSNs [first_lsn(i), first_lsn(i+1)).
   for (size_t i = 0; i + 1 < segments.size(); ++i) {
-    if (segments[i + 1].first_lsn > lsn) break;
+    // A local record may repeat the last LSN of the segment before it.
+    if (segments[i + 1].first_lsn >= lsn) break;
     if (segments[i].path == path_) break;
     if (::unlink(segments[i].path.c_str()) != 0) {
       return ErrnoStatus(errno, "remove log segment", segments[i].path);

@@ -24,6 +24,7 @@ namespace mailrepl {
 struct Slot::Writer {
   std::vector<LogRecord> records;
   std::string encoded;
+  bool replicated = false;  // records from a master, applied with quarantine
   bool done = false;
   absl::Status status;
   std::condition_variable cv;
@@ -86,6 +87,8 @@ absl::Status Slot::Recover() {
     RETURN_IF_ERROR(mailrepl::ImportSnapshot(paths_.base_snapshot(), *index_, spool_));
   }
   const uint64_t applied = index_->applied_lsn();
+  const uint64_t applied_local = index_->applied_local();
+  uint64_t locals_at_applied = 0;  // local records seen at LSN == applied
   const uint64_t checkpoint = index_->spool_checkpoint_lsn();
   ASSIGN_OR_RETURN(LogReader reader, LogReader::Open(paths_.log_dir(), 1, /*recovery=*/true));
   std::vector<LogRecord> batch;
@@ -112,17 +115,21 @@ absl::Status Slot::Recover() {
         }
       }
     }
-    if (r.lsn > applied) {
+    bool needed = r.lsn > applied;
+    if (r.lsn == applied && IsLocalRecordType(r.type)) {
+      needed = ++locals_at_applied > applied_local;
+    }
+    if (needed) {
       batch.push_back(std::move(r));
       if (batch.size() >= kReplayBatch) {
-        RETURN_IF_ERROR(index_->Apply(batch));
+        RETURN_IF_ERROR(index_->Apply(batch, /*quarantine_misfits=*/true));
         recovery_.records_replayed += batch.size();
         batch.clear();
       }
     }
   }
   if (!batch.empty()) {
-    RETURN_IF_ERROR(index_->Apply(batch));
+    RETURN_IF_ERROR(index_->Apply(batch, /*quarantine_misfits=*/true));
     recovery_.records_replayed += batch.size();
   }
   if (reader.torn_tail()) {
@@ -195,6 +202,11 @@ absl::Status Slot::WritableLocked() {
 absl::Status Slot::BeginExclusiveLocked(std::unique_lock<std::mutex>& lock) {
   ++exclusive_;
   idle_cv_.wait(lock, [&] { return queue_.empty(); });
+  if (assigned_stale_) {
+    std::lock_guard<std::mutex> il(index_mu_);
+    LoadAssignedStateLocked();
+    assigned_stale_ = false;
+  }
   absl::Status s = WritableLocked();
   if (!s.ok()) EndExclusiveLocked();
   return s;
@@ -207,7 +219,7 @@ void Slot::EndExclusiveLocked() {
 
 void Slot::AddRecordLocked(Writer& w, RecordType type, const std::string& payload) {
   LogRecord r;
-  r.lsn = next_lsn_++;
+  r.lsn = IsLocalRecordType(type) ? next_lsn_ - 1 : next_lsn_++;
   r.epoch = epoch_;
   r.type = type;
   r.payload = payload;
@@ -240,9 +252,11 @@ absl::Status Slot::CommitLocked(Writer& w, std::unique_lock<std::mutex>& lock) {
   absl::Status write = log_->Append(first_lsn, joined);
   absl::Status sync = write.ok() ? log_->Sync() : absl::OkStatus();
   absl::Status apply;
+  bool replicated = false;
+  for (Writer* x : batch) replicated |= x->replicated;
   if (write.ok() && sync.ok()) {
     std::lock_guard<std::mutex> il(index_mu_);
-    apply = index_->Apply(records);
+    apply = index_->Apply(records, /*quarantine_misfits=*/replicated);
   }
   lock.lock();
 
@@ -290,6 +304,7 @@ absl::Status Slot::CommitLocked(Writer& w, std::unique_lock<std::mutex>& lock) {
     }
     std::lock_guard<std::mutex> il(index_mu_);
     next_lsn_ = index_->applied_lsn() + 1;
+    epoch_ = index_->applied_epoch();
     LoadAssignedStateLocked();
   }
   if (!queue_.empty()) queue_.front()->cv.notify_one();
@@ -433,7 +448,12 @@ absl::StatusOr<AppendResult> Slot::Append(const AppendRequest& req) {
   if (!known) RETURN_IF_ERROR(spool_.Write(guid, req.body));
 
   std::unique_lock<std::mutex> lock(mu_);
-  idle_cv_.wait(lock, [&] { return exclusive_ == 0; });
+  idle_cv_.wait(lock, [&] { return exclusive_ == 0 && (!assigned_stale_ || queue_.empty()); });
+  if (assigned_stale_) {
+    std::lock_guard<std::mutex> il(index_mu_);
+    LoadAssignedStateLocked();
+    assigned_stale_ = false;
+  }
   RETURN_IF_ERROR(WritableLocked());
   ASSIGN_OR_RETURN(MailboxState * mb, FindByNameLocked(req.mailbox));
   const std::string owner = MailboxOwner(mb->name);
@@ -626,6 +646,99 @@ absl::Status Slot::AdminNote(const std::string& operation, const std::string& de
   Writer w;
   AddRecordLocked(w, RecordType::kAdminNote, p.SerializeAsString());
   return CommitLocked(w, lock);
+}
+
+absl::Status Slot::AppendReplicated(const std::vector<LogRecord>& records) {
+  if (records.empty()) return absl::OkStatus();
+  // Bodies go to the spool before their records are logged, as in Append().
+  for (const LogRecord& r : records) {
+    if (r.type != RecordType::kAppend) continue;
+    logpb::Append p;
+    if (!p.ParseFromString(r.payload)) {
+      return absl::InvalidArgumentError(absl::StrCat("record LSN ", r.lsn, " is unparsable"));
+    }
+    if (!p.has_body()) continue;
+    if (Sha1(p.body()) != p.guid()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("record LSN ", r.lsn, ": body does not hash to its GUID"));
+    }
+    if (!spool_.Has(p.guid())) RETURN_IF_ERROR(spool_.Write(p.guid(), p.body()));
+  }
+  std::unique_lock<std::mutex> lock(mu_);
+  idle_cv_.wait(lock, [&] { return exclusive_ == 0; });
+  RETURN_IF_ERROR(WritableLocked());
+  uint64_t lsn = next_lsn_;
+  uint64_t epoch = epoch_;
+  for (const LogRecord& r : records) {
+    if (!IsLogRecordType(static_cast<uint8_t>(r.type)) || IsLocalRecordType(r.type)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "record LSN ", r.lsn, " has type ", static_cast<int>(r.type),
+          ", which is not a replicated record type"));
+    }
+    if (r.lsn != lsn) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "slot ", paths_.root, " expects LSN ", lsn, " next, got LSN ", r.lsn));
+    }
+    if (r.epoch < epoch) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "record LSN ", r.lsn, " carries epoch ", r.epoch, ", older than epoch ", epoch,
+          " of slot ", paths_.root, " (stale master?)"));
+    }
+    ++lsn;
+    epoch = r.epoch;
+  }
+  Writer w;
+  w.replicated = true;
+  for (const LogRecord& r : records) {
+    EncodeRecord(r, &w.encoded);
+    w.records.push_back(r);
+  }
+  next_lsn_ = lsn;
+  epoch_ = epoch;
+  assigned_stale_ = true;
+  return CommitLocked(w, lock);
+}
+
+absl::Status Slot::RepairMailbox(const std::string& repair_payload,
+                                 const std::vector<std::string>& bodies) {
+  logpb::RepairMailbox p;
+  if (!p.ParseFromString(repair_payload) || p.mailbox_id().empty()) {
+    return absl::InvalidArgumentError("unparsable mailbox repair");
+  }
+  if (!p.deleted()) RETURN_IF_ERROR(ValidateMailboxName(p.mailbox().name()));
+  for (const std::string& body : bodies) RETURN_IF_ERROR(spool_.Write(Sha1(body), body));
+  for (const auto& m : p.messages()) {
+    if (!spool_.Has(m.guid())) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "repair of mailbox ", p.mailbox().name(), " needs body ", GuidHex(m.guid()),
+          " which this slot lacks"));
+    }
+  }
+  std::unique_lock<std::mutex> lock(mu_);
+  RETURN_IF_ERROR(BeginExclusiveLocked(lock));
+  absl::Cleanup end = [&] { EndExclusiveLocked(); };
+  Writer w;
+  AddRecordLocked(w, RecordType::kRepairMailbox, repair_payload);
+  absl::Status s = CommitLocked(w, lock);
+  assigned_stale_ = true;
+  return s;
+}
+
+std::vector<Quarantine> Slot::Quarantined() {
+  std::lock_guard<std::mutex> il(index_mu_);
+  std::vector<Quarantine> out;
+  for (const auto& [id, q] : index_->quarantined()) out.push_back(q);
+  return out;
+}
+
+uint64_t Slot::seen_epoch() {
+  std::lock_guard<std::mutex> il(index_mu_);
+  return std::max(index_->seen_epoch(), index_->applied_epoch());
+}
+
+absl::Status Slot::NoteEpochSeen(uint64_t epoch) {
+  std::lock_guard<std::mutex> il(index_mu_);
+  return index_->SetSeenEpoch(epoch);
 }
 
 // --- reads ---

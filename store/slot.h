@@ -126,8 +126,26 @@ class Slot {
   absl::Status SetQuota(const std::string& user, uint64_t storage_limit, uint64_t message_limit);
   // Starts a new epoch of mastership; epoch must be above the current one.
   absl::Status BeginEpoch(uint64_t epoch);
-  // Records an admin or repair operation in the log.
+  // Records an admin operation in the log (a local record).
   absl::Status AdminNote(const std::string& operation, const std::string& detail);
+
+  // --- replication (replica side) ---
+  // Appends records received from the master with their LSNs and epochs:
+  // durable, then applied. The first must carry LSN last_lsn() + 1 and the
+  // rest follow without gaps; local record types and epochs older than the
+  // slot's are refused (kFailedPrecondition) and nothing is written. A
+  // record that does not apply quarantines its mailbox; the others go on.
+  absl::Status AppendReplicated(const std::vector<LogRecord>& records);
+  // Replaces one mailbox's state with the master's (state-based resync), as
+  // a local record. Bodies the spool lacks must be in `bodies` (GUID ->
+  // bytes). Lifts the mailbox's quarantine.
+  absl::Status RepairMailbox(const std::string& repair_payload,
+                             const std::vector<std::string>& bodies);
+  // Mailboxes whose records stopped applying (replicas).
+  std::vector<Quarantine> Quarantined();
+  // The newest epoch this slot has heard of (persisted).
+  uint64_t seen_epoch();
+  absl::Status NoteEpochSeen(uint64_t epoch);
 
   // --- reads (the applied state) ---
   std::vector<MailboxInfo> ListMailboxes();
@@ -226,6 +244,9 @@ class Slot {
   absl::flat_hash_map<std::string, Usage> usage_ ABSL_GUARDED_BY(mu_);        // by user
   absl::flat_hash_map<std::string, Usage> limits_ ABSL_GUARDED_BY(mu_);       // by user
   uint64_t bytes_since_checkpoint_ ABSL_GUARDED_BY(mu_) = 0;
+  // Set after replicated records: the assigned state must be reloaded from
+  // the index before a local write validates against it.
+  bool assigned_stale_ ABSL_GUARDED_BY(mu_) = false;
   SlotStats stats_ ABSL_GUARDED_BY(mu_);
 
   // The leader of a group commit owns the writer; nobody else touches it.
