@@ -18,6 +18,9 @@ absl::Status ErrnoStatus(int err, absl::string_view op, absl::string_view path);
 // fsync() on a directory, so that entries created or renamed in it are durable.
 absl::Status SyncDir(const std::string& dir);
 
+// fsync() of one file.
+absl::Status SyncFile(const std::string& path);
+
 // Writes contents to path durably and atomically: PATH.tmp, fsync, rename,
 // fsync of the directory. Readers see the old file or the new one, never a mix.
 absl::Status WriteFileAtomically(const std::string& path, absl::string_view contents);

@@ -90,6 +90,8 @@ class Index {
   absl::Status ForEachMessage(
       const std::function<absl::Status(const std::string& mailbox_id, const MessageInfo&)>& fn);
   std::map<std::string, QuotaInfo> Quotas() const;
+  // Users with a quota row (limits set, even to 0): what the digest covers.
+  const std::map<std::string, QuotaInfo>& quota_limits() const { return quotas_; }
   QuotaInfo Quota(const std::string& user) const;
 
   // Used by snapshot import: inserts state directly, then SetState() once.

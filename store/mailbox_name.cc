@@ -5,6 +5,18 @@
 
 namespace mailrepl {
 
+absl::Status ValidateFlag(absl::string_view flag) {
+  bool ok = !flag.empty() && flag.size() <= 100;
+  for (char c : flag) {
+    unsigned char u = static_cast<unsigned char>(c);
+    if (u <= 0x20 || u >= 0x7f || absl::string_view("()[]{}\"%*").find(c) != absl::string_view::npos) {
+      ok = false;
+    }
+  }
+  if (!ok) return absl::InvalidArgumentError(absl::StrCat("invalid flag '", flag, "'"));
+  return absl::OkStatus();
+}
+
 absl::Status ValidateUserName(absl::string_view user) {
   if (user.empty()) return absl::InvalidArgumentError("user name is empty");
   if (user.size() > 64) {

@@ -19,6 +19,10 @@ inline constexpr size_t kMaxMailboxNameBytes = 490;
 // control characters or DEL, or not under "user/NAME".
 absl::Status ValidateMailboxName(absl::string_view name);
 
+// A flag or keyword: non-empty, at most 100 bytes, printable ASCII without
+// space and the IMAP atom specials ()[]{}"%*.
+absl::Status ValidateFlag(absl::string_view flag);
+
 // A user name is one mailbox-name component: letters, digits and ".-_@".
 absl::Status ValidateUserName(absl::string_view user);
 

@@ -132,22 +132,23 @@ absl::Status Slot::Recover() {
     RETURN_IF_ERROR(index_->Apply(batch, /*quarantine_misfits=*/true));
     recovery_.records_replayed += batch.size();
   }
+  if (last_lsn == 0) last_lsn = index_->applied_lsn();  // empty log after retention or import
+  if (index_->applied_lsn() > last_lsn) {
+    // Checked before truncating anything, so the evidence stays on disk.
+    return absl::DataLossError(absl::StrCat(
+        "index ", paths_.index_file(), " is at LSN ", index_->applied_lsn(),
+        " but the change log in ", paths_.log_dir(), " ends at LSN ", last_lsn,
+        "; the log lost acknowledged records: restore the slot from a replica"));
+  }
   if (reader.torn_tail()) {
     const TornTail& t = *reader.torn_tail();
     if (::truncate(t.path.c_str(), static_cast<off_t>(t.offset)) != 0) {
       return ErrnoStatus(errno, "truncate torn tail of", t.path);
     }
-    RETURN_IF_ERROR(SyncDir(paths_.log_dir()));
+    RETURN_IF_ERROR(SyncFile(t.path));
     LogLine(Severity::kWarning, "change log torn tail truncated",
             Kv("file", t.path) + Kv("offset", t.offset) + Kv("bytes_dropped", t.bytes_dropped));
     recovery_.torn_tail = t;
-  }
-  if (last_lsn == 0) last_lsn = index_->applied_lsn();  // empty log after retention or import
-  if (index_->applied_lsn() > last_lsn) {
-    return absl::DataLossError(absl::StrCat(
-        "index ", paths_.index_file(), " is at LSN ", index_->applied_lsn(),
-        " but the change log in ", paths_.log_dir(), " ends at LSN ", last_lsn,
-        "; the log lost acknowledged records: restore the slot from a replica"));
   }
   recovery_.last_lsn = last_lsn;
   ASSIGN_OR_RETURN(LogWriter w,
@@ -430,12 +431,15 @@ absl::Status Slot::DeleteMailbox(const std::string& name) {
 }
 
 absl::StatusOr<AppendResult> Slot::Append(const AppendRequest& req) {
-  if (req.body.size() > options_.max_message_bytes) {
+  constexpr uint64_t kRecordOverhead = 64 << 10;  // metadata beside the body in a record
+  if (req.body.size() > options_.max_message_bytes ||
+      req.body.size() + kRecordOverhead > kMaxRecordPayload) {
     return absl::OutOfRangeError(absl::StrCat("message of ", req.body.size(),
                                               " bytes exceeds the limit of ",
                                               options_.max_message_bytes, " bytes"));
   }
   if (req.body.empty()) return absl::InvalidArgumentError("message is empty");
+  for (const auto& f : req.flags) RETURN_IF_ERROR(ValidateFlag(f));
   const std::string guid = Sha1(req.body);
   bool known;
   {
@@ -529,11 +533,7 @@ absl::StatusOr<std::vector<uint32_t>> Slot::Copy(const std::string& from,
 
 absl::Status Slot::SetFlags(const std::string& mailbox, const std::vector<uint32_t>& uids,
                             FlagOp op, const std::vector<std::string>& flags) {
-  for (const auto& f : flags) {
-    if (f.empty() || f.find_first_of(" \t\r\n()[]{}\"%*") != std::string::npos) {
-      return absl::InvalidArgumentError(absl::StrCat("invalid flag '", f, "'"));
-    }
-  }
+  for (const auto& f : flags) RETURN_IF_ERROR(ValidateFlag(f));
   std::unique_lock<std::mutex> lock(mu_);
   RETURN_IF_ERROR(BeginExclusiveLocked(lock));
   absl::Cleanup end = [&] { EndExclusiveLocked(); };
@@ -779,7 +779,13 @@ absl::StatusOr<std::string> Slot::FetchBody(const std::string& mailbox, uint32_t
     }
     guid = m->guid;
   }
-  return spool_.Read(guid);
+  ASSIGN_OR_RETURN(std::string body, spool_.Read(guid));
+  if (Sha1(body) != guid) {
+    return absl::DataLossError(absl::StrCat("body file ", spool_.PathFor(guid),
+                                            " does not hash to its GUID (damaged); run "
+                                            "'mailctl verify' and resync from a replica"));
+  }
+  return body;
 }
 
 absl::StatusOr<std::string> Slot::ReadBlob(const std::string& guid) { return spool_.Read(guid); }
@@ -872,7 +878,7 @@ absl::Status Slot::ImportSnapshot(const std::string& path) {
         "slot ", paths_.root, " is not empty (last LSN ", next_lsn_ - 1,
         "); a snapshot can only be imported into a freshly initialized slot"));
   }
-  RETURN_IF_ERROR(mailrepl::ImportSnapshot(path, *index_, spool_));
+  RETURN_IF_ERROR(mailrepl::ImportSnapshot(path, *index_, spool_, &identity_));
   RETURN_IF_ERROR(WriteSnapshot(*index_, nullptr, identity_, paths_.base_snapshot()));
   // The empty first segment was named for LSN 1; start over at the next LSN.
   log_.reset();

@@ -57,7 +57,8 @@ struct SlotOptions {
   // When set, Open() fails unless the identity file says exactly this
   // cluster and store (and slot, when slot_id != 0).
   std::optional<SlotIdentity> expect;
-  uint64_t max_message_bytes = 64ull << 20;
+  // Must stay well below kMaxRecordPayload (the body travels in a record).
+  uint64_t max_message_bytes = 50ull << 20;
   uint64_t segment_bytes = kDefaultSegmentBytes;
   // Log bytes between spool checkpoints (syncfs of the spool).
   uint64_t checkpoint_bytes = 512ull << 20;

@@ -138,8 +138,7 @@ absl::Status WriteSnapshot(Index& index, Spool* spool, const SlotIdentity& ident
       return w.Add(RecordType::kSnapshotBody, b);
     }));
   }
-  for (const auto& [user, q] : index.Quotas()) {
-    if (q.storage_limit == 0 && q.message_limit == 0) continue;
+  for (const auto& [user, q] : index.quota_limits()) {
     logpb::SnapshotQuota m;
     m.set_user(user);
     m.set_storage_limit(q.storage_limit);
@@ -155,7 +154,8 @@ absl::Status WriteSnapshot(Index& index, Spool* spool, const SlotIdentity& ident
   return SyncDir(slash == std::string::npos ? "." : path.substr(0, slash));
 }
 
-absl::Status ImportSnapshot(const std::string& path, Index& index, Spool& spool) {
+absl::Status ImportSnapshot(const std::string& path, Index& index, Spool& spool,
+                            const SlotIdentity* expect) {
   if (index.applied_lsn() != 0 || !index.mailboxes().empty()) {
     return absl::FailedPreconditionError(
         "snapshot import needs an empty slot; this one already holds state");
@@ -169,6 +169,11 @@ absl::Status ImportSnapshot(const std::string& path, Index& index, Spool& spool)
   logpb::SnapshotHeader h;
   if (!any || r.type != RecordType::kSnapshotHeader || !h.ParseFromString(r.payload)) {
     return reader.Damaged("does not start with a snapshot header");
+  }
+  if (expect && (h.cluster_id() != expect->cluster_id || h.store_id() != expect->store_id)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "snapshot ", path, " is of cluster ", h.cluster_id(), " store ", h.store_id(),
+        ", not of this slot's cluster ", expect->cluster_id, " store ", expect->store_id));
   }
   RETURN_IF_ERROR(index.Begin());
   bool committed = false;

@@ -23,8 +23,11 @@ absl::Status WriteSnapshot(Index& index, Spool* spool, const SlotIdentity& ident
 
 // Loads a snapshot into an empty index (and its bodies into the spool, made
 // durable), verifying every entry's checksum, the trailer's counts and the
-// resulting slot digest. kDataLoss if the file is damaged or incomplete.
-absl::Status ImportSnapshot(const std::string& path, Index& index, Spool& spool);
+// resulting slot digest. kDataLoss if the file is damaged or incomplete;
+// kFailedPrecondition if expect is given and the snapshot is of another
+// cluster or store.
+absl::Status ImportSnapshot(const std::string& path, Index& index, Spool& spool,
+                            const SlotIdentity* expect = nullptr);
 
 }  // namespace mailrepl
 

@@ -228,6 +228,11 @@ TEST_CASE("invalid mailbox names and oversized messages are refused and change n
         absl::StatusCode::kInvalidArgument);
   CHECK(slot->Append({.mailbox = "user/u/../u", .body = "x"}).status().code() ==
         absl::StatusCode::kNotFound);
+  for (std::string flag : std::vector<std::string>{"", "two words", "(paren", "ctl\x01"}) {
+    INFO("flag: " << flag);
+    CHECK(slot->Append({.mailbox = "user/u", .body = "x", .flags = {flag}}).status().code() ==
+          absl::StatusCode::kInvalidArgument);
+  }
   auto big = slot->Append({.mailbox = "user/u", .body = std::string(5000, 'x')});
   CHECK(big.status().code() == absl::StatusCode::kOutOfRange);
   CHECK(slot->SlotDigest() == d);
@@ -304,6 +309,7 @@ TEST_CASE("a snapshot imported into an empty slot reproduces state, bodies and e
   REQUIRE(src->SetFlags("user/u", {3}, FlagOp::kAdd, {"\\Seen"}).ok());
   REQUIRE(src->Expunge("user/u", {4}).ok());
   REQUIRE(src->SetQuota("u", 1 << 20, 100).ok());
+  REQUIRE(src->SetQuota("v", 0, 0).ok());  // a quota row without limits is state too
   std::string file = a.Sub("snap");
   REQUIRE(src->ExportSnapshot(file).ok());
 
