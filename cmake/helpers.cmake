@@ -1,5 +1,5 @@
 # One helper per kind of target, used by every module's CMakeLists.txt.
-set(MAILREPL_WARNINGS -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-maybe-uninitialized)
+set(MAILREPL_WARNINGS -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-maybe-uninitialized -Wno-mismatched-new-delete)
 
 # mailrepl_library(NAME SRCS a.cc b.cc DEPS x y)
 function(mailrepl_library NAME)

@@ -253,7 +253,7 @@ absl::Status Index::Rollback() {
 absl::Status Index::Clear() {
   RETURN_IF_ERROR(db_->Exec(
       "BEGIN; DELETE FROM messages; DELETE FROM mailboxes; DELETE FROM blobs; DELETE FROM quotas;"
-      "DELETE FROM epochs; DELETE FROM meta WHERE key <> 'schema_version'; COMMIT;"));
+      "DELETE FROM epochs; DELETE FROM quarantine; DELETE FROM meta WHERE key <> 'schema_version'; COMMIT;"));
   return Load();
 }
 

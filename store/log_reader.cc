@@ -37,6 +37,7 @@ LogReader& LogReader::operator=(LogReader&& o) noexcept {
   if (this != &o) {
     if (fd_ >= 0) ::close(fd_);
     segments_ = std::move(o.segments_);
+    log_dir_ = std::move(o.log_dir_);
     segment_ = o.segment_;
     fd_ = std::exchange(o.fd_, -1);
     file_size_ = o.file_size_;
@@ -58,6 +59,7 @@ absl::StatusOr<LogReader> LogReader::Open(const std::string& log_dir, uint64_t f
                                           bool recovery) {
   LogReader r;
   ASSIGN_OR_RETURN(r.segments_, ListSegments(log_dir));
+  r.log_dir_ = log_dir;
   r.from_lsn_ = from_lsn;
   r.recovery_ = recovery;
   // Start with the last segment whose first LSN is <= from_lsn.
@@ -139,6 +141,12 @@ absl::StatusOr<bool> LogReader::Next(LogRecord* record) {
       }
     } else if (header.empty()) {
       // Clean end of this segment.
+      if (last_segment && !recovery_) {
+        // A live writer may have started a new segment since we listed them.
+        ASSIGN_OR_RETURN(auto now, ListSegments(log_dir_));
+        if (now.size() > segments_.size()) segments_ = std::move(now);
+        last_segment = segment_ + 1 == segments_.size();
+      }
       if (last_segment) return false;
       RETURN_IF_ERROR(OpenSegment(segment_ + 1));
       continue;

@@ -63,6 +63,7 @@ class LogReader {
   // True when no valid record starts anywhere in [from, file end).
   bool NothingValidAfter(uint64_t from, uint64_t expected_lsn);
 
+  std::string log_dir_;
   std::vector<SegmentInfo> segments_;
   size_t segment_ = 0;
   int fd_ = -1;

@@ -868,11 +868,26 @@ absl::StatusOr<int> Slot::DropLogBelow(uint64_t lsn) {
   return dropped;
 }
 
-absl::Status Slot::ImportSnapshot(const std::string& path) {
+absl::Status Slot::ImportSnapshot(const std::string& path, bool replace) {
   std::unique_lock<std::mutex> lock(mu_);
   RETURN_IF_ERROR(BeginExclusiveLocked(lock));
   absl::Cleanup end = [&] { EndExclusiveLocked(); };
   std::lock_guard<std::mutex> il(index_mu_);
+  if (replace && (next_lsn_ != 1 || !index_->mailboxes().empty())) {
+    const uint64_t seen = std::max(index_->seen_epoch(), index_->applied_epoch());
+    RETURN_IF_ERROR(index_->Clear());
+    RETURN_IF_ERROR(index_->SetSeenEpoch(seen));
+    ::unlink(paths_.base_snapshot().c_str());
+    log_.reset();
+    ASSIGN_OR_RETURN(auto old_segments, ListSegments(paths_.log_dir()));
+    for (const SegmentInfo& seg : old_segments) {
+      if (::unlink(seg.path.c_str()) != 0) return ErrnoStatus(errno, "remove", seg.path);
+    }
+    RETURN_IF_ERROR(SyncDir(paths_.log_dir()));
+    next_lsn_ = 1;
+    LogLine(Severity::kWarning, "slot state replaced by a snapshot",
+            Kv("slot", paths_.root) + Kv("snapshot", path));
+  }
   if (next_lsn_ != 1 || !index_->mailboxes().empty()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "slot ", paths_.root, " is not empty (last LSN ", next_lsn_ - 1,
@@ -882,6 +897,7 @@ absl::Status Slot::ImportSnapshot(const std::string& path) {
   RETURN_IF_ERROR(WriteSnapshot(*index_, nullptr, identity_, paths_.base_snapshot()));
   // The empty first segment was named for LSN 1; start over at the next LSN.
   log_.reset();
+  RETURN_IF_ERROR(SyncDir(paths_.log_dir()));
   ASSIGN_OR_RETURN(auto segments, ListSegments(paths_.log_dir()));
   for (const SegmentInfo& seg : segments) {
     if (::unlink(seg.path.c_str()) != 0) return ErrnoStatus(errno, "remove", seg.path);

@@ -176,10 +176,11 @@ class Slot {
   // Writes the consistent state at the applied LSN, bodies included, to path.
   absl::Status ExportSnapshot(const std::string& path);
   // Loads a snapshot into this slot, which must be empty (no records, no
-  // mailboxes). The snapshot becomes the slot's base and the log continues
-  // at the snapshot's LSN + 1. kDataLoss if the file is damaged; nothing is
-  // changed then.
-  absl::Status ImportSnapshot(const std::string& path);
+  // mailboxes) unless replace is set: then the slot's index and log are
+  // discarded first (its spool is kept: bodies are reused by GUID). The
+  // snapshot becomes the slot's base and the log continues at the
+  // snapshot's LSN + 1. kDataLoss if the file is damaged.
+  absl::Status ImportSnapshot(const std::string& path, bool replace = false);
   // Visits body bytes (only for tools and replication).
   absl::StatusOr<std::string> ReadBlob(const std::string& guid);
   absl::StatusOr<bool> HasBlob(const std::string& guid);

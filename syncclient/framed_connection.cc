@@ -1,0 +1,181 @@
+#include "syncclient/framed_connection.h"
+
+#include <chrono>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "asio/experimental/awaitable_operators.hpp"
+
+namespace mailrepl::sync {
+
+using asio::awaitable;
+using asio::use_awaitable;
+using namespace asio::experimental::awaitable_operators;
+
+namespace {
+std::chrono::steady_clock::duration ToChrono(absl::Duration d) {
+  return absl::ToChronoNanoseconds(d);
+}
+}  // namespace
+
+std::string PeerAddress(const asio::ip::tcp::socket& socket) {
+  asio::error_code ec;
+  auto ep = socket.remote_endpoint(ec);
+  if (ec) return "unknown";
+  return absl::StrCat(ep.address().to_string(), ":", ep.port());
+}
+
+absl::StatusOr<asio::ip::tcp::endpoint> ParseEndpoint(const std::string& text) {
+  auto colon = text.rfind(':');
+  if (colon == std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", text, "' is not ADDR:PORT"));
+  }
+  std::string host = text.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  uint32_t port = 0;
+  if (!absl::SimpleAtoi(text.substr(colon + 1), &port) || port == 0 ||
+      port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("bad port in '", text, "'"));
+  }
+  asio::error_code ec;
+  auto addr = asio::ip::make_address(host, ec);
+  if (ec)
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad address in '", text, "'"));
+  return asio::ip::tcp::endpoint(addr, static_cast<uint16_t>(port));
+}
+
+FramedConnection::FramedConnection(asio::ip::tcp::socket socket,
+                                   std::string peer)
+    : socket_(std::move(socket)),
+      peer_(std::move(peer)),
+      wake_writer_(socket_.get_executor()),
+      flushed_(socket_.get_executor()) {
+  wake_writer_.expires_at(std::chrono::steady_clock::time_point::max());
+  flushed_.expires_at(std::chrono::steady_clock::time_point::max());
+  asio::error_code ec;
+  socket_.set_option(asio::ip::tcp::no_delay(true), ec);
+}
+
+void FramedConnection::Start() {
+  asio::co_spawn(
+      socket_.get_executor(),
+      [self = shared_from_this()]() { return self->Writer(); }, asio::detached);
+}
+
+void FramedConnection::Send(const syncpb::Frame& frame) {
+  if (closed_) return;
+  std::string wire;
+  EncodeFrame(frame.SerializeAsString(), compress_, &wire).IgnoreError();
+  queued_bytes_ += wire.size();
+  queue_.push_back(std::move(wire));
+  wake_writer_.cancel_one();
+}
+
+awaitable<void> FramedConnection::Writer() {
+  while (!closed_) {
+    if (queue_.empty()) {
+      asio::error_code ec;
+      co_await wake_writer_.async_wait(asio::redirect_error(use_awaitable, ec));
+      continue;
+    }
+    // Coalesce queued frames into one write.
+    std::string batch;
+    while (!queue_.empty() && batch.size() < (1u << 20)) {
+      batch.append(queue_.front());
+      queue_.pop_front();
+    }
+    asio::error_code ec;
+    co_await asio::async_write(socket_, asio::buffer(batch),
+                               asio::redirect_error(use_awaitable, ec));
+    queued_bytes_ -= batch.size();
+    if (ec) {
+      write_error_ = absl::UnavailableError(
+          absl::StrCat("write to ", peer_, " failed: ", ec.message()));
+      Close();
+      break;
+    }
+    bytes_sent_ += batch.size();
+    if (queue_.empty()) flushed_.cancel();
+  }
+  flushed_.cancel();
+}
+
+awaitable<absl::Status> FramedConnection::Flush(absl::Duration timeout) {
+  asio::steady_timer deadline(socket_.get_executor(), ToChrono(timeout));
+  while (queued_bytes_ > 0 && !closed_) {
+    asio::error_code ec;
+    auto result = co_await (
+        flushed_.async_wait(asio::redirect_error(use_awaitable, ec)) ||
+        deadline.async_wait(use_awaitable));
+    if (result.index() == 1) {
+      co_return absl::DeadlineExceededError(
+          absl::StrCat("sending to ", peer_, " timed out"));
+    }
+  }
+  if (!write_error_.ok()) co_return write_error_;
+  co_return absl::OkStatus();
+}
+
+awaitable<absl::StatusOr<syncpb::Frame>> FramedConnection::Read(
+    absl::Duration timeout) {
+  asio::steady_timer deadline(socket_.get_executor(), ToChrono(timeout));
+  char buf[1 << 16];
+  for (;;) {
+    DecodedFrame frame;
+    std::string error;
+    switch (reader_.Next(&frame, &error)) {
+      case FrameResult::kGood: {
+        syncpb::Frame parsed;
+        if (!parsed.ParseFromString(frame.payload)) {
+          co_return absl::InvalidArgumentError(
+              absl::StrCat("unparsable frame from ", peer_));
+        }
+        if (parsed.body_case() == syncpb::Frame::BODY_NOT_SET) {
+          co_return absl::InvalidArgumentError(
+              absl::StrCat("frame of an unknown message type from ", peer_));
+        }
+        co_return parsed;
+      }
+      case FrameResult::kBad:
+        co_return absl::InvalidArgumentError(
+            absl::StrCat("bad frame from ", peer_, ": ", error));
+      case FrameResult::kNeedMore:
+        break;
+    }
+    if (closed_)
+      co_return absl::UnavailableError(
+          absl::StrCat("connection to ", peer_, " closed"));
+    asio::error_code ec;
+    auto result = co_await (
+        socket_.async_read_some(asio::buffer(buf),
+                                asio::redirect_error(use_awaitable, ec)) ||
+        deadline.async_wait(use_awaitable));
+    if (result.index() == 1) {
+      co_return absl::DeadlineExceededError(absl::StrCat(
+          "nothing from ", peer_, " for ", absl::FormatDuration(timeout)));
+    }
+    if (ec) {
+      co_return absl::UnavailableError(
+          absl::StrCat("connection to ", peer_, " closed: ", ec.message()));
+    }
+    size_t n = std::get<0>(result);
+    bytes_received_ += n;
+    reader_.Feed(absl::string_view(buf, n));
+  }
+}
+
+void FramedConnection::Close() {
+  if (closed_) return;
+  closed_ = true;
+  asio::error_code ec;
+  socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+  socket_.close(ec);
+  wake_writer_.cancel();
+  flushed_.cancel();
+}
+
+}  // namespace mailrepl::sync

@@ -1,0 +1,78 @@
+// One TCP connection carrying protocol frames (docs/protocol.md "Framing"):
+// a reader that returns whole, checked, parsed frames with a deadline, and a
+// writer coroutine that sends queued frames in order (Asio's chat_server
+// shape). Both ends of the replication protocol and its tests use it.
+// Thread-compatible: use from coroutines on one io_context thread.
+#ifndef MAILREPL_SYNCCLIENT_FRAMED_CONNECTION_H_
+#define MAILREPL_SYNCCLIENT_FRAMED_CONNECTION_H_
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "asio.hpp"
+#include "proto/sync.pb.h"
+#include "syncclient/frame_codec.h"
+
+namespace mailrepl::sync {
+
+class FramedConnection : public std::enable_shared_from_this<FramedConnection> {
+ public:
+  FramedConnection(asio::ip::tcp::socket socket, std::string peer);
+  FramedConnection(const FramedConnection&) = delete;
+  FramedConnection& operator=(const FramedConnection&) = delete;
+
+  // Starts the writer coroutine. Call once, before Send().
+  void Start();
+
+  // The next frame. kDeadlineExceeded when nothing arrived within timeout,
+  // kUnavailable when the peer closed, kInvalidArgument for a bad frame
+  // (garbage, oversized, bad checksum, unparsable, unknown message type).
+  asio::awaitable<absl::StatusOr<syncpb::Frame>> Read(absl::Duration timeout);
+
+  // Queues a frame for sending.
+  void Send(const syncpb::Frame& frame);
+  // Waits until every queued frame has been written (or the connection failed).
+  asio::awaitable<absl::Status> Flush(absl::Duration timeout);
+
+  // From now on, compress outgoing frames / accept compressed ones.
+  void EnableCompression() {
+    compress_ = true;
+    reader_.set_allow_compressed(true);
+  }
+  void Close();
+  bool closed() const { return closed_; }
+
+  const std::string& peer() const { return peer_; }
+  uint64_t bytes_sent() const { return bytes_sent_; }
+  uint64_t bytes_received() const { return bytes_received_; }
+  size_t queued_bytes() const { return queued_bytes_; }
+
+ private:
+  asio::awaitable<void> Writer();
+
+  asio::ip::tcp::socket socket_;
+  std::string peer_;
+  FrameReader reader_{false};
+  bool compress_ = false;
+  bool closed_ = false;
+  absl::Status write_error_;
+  std::deque<std::string> queue_;
+  size_t queued_bytes_ = 0;
+  asio::steady_timer wake_writer_;
+  asio::steady_timer flushed_;
+  uint64_t bytes_sent_ = 0;
+  uint64_t bytes_received_ = 0;
+};
+
+// "ip:port" of the socket's peer, or "unknown".
+std::string PeerAddress(const asio::ip::tcp::socket& socket);
+// Parses "ADDR:PORT" (IPv4 or [IPv6]).
+absl::StatusOr<asio::ip::tcp::endpoint> ParseEndpoint(const std::string& text);
+
+}  // namespace mailrepl::sync
+
+#endif  // MAILREPL_SYNCCLIENT_FRAMED_CONNECTION_H_

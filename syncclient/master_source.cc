@@ -1,0 +1,96 @@
+#include "syncclient/master_source.h"
+
+#include <sys/inotify.h>
+#include <unistd.h>
+
+#include "absl/strings/str_cat.h"
+#include "asio/experimental/awaitable_operators.hpp"
+#include "common/file_util.h"
+#include "common/status_macros.h"
+
+namespace mailrepl::sync {
+
+using namespace asio::experimental::awaitable_operators;
+
+MasterSource::MasterSource(const SlotPaths& paths,
+                           asio::any_io_executor executor)
+    : paths_(paths), spool_(paths.spool), inotify_(executor) {}
+
+MasterSource::~MasterSource() = default;  // inotify_ closes the descriptor
+
+absl::StatusOr<std::unique_ptr<MasterSource>> MasterSource::Open(
+    const SlotPaths& paths, asio::any_io_executor executor) {
+  std::unique_ptr<MasterSource> s(new MasterSource(paths, executor));
+  ASSIGN_OR_RETURN(s->identity_, ReadIdentity(paths.identity_file()));
+  ASSIGN_OR_RETURN(s->meta_db_,
+                   sqlite::Database::OpenReadOnly(paths.index_file()));
+  int fd = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  if (fd < 0) return ErrnoStatus(errno, "inotify_init1 for", paths.root);
+  if (::inotify_add_watch(fd, paths.log_dir().c_str(), IN_MODIFY | IN_CREATE) <
+          0 ||
+      ::inotify_add_watch(fd, paths.meta.c_str(), IN_MODIFY | IN_CREATE) < 0) {
+    int err = errno;
+    ::close(fd);
+    return ErrnoStatus(err, "inotify_add_watch", paths.root);
+  }
+  s->inotify_.assign(fd);
+  return s;
+}
+
+absl::StatusOr<std::unique_ptr<Index>> MasterSource::View() {
+  return Index::OpenReadOnly(paths_.index_file());
+}
+
+absl::StatusOr<uint64_t> MasterSource::DurableLsn() {
+  ASSIGN_OR_RETURN(
+      auto st,
+      meta_db_->Prepare("SELECT value FROM meta WHERE key='applied_lsn'"));
+  ASSIGN_OR_RETURN(bool row, st.Step());
+  return row ? static_cast<uint64_t>(st.ColumnInt(0)) : 0;
+}
+
+absl::StatusOr<std::optional<LogRecord>> MasterSource::ReadRecord(
+    uint64_t from, uint64_t durable) {
+  if (from > durable) return std::optional<LogRecord>();
+  if (peeked_ && peeked_->lsn == from) {
+    std::optional<LogRecord> r = std::move(peeked_);
+    peeked_.reset();
+    reader_next_ = from + 1;
+    return r;
+  }
+  if (!reader_ || reader_next_ != from) {
+    peeked_.reset();
+    ASSIGN_OR_RETURN(LogReader r, LogReader::Open(paths_.log_dir(), from,
+                                                  /*recovery=*/false));
+    reader_.emplace(std::move(r));
+    reader_next_ = from;
+  }
+  for (;;) {
+    LogRecord rec;
+    ASSIGN_OR_RETURN(bool more, reader_->Next(&rec));
+    if (!more) return std::optional<LogRecord>();
+    if (IsLocalRecordType(rec.type) || rec.lsn < from) continue;
+    if (rec.lsn != from) {
+      return absl::DataLossError(
+          absl::StrCat("log of ", paths_.root, " has LSN ", rec.lsn,
+                       " where LSN ", from, " was expected"));
+    }
+    reader_next_ = from + 1;
+    return std::optional<LogRecord>(std::move(rec));
+  }
+}
+
+asio::awaitable<void> MasterSource::WaitForChange(absl::Duration timeout) {
+  asio::steady_timer timer(inotify_.get_executor(),
+                           absl::ToChronoNanoseconds(timeout));
+  asio::error_code ec;
+  co_await (
+      inotify_.async_wait(asio::posix::stream_descriptor::wait_read,
+                          asio::redirect_error(asio::use_awaitable, ec)) ||
+      timer.async_wait(asio::redirect_error(asio::use_awaitable, ec)));
+  char buf[4096];
+  while (::read(inotify_.native_handle(), buf, sizeof buf) > 0) {
+  }
+}
+
+}  // namespace mailrepl::sync

@@ -1,0 +1,70 @@
+// The master's side of replication reads a slot that another process (or
+// another part of this one) writes: records from its log files, a
+// consistent read-only view of its index, bodies from its spool. It never
+// writes to the slot. New records are noticed with inotify on the log and
+// index directories; only records up to the index's applied LSN (which the
+// writer advances after fsync) are durable and may be shipped.
+// Thread-compatible: use from one io_context thread.
+#ifndef MAILREPL_SYNCCLIENT_MASTER_SOURCE_H_
+#define MAILREPL_SYNCCLIENT_MASTER_SOURCE_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "asio.hpp"
+#include "common/sqlite.h"
+#include "store/identity.h"
+#include "store/index.h"
+#include "store/log_reader.h"
+#include "store/slot.h"
+#include "store/spool.h"
+
+namespace mailrepl::sync {
+
+class MasterSource {
+ public:
+  static absl::StatusOr<std::unique_ptr<MasterSource>> Open(
+      const SlotPaths& paths, asio::any_io_executor executor);
+  ~MasterSource();
+  MasterSource(const MasterSource&) = delete;
+  MasterSource& operator=(const MasterSource&) = delete;
+
+  const SlotIdentity& identity() const { return identity_; }
+  const SlotPaths& paths() const { return paths_; }
+
+  // A consistent read-only view of the index (state at its applied LSN).
+  absl::StatusOr<std::unique_ptr<Index>> View();
+  // The highest LSN known durable: the index's applied LSN.
+  absl::StatusOr<uint64_t> DurableLsn();
+  // The next replicated record with LSN >= from (skipping local records),
+  // if it is durable (LSN <= durable). nullopt: none yet.
+  absl::StatusOr<std::optional<LogRecord>> ReadRecord(uint64_t from,
+                                                      uint64_t durable);
+  absl::StatusOr<std::string> ReadBody(const std::string& guid) {
+    return spool_.Read(guid);
+  }
+
+  // Returns when the log or the index changed, or after timeout.
+  asio::awaitable<void> WaitForChange(absl::Duration timeout);
+
+ private:
+  MasterSource(const SlotPaths& paths, asio::any_io_executor executor);
+
+  SlotPaths paths_;
+  SlotIdentity identity_;
+  Spool spool_;
+  std::unique_ptr<sqlite::Database> meta_db_;  // read-only, for the applied LSN
+  std::optional<LogReader> reader_;
+  uint64_t reader_next_ = 0;  // LSN the reader will return next
+  std::optional<LogRecord> peeked_;
+  int inotify_fd_ = -1;
+  asio::posix::stream_descriptor inotify_;
+};
+
+}  // namespace mailrepl::sync
+
+#endif  // MAILREPL_SYNCCLIENT_MASTER_SOURCE_H_

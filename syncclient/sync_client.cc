@@ -1,0 +1,611 @@
+#include "syncclient/sync_client.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <deque>
+
+#include "absl/strings/str_cat.h"
+#include "asio/experimental/awaitable_operators.hpp"
+#include "common/file_util.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+#include "proto/log.pb.h"
+#include "store/mailbox_name.h"
+#include "store/snapshot.h"
+#include "syncclient/auth.h"
+#include "syncclient/fork_point.h"
+#include "syncclient/framed_connection.h"
+#include "syncclient/master_source.h"
+#include "syncclient/protocol.h"
+
+namespace mailrepl::sync {
+
+using asio::awaitable;
+using asio::use_awaitable;
+using namespace asio::experimental::awaitable_operators;
+
+// One connection's state.
+struct SyncClient::Session {
+  std::shared_ptr<FramedConnection> conn;
+  uint64_t replica_last = 0;
+  std::vector<EpochStart> replica_history;
+  uint64_t next = 0;   // next LSN to send
+  uint64_t acked = 0;  // replica has everything up to here
+  struct InFlight {
+    uint64_t last_lsn;
+    size_t bytes;
+    absl::Time sent;
+  };
+  std::deque<InFlight> in_flight;
+  size_t in_flight_bytes = 0;
+  absl::Time last_send = absl::Now();
+  std::unique_ptr<asio::steady_timer> wake;
+};
+
+namespace {
+
+absl::Status FromErrorFrame(const syncpb::Error& e, const std::string& peer) {
+  std::string msg = absl::StrCat("sync server ", peer, ": ", e.message());
+  switch (e.code()) {
+    case syncpb::UNAUTHENTICATED:
+      return absl::PermissionDeniedError(msg);
+    case syncpb::WRONG_STORE:
+    case syncpb::STALE_EPOCH:
+    case syncpb::DIVERGED:
+    case syncpb::PROTOCOL_VERSION:
+      return absl::FailedPreconditionError(msg);
+    default:
+      return absl::UnavailableError(msg);
+  }
+}
+
+absl::Status Unexpected(const syncpb::Frame& f, const std::string& what, const std::string& peer) {
+  if (f.has_error()) return FromErrorFrame(f.error(), peer);
+  return absl::UnavailableError(absl::StrCat("sync server ", peer, " sent frame type ",
+                                             f.body_case(), " where ", what, " was expected"));
+}
+
+// Permanent failures end a rolling client too; others are retried.
+bool Retryable(const absl::Status& s) {
+  return s.code() == absl::StatusCode::kUnavailable ||
+         s.code() == absl::StatusCode::kDeadlineExceeded ||
+         s.code() == absl::StatusCode::kResourceExhausted;
+}
+
+std::string QuarantineText(const syncpb::QuarantinedMailbox& q) {
+  return absl::StrCat(q.name(), " (LSN ", q.lsn(), ": ", q.reason(), ")");
+}
+
+}  // namespace
+
+SyncClient::SyncClient(asio::io_context& io, SyncClientOptions options)
+    : io_(io), options_(std::move(options)), stop_timer_(io) {}
+
+SyncClient::~SyncClient() = default;
+
+void SyncClient::Stop() {
+  stopping_ = true;
+  stop_timer_.cancel();
+  if (current_) {
+    // The sender notices at its next wake-up; poke it.
+    current_->Send([] {
+      syncpb::Frame f;
+      f.mutable_heartbeat();
+      return f;
+    }());
+  }
+}
+
+awaitable<absl::Status> SyncClient::Run() {
+  auto source = MasterSource::Open(options_.slot, io_.get_executor());
+  if (!source.ok()) co_return source.status();
+  source_ = std::move(*source);
+  auto target = source_->DurableLsn();
+  if (!target.ok()) co_return target.status();
+  catch_up_target_ = *target;
+  absl::Duration backoff = options_.backoff_min;
+  for (;;) {
+    const uint64_t connects_before = stats_.connects;
+    absl::Status s = co_await RunOnce();
+    if (stats_.connects > connects_before) backoff = options_.backoff_min;
+    if (current_) current_->Close();
+    current_.reset();
+    if (s.ok() || stopping_) co_return s;
+    const bool rolling = options_.mode == SyncClientOptions::Mode::kRolling;
+    if (!rolling || !Retryable(s)) co_return s;
+    LogLine(Severity::kWarning, "sync connection lost; retrying",
+            Kv("server", options_.server) + Kv("error", s.message()) +
+                Kv("retry_in", absl::FormatDuration(backoff)));
+    stop_timer_.expires_after(absl::ToChronoNanoseconds(backoff));
+    asio::error_code ec;
+    co_await stop_timer_.async_wait(asio::redirect_error(use_awaitable, ec));
+    if (stopping_) co_return absl::OkStatus();
+    backoff = std::min(backoff * 2, options_.backoff_max);
+  }
+}
+
+awaitable<absl::Status> SyncClient::RunOnce() {
+  Session s;
+  s.wake = std::make_unique<asio::steady_timer>(io_);
+  absl::Status hs = co_await Handshake(s);
+  if (!hs.ok()) co_return hs;
+  ++stats_.connects;
+  switch (options_.mode) {
+    case SyncClientOptions::Mode::kCatchUp:
+      co_return co_await Stream(s, catch_up_target_, /*follow=*/false);
+    case SyncClientOptions::Mode::kRolling:
+      co_return co_await Stream(s, 0, /*follow=*/true);
+    case SyncClientOptions::Mode::kReplayFile:
+      co_return co_await ReplayFile(s);
+    default:
+      co_return co_await Resync(s);
+  }
+}
+
+awaitable<absl::Status> SyncClient::Handshake(Session& s) {
+  auto endpoint = ParseEndpoint(options_.server);
+  if (!endpoint.ok()) co_return endpoint.status();
+  asio::ip::tcp::socket socket(io_);
+  asio::steady_timer deadline(io_, std::chrono::seconds(5));
+  asio::error_code ec;
+  auto connected = co_await (socket.async_connect(*endpoint, asio::redirect_error(use_awaitable, ec)) ||
+                             deadline.async_wait(use_awaitable));
+  if (connected.index() == 1 || ec) {
+    co_return absl::UnavailableError(absl::StrCat(
+        "cannot connect to sync server ", options_.server, ": ",
+        connected.index() == 1 ? "timed out" : ec.message()));
+  }
+  s.conn = std::make_shared<FramedConnection>(std::move(socket), options_.server);
+  s.conn->Start();
+  current_ = s.conn;
+
+  auto hello = co_await s.conn->Read(kHelloTimeout);
+  if (!hello.ok()) co_return hello.status();
+  if (!hello->has_server_hello()) co_return Unexpected(*hello, "a server hello", options_.server);
+  const syncpb::ServerHello& sh = hello->server_hello();
+  if (sh.version().major() != kProtocolMajor) {
+    co_return absl::FailedPreconditionError(
+        absl::StrCat("sync server ", options_.server, " speaks protocol ", sh.version().major(),
+                     ".", sh.version().minor(), "; this client speaks ", kProtocolMajor, ".x"));
+  }
+  auto view = source_->View();
+  if (!view.ok()) co_return view.status();
+  const SlotIdentity& id = source_->identity();
+  const std::string context = AuthContext(id.cluster_id, id.store_id);
+  syncpb::Frame ch;
+  syncpb::ClientHello* h = ch.mutable_client_hello();
+  *h->mutable_version() = OurVersion();
+  bool server_zstd = false;
+  for (const auto& c : sh.capabilities()) server_zstd |= c == kCapabilityZstd;
+  if (options_.compress && server_zstd) h->add_capabilities(kCapabilityZstd);
+  const std::string challenge = NewChallenge();
+  h->set_challenge(challenge);
+  h->set_response(AuthResponse(options_.secret, "client", context, sh.challenge(), challenge));
+  h->set_cluster_id(id.cluster_id);
+  h->set_store_id(id.store_id);
+  h->set_slot_id(id.slot_id);
+  h->set_epoch((*view)->applied_epoch());
+  h->set_mode(options_.mode == SyncClientOptions::Mode::kCatchUp ||
+                      options_.mode == SyncClientOptions::Mode::kRolling ||
+                      options_.mode == SyncClientOptions::Mode::kReplayFile
+                  ? syncpb::STREAM
+                  : syncpb::RESYNC);
+  s.conn->Send(ch);
+
+  auto reply = co_await s.conn->Read(kHelloTimeout);
+  if (!reply.ok()) co_return reply.status();
+  if (!reply->has_welcome()) co_return Unexpected(*reply, "a welcome", options_.server);
+  const syncpb::Welcome& w = reply->welcome();
+  if (!ResponsesEqual(w.response(),
+                      AuthResponse(options_.secret, "server", context, challenge, sh.challenge()))) {
+    co_return absl::PermissionDeniedError(absl::StrCat(
+        "sync server ", options_.server, " failed to prove it knows the shared secret"));
+  }
+  for (const auto& c : w.capabilities()) {
+    if (c == kCapabilityZstd) s.conn->EnableCompression();
+  }
+  s.replica_last = w.last_lsn();
+  for (const auto& e : w.epoch_history()) s.replica_history.push_back({e.epoch(), e.first_lsn()});
+  stats_.quarantined.clear();
+  for (const auto& q : w.quarantined()) stats_.quarantined.push_back(QuarantineText(q));
+
+  // Where do the two logs part? A replica holding records past that point
+  // was a master once: never overwrite them silently.
+  LogPosition master{(*view)->applied_lsn(), (*view)->epoch_history()};
+  LogPosition replica{s.replica_last, s.replica_history};
+  uint64_t fork = ForkPoint(master, replica);
+  if (s.replica_last > fork) {
+    std::string msg = absl::StrCat("replica ", options_.server, " diverged after LSN ", fork,
+                                   " (it holds up to LSN ", s.replica_last,
+                                   " from another history); salvage it before it can follow");
+    syncpb::Frame e = ErrorFrame(syncpb::DIVERGED, msg);
+    e.mutable_error()->set_lsn(fork);
+    s.conn->Send(e);
+    co_await s.conn->Flush(absl::Seconds(2));
+    co_return absl::FailedPreconditionError(msg);
+  }
+  s.next = s.replica_last + 1;
+  s.acked = s.replica_last;
+  stats_.acked_lsn = s.acked;
+  const bool needs_snapshot = s.next < (*view)->log_start_lsn() ||
+                              (s.replica_last == 0 && (*view)->applied_lsn() > 0);
+  view->reset();  // release the read transaction
+  if (needs_snapshot && options_.mode != SyncClientOptions::Mode::kReplayFile) {
+    absl::Status snap = co_await SendSnapshot(s);
+    if (!snap.ok()) co_return snap;
+  }
+  if (options_.verbose) {
+    LogLine(Severity::kInfo, "sync connected",
+            Kv("server", options_.server) + Kv("replica_lsn", s.replica_last) +
+                Kv("next_lsn", s.next));
+  }
+  co_return absl::OkStatus();
+}
+
+awaitable<absl::Status> SyncClient::SendSnapshot(Session& s) {
+  auto view = source_->View();
+  if (!view.ok()) co_return view.status();
+  const char* tmpdir = getenv("TMPDIR");
+  std::string path = absl::StrCat(tmpdir ? tmpdir : "/tmp", "/mailrepl-snapshot-XXXXXX");
+  int fd = ::mkstemp(path.data());
+  if (fd < 0) co_return ErrnoStatus(errno, "mkstemp", path);
+  ::close(fd);
+  absl::Status w = WriteSnapshot(**view, nullptr, source_->identity(), path);
+  const uint64_t lsn = (*view)->applied_lsn();
+  view->reset();
+  auto contents = w.ok() ? ReadFile(path) : absl::StatusOr<std::string>(w);
+  ::unlink(path.c_str());
+  if (!contents.ok()) co_return contents.status();
+
+  syncpb::Frame begin;
+  begin.mutable_snapshot_begin()->set_lsn(lsn);
+  begin.mutable_snapshot_begin()->set_bytes(contents->size());
+  s.conn->Send(begin);
+  constexpr size_t kChunk = 1 << 20;
+  for (size_t off = 0; off < contents->size(); off += kChunk) {
+    syncpb::Frame c;
+    c.mutable_snapshot_chunk()->set_data(contents->substr(off, kChunk));
+    s.conn->Send(c);
+    if (s.conn->queued_bytes() > options_.window_bytes) {
+      absl::Status f = co_await s.conn->Flush(kDeadPeerTimeout);
+      if (!f.ok()) co_return f;
+    }
+  }
+  syncpb::Frame end;
+  end.mutable_snapshot_end();
+  s.conn->Send(end);
+  // The replica asks for the bodies it lacks, then acknowledges the snapshot.
+  for (;;) {
+    auto f = co_await s.conn->Read(absl::Seconds(120));
+    if (!f.ok()) co_return f.status();
+    if (f->has_body_request()) {
+      std::vector<std::string> guids(f->body_request().guids().begin(),
+                                     f->body_request().guids().end());
+      absl::Status b = co_await SendBodies(s, guids);
+      if (!b.ok()) co_return b;
+      continue;
+    }
+    if (f->has_heartbeat()) continue;
+    if (!f->has_ack()) co_return Unexpected(*f, "a snapshot acknowledgement", options_.server);
+    if (f->ack().lsn() != lsn) {
+      co_return absl::UnavailableError(absl::StrCat("replica acknowledged LSN ", f->ack().lsn(),
+                                                    " for a snapshot at LSN ", lsn));
+    }
+    break;
+  }
+  ++stats_.snapshots;
+  s.replica_last = s.acked = lsn;
+  s.next = lsn + 1;
+  stats_.acked_lsn = lsn;
+  LogLine(Severity::kInfo, "sync snapshot installed",
+          Kv("server", options_.server) + Kv("lsn", lsn) + Kv("bytes", contents->size()));
+  co_return absl::OkStatus();
+}
+
+awaitable<absl::Status> SyncClient::SendBodies(Session& s, const std::vector<std::string>& guids) {
+  syncpb::Frame f;
+  size_t bytes = 0;
+  for (const std::string& guid : guids) {
+    auto body = source_->ReadBody(guid);
+    if (!body.ok()) co_return body.status();
+    bytes += body->size();
+    f.mutable_bodies()->add_bodies(std::move(*body));
+    ++stats_.bodies_sent;
+    if (bytes >= (4u << 20)) {
+      s.conn->Send(f);
+      f.Clear();
+      bytes = 0;
+      if (s.conn->queued_bytes() > options_.window_bytes) {
+        absl::Status fl = co_await s.conn->Flush(kDeadPeerTimeout);
+        if (!fl.ok()) co_return fl;
+      }
+    }
+  }
+  f.mutable_bodies()->set_last(true);
+  s.conn->Send(f);
+  co_return absl::OkStatus();
+}
+
+awaitable<absl::Status> SyncClient::Stream(Session& s, uint64_t target, bool follow) {
+  bool dead = false;
+  if (auto d = source_->DurableLsn(); d.ok()) stats_.master_lsn = *d;
+  // Receives acknowledgements; ends the session on any error.
+  auto receiver = [&]() -> awaitable<absl::Status> {
+    for (;;) {
+      auto f = co_await s.conn->Read(kDeadPeerTimeout);
+      if (!f.ok()) {
+        dead = true;
+        co_return f.status();
+      }
+      if (f->has_ack()) {
+        s.acked = f->ack().lsn();
+        stats_.acked_lsn = s.acked;
+        while (!s.in_flight.empty() && s.in_flight.front().last_lsn <= s.acked) {
+          s.in_flight_bytes -= s.in_flight.front().bytes;
+          s.in_flight.pop_front();
+        }
+        stats_.quarantined.clear();
+        for (const auto& q : f->ack().quarantined()) {
+          stats_.quarantined.push_back(QuarantineText(q));
+        }
+        s.wake->cancel();
+      } else if (f->has_heartbeat()) {
+        continue;
+      } else {
+        dead = true;
+        co_return Unexpected(*f, "an acknowledgement", options_.server);
+      }
+    }
+  };
+  // Sends records in batches within the flow-control window.
+  auto sender = [&]() -> awaitable<absl::Status> {
+    for (;;) {
+      if (dead) co_return absl::UnavailableError("connection lost");
+      const bool finished = !follow && s.acked >= target;
+      if ((stopping_ || finished) && s.in_flight.empty()) {
+        syncpb::Frame done;
+        done.mutable_done();
+        s.conn->Send(done);
+        co_return co_await s.conn->Flush(absl::Seconds(5));
+      }
+      auto durable = source_->DurableLsn();
+      if (!durable.ok()) co_return durable.status();
+      stats_.master_lsn = *durable;
+      const uint64_t limit = follow ? *durable : std::min(*durable, target);
+      syncpb::Frame batch;
+      size_t bytes = 0;
+      while (!stopping_ && s.next <= limit &&
+             batch.records().records_size() < static_cast<int>(options_.batch_records) &&
+             bytes < options_.batch_bytes && s.in_flight_bytes + bytes < options_.window_bytes) {
+        auto rec = source_->ReadRecord(s.next, limit);
+        if (!rec.ok()) co_return rec.status();
+        if (!rec->has_value()) break;
+        const LogRecord& r = **rec;
+        if (r.type == RecordType::kAppend) {
+          logpb::Append a;
+          if (a.ParseFromString(r.payload)) {
+            (a.has_body() ? stats_.bodies_sent : stats_.bodies_skipped) += 1;
+          }
+        }
+        bytes += r.payload.size();
+        *batch.mutable_records()->add_records() = ToWire(r);
+        ++s.next;
+      }
+      if (bytes > 0 || batch.records().records_size() > 0) {
+        const auto& recs = batch.records().records();
+        stats_.records += recs.size();
+        stats_.record_bytes += bytes;
+        s.in_flight.push_back({recs[recs.size() - 1].lsn(), bytes, absl::Now()});
+        s.in_flight_bytes += bytes;
+        s.conn->Send(batch);
+        s.last_send = absl::Now();
+        continue;
+      }
+      // Nothing to send now: wait for an ack, new records, or heartbeat time.
+      if (absl::Now() - s.last_send >= kHeartbeatInterval) {
+        syncpb::Frame hb;
+        hb.mutable_heartbeat()->set_last_lsn(*durable);
+        s.conn->Send(hb);
+        s.last_send = absl::Now();
+      }
+      stats_.lag_seconds =
+          s.in_flight.empty() ? 0 : absl::ToDoubleSeconds(absl::Now() - s.in_flight.front().sent);
+      s.wake->expires_after(absl::ToChronoNanoseconds(kHeartbeatInterval));
+      asio::error_code ec;
+      if (s.next <= limit) {
+        // Window full: only an ack helps.
+        co_await s.wake->async_wait(asio::redirect_error(use_awaitable, ec));
+      } else {
+        co_await (s.wake->async_wait(asio::redirect_error(use_awaitable, ec)) ||
+                  source_->WaitForChange(kHeartbeatInterval));
+      }
+    }
+  };
+  auto result = co_await (sender() || receiver());
+  absl::Status s1 = std::visit([](auto&& st) { return absl::Status(st); }, result);
+  stats_.wire_bytes += s.conn->bytes_sent();
+  co_return s1;
+}
+
+awaitable<absl::Status> SyncClient::Resync(Session& s) {
+  auto view = source_->View();
+  if (!view.ok()) co_return view.status();
+  const uint64_t at = (*view)->applied_lsn();
+  (*view).reset();
+  // Compare at a common LSN: bring the replica to exactly the view's LSN
+  // (one batch at a time; resyncs are not the bulk path).
+  while (s.acked < at) {
+    uint64_t limit = at;
+    syncpb::Frame batch;
+    size_t bytes = 0;
+    while (s.next <= limit && bytes < options_.batch_bytes) {
+      auto rec = source_->ReadRecord(s.next, limit);
+      if (!rec.ok()) co_return rec.status();
+      if (!rec->has_value()) break;
+      bytes += (*rec)->payload.size();
+      *batch.mutable_records()->add_records() = ToWire(**rec);
+      ++s.next;
+    }
+    if (batch.records().records_size() == 0) {
+      co_return absl::DataLossError(absl::StrCat("master log ends before LSN ", at));
+    }
+    stats_.records += batch.records().records_size();
+    s.conn->Send(batch);
+    auto f = co_await s.conn->Read(kDeadPeerTimeout * 4);
+    if (!f.ok()) co_return f.status();
+    if (!f->has_ack()) co_return Unexpected(*f, "an acknowledgement", options_.server);
+    s.acked = f->ack().lsn();
+  }
+  stats_.acked_lsn = s.acked;
+
+  view = source_->View();
+  if (!view.ok()) co_return view.status();
+  Index& ix = **view;
+  if (ix.applied_lsn() != at) {
+    // The master moved on meanwhile: compare against the newer state next time.
+    LogLine(Severity::kInfo, "resync view moved", Kv("from", at) + Kv("to", ix.applied_lsn()));
+  }
+  syncpb::Frame req;
+  std::vector<std::string> prefixes;
+  if (options_.mode == SyncClientOptions::Mode::kResyncUser) {
+    prefixes.push_back(InboxName(options_.target));
+  } else if (options_.mode == SyncClientOptions::Mode::kResyncMailbox) {
+    prefixes.push_back(options_.target);
+  }
+  for (const auto& p : prefixes) req.mutable_digest_request()->add_prefixes(p);
+  req.mutable_digest_request();
+  s.conn->Send(req);
+  auto reply = co_await s.conn->Read(absl::Seconds(60));
+  if (!reply.ok()) co_return reply.status();
+  if (!reply->has_digest_reply()) co_return Unexpected(*reply, "digests", options_.server);
+  const syncpb::DigestReply& dr = reply->digest_reply();
+  auto in_scope = [&](const std::string& name) {
+    if (options_.mode == SyncClientOptions::Mode::kResyncMailbox) return name == options_.target;
+    for (const auto& p : prefixes) {
+      if (IsSameOrBelow(name, p)) return true;
+    }
+    return prefixes.empty();
+  };
+  std::map<std::string, std::pair<std::string, Digest>> replica;  // id -> name, digest
+  for (const auto& m : dr.mailboxes()) {
+    Digest d;
+    Digest::FromBytes(m.digest(), &d);
+    replica[m.mailbox_id()] = {m.name(), d};
+  }
+  std::vector<logpb::RepairMailbox> repairs;
+  for (const auto& [id, mb] : ix.mailboxes()) {
+    if (!in_scope(mb.name)) continue;
+    auto it = replica.find(id);
+    if (it != replica.end() && it->second.first == mb.name &&
+        it->second.second == mb.MailboxDigest()) {
+      continue;
+    }
+    logpb::RepairMailbox r;
+    r.set_mailbox_id(id);
+    r.set_reason(it == replica.end() ? "missing on replica" : "digest differs");
+    auto* sm = r.mutable_mailbox();
+    sm->set_mailbox_id(id);
+    sm->set_name(mb.name);
+    sm->set_uidvalidity(mb.uidvalidity);
+    sm->set_last_uid(mb.last_uid);
+    sm->set_highest_modseq(mb.highest_modseq);
+    auto msgs = ix.ListMessages(id, true);
+    if (!msgs.ok()) co_return msgs.status();
+    for (const MessageInfo& m : *msgs) {
+      auto* x = r.add_messages();
+      x->set_mailbox_id(id);
+      x->set_uid(m.uid);
+      x->set_guid(m.guid);
+      x->set_size(m.size);
+      x->set_internal_date(m.internal_date);
+      for (const auto& fl : m.flags) x->add_flags(fl);
+      x->set_modseq(m.modseq);
+      x->set_expunged(m.expunged);
+    }
+    repairs.push_back(std::move(r));
+  }
+  for (const auto& [id, nd] : replica) {
+    if (ix.FindMailbox(id) != nullptr || !in_scope(nd.first)) continue;
+    logpb::RepairMailbox r;
+    r.set_mailbox_id(id);
+    r.set_deleted(true);
+    r.set_reason("not on master");
+    r.mutable_mailbox()->set_name(nd.first);
+    repairs.push_back(std::move(r));
+  }
+  view->reset();
+  for (const auto& r : repairs) {
+    const std::string name = r.mailbox().name();
+    syncpb::Frame f;
+    *f.mutable_repair()->mutable_repair() = r;
+    s.conn->Send(f);
+    auto br = co_await s.conn->Read(absl::Seconds(60));
+    if (!br.ok()) co_return br.status();
+    if (!br->has_body_request()) co_return Unexpected(*br, "a body request", options_.server);
+    std::vector<std::string> guids(br->body_request().guids().begin(),
+                                   br->body_request().guids().end());
+    absl::Status sb = co_await SendBodies(s, guids);
+    if (!sb.ok()) co_return sb;
+    auto done = co_await s.conn->Read(absl::Seconds(120));
+    if (!done.ok()) co_return done.status();
+    if (!done->has_repair_done()) co_return Unexpected(*done, "a repair result", options_.server);
+    if (done->repair_done().ok()) {
+      stats_.repaired.push_back(absl::StrCat(name, " (", r.reason(), ")"));
+    } else {
+      stats_.failed.push_back(absl::StrCat(name, ": ", done->repair_done().error()));
+    }
+  }
+  syncpb::Frame done;
+  done.mutable_done();
+  s.conn->Send(done);
+  co_await s.conn->Flush(absl::Seconds(5));
+  if (!stats_.failed.empty()) {
+    co_return absl::AbortedError(absl::StrCat(stats_.failed.size(), " mailbox(es) not repaired"));
+  }
+  co_return absl::OkStatus();
+}
+
+awaitable<absl::Status> SyncClient::ReplayFile(Session& s) {
+  auto contents = ReadFile(options_.target);
+  if (!contents.ok()) co_return contents.status();
+  absl::string_view data = *contents;
+  size_t offset = 0;
+  syncpb::Frame batch;
+  uint64_t last = 0;
+  while (offset < data.size()) {
+    LogRecord r;
+    size_t consumed = 0;
+    if (DecodeRecord(data.substr(offset), &r, &consumed) != DecodeStatus::kOk) {
+      co_return absl::DataLossError(absl::StrCat("log file ", options_.target,
+                                                 ": bad record at offset ", offset));
+    }
+    offset += consumed;
+    if (IsLocalRecordType(r.type) || r.lsn < s.next) continue;
+    if (r.lsn != s.next) {
+      co_return absl::FailedPreconditionError(absl::StrCat(
+          "log file ", options_.target, " jumps to LSN ", r.lsn, "; the replica needs LSN ",
+          s.next, " next"));
+    }
+    *batch.mutable_records()->add_records() = ToWire(r);
+    ++s.next;
+    last = r.lsn;
+  }
+  if (batch.records().records_size() > 0) {
+    stats_.records += batch.records().records_size();
+    s.conn->Send(batch);
+    auto f = co_await s.conn->Read(absl::Seconds(120));
+    if (!f.ok()) co_return f.status();
+    if (!f->has_ack()) co_return Unexpected(*f, "an acknowledgement", options_.server);
+    s.acked = f->ack().lsn();
+    stats_.acked_lsn = s.acked;
+    if (s.acked != last) co_return absl::UnavailableError("replica did not acknowledge the replay");
+  }
+  syncpb::Frame done;
+  done.mutable_done();
+  s.conn->Send(done);
+  co_return co_await s.conn->Flush(absl::Seconds(5));
+}
+
+}  // namespace mailrepl::sync

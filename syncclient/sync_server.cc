@@ -1,0 +1,387 @@
+#include "syncclient/sync_server.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/file_util.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+#include "proto/log.pb.h"
+#include "store/log_format.h"
+#include "store/mailbox_name.h"
+#include "syncclient/auth.h"
+#include "syncclient/framed_connection.h"
+#include "syncclient/protocol.h"
+
+namespace mailrepl::sync {
+
+using asio::awaitable;
+using asio::use_awaitable;
+
+namespace {
+
+// A failure that closes the connection, with the error frame to send first.
+struct Refusal {
+  syncpb::ErrorCode code;
+  std::string message;
+};
+
+absl::Status BadFrame(const std::string& why) { return absl::InvalidArgumentError(why); }
+
+syncpb::QuarantinedMailbox ToWire(const Quarantine& q) {
+  syncpb::QuarantinedMailbox w;
+  w.set_mailbox_id(q.mailbox_id);
+  w.set_name(q.name);
+  w.set_lsn(q.lsn);
+  w.set_reason(q.reason);
+  return w;
+}
+
+// The GUIDs of message entries in a snapshot file.
+absl::StatusOr<std::vector<std::string>> SnapshotGuids(const std::string& data) {
+  std::vector<std::string> out;
+  absl::string_view rest = data;
+  while (!rest.empty()) {
+    LogRecord r;
+    size_t consumed = 0;
+    if (DecodeRecord(rest, &r, &consumed) != DecodeStatus::kOk) {
+      return absl::DataLossError("received snapshot is damaged");
+    }
+    rest.remove_prefix(consumed);
+    if (r.type != RecordType::kSnapshotMessage) continue;
+    logpb::SnapshotMessage m;
+    if (!m.ParseFromString(r.payload)) return absl::DataLossError("bad snapshot message entry");
+    out.push_back(m.guid());
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+}  // namespace
+
+SyncServer::SyncServer(asio::io_context& io, Slot& slot, SyncServerOptions options)
+    : io_(io), slot_(slot), options_(std::move(options)), acceptor_(io) {}
+
+SyncServer::~SyncServer() { pool_.join(); }
+
+absl::Status SyncServer::Listen() {
+  ASSIGN_OR_RETURN(auto endpoint, ParseEndpoint(options_.listen));
+  asio::error_code ec;
+  acceptor_.open(endpoint.protocol(), ec);
+  if (!ec) acceptor_.set_option(asio::ip::tcp::acceptor::reuse_address(true), ec);
+  if (!ec) acceptor_.bind(endpoint, ec);
+  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", options_.listen, ": ", ec.message()));
+  }
+  return absl::OkStatus();
+}
+
+uint16_t SyncServer::port() const {
+  asio::error_code ec;
+  return acceptor_.local_endpoint(ec).port();
+}
+
+void SyncServer::Stop() {
+  stopping_ = true;
+  asio::error_code ec;
+  acceptor_.close(ec);
+  for (const auto& s : sessions_) {
+    s->Send(ErrorFrame(syncpb::SHUTTING_DOWN, "sync server shutting down"));
+  }
+}
+
+awaitable<void> SyncServer::Run() {
+  while (!stopping_) {
+    asio::error_code ec;
+    asio::ip::tcp::socket socket = co_await acceptor_.async_accept(
+        asio::redirect_error(use_awaitable, ec));
+    if (ec) {
+      if (stopping_) break;
+      continue;
+    }
+    std::string peer = PeerAddress(socket);
+    auto conn = std::make_shared<FramedConnection>(std::move(socket), peer);
+    conn->Start();
+    sessions_.insert(conn);
+    ++stats_.connections;
+    asio::co_spawn(io_, Session(conn), asio::detached);
+  }
+}
+
+template <typename Fn>
+awaitable<absl::Status> SyncServer::OffThread(Fn fn) {
+  co_return co_await asio::co_spawn(
+      pool_, [fn = std::move(fn)]() mutable -> awaitable<absl::Status> { co_return fn(); },
+      use_awaitable);
+}
+
+awaitable<void> SyncServer::Session(std::shared_ptr<FramedConnection> conn) {
+  absl::Status s = co_await Serve(*conn);
+  if (!s.ok()) {
+    if (s.code() == absl::StatusCode::kInvalidArgument) ++stats_.bad_frames;
+    LogLine(s.code() == absl::StatusCode::kUnavailable ? Severity::kInfo : Severity::kWarning,
+            "sync connection closed",
+            Kv("peer", conn->peer()) + Kv("slot", slot_.paths().root) + Kv("reason", s.message()));
+  }
+  co_await conn->Flush(absl::Seconds(2));
+  conn->Close();
+  sessions_.erase(conn);
+}
+
+awaitable<absl::Status> SyncServer::Serve(FramedConnection& conn) {
+  const std::string challenge = NewChallenge();
+  syncpb::Frame hello;
+  *hello.mutable_server_hello()->mutable_version() = OurVersion();
+  hello.mutable_server_hello()->add_capabilities(kCapabilityZstd);
+  hello.mutable_server_hello()->set_challenge(challenge);
+  conn.Send(hello);
+
+  auto refuse = [&](syncpb::ErrorCode code, const std::string& msg) {
+    conn.Send(ErrorFrame(code, msg));
+    return code == syncpb::UNAUTHENTICATED ? absl::PermissionDeniedError(msg)
+           : code == syncpb::BAD_FRAME     ? BadFrame(msg)
+                                           : absl::FailedPreconditionError(msg);
+  };
+  auto first = co_await conn.Read(kHelloTimeout);
+  if (!first.ok()) {
+    if (first.status().code() == absl::StatusCode::kInvalidArgument) {
+      co_return refuse(syncpb::BAD_FRAME, std::string(first.status().message()));
+    }
+    co_return first.status();
+  }
+  if (!first->has_client_hello()) co_return refuse(syncpb::BAD_FRAME, "expected a client hello");
+  const syncpb::ClientHello& h = first->client_hello();
+  const SlotIdentity& id = slot_.identity();
+  const std::string context = AuthContext(h.cluster_id(), h.store_id());
+  if (h.challenge().size() != kChallengeSize ||
+      !ResponsesEqual(h.response(),
+                      AuthResponse(options_.secret, "client", context, challenge, h.challenge()))) {
+    ++stats_.auth_failures;
+    LogLine(Severity::kWarning, "sync authentication failed",
+            Kv("peer", conn.peer()) + Kv("slot", slot_.paths().root));
+    co_return refuse(syncpb::UNAUTHENTICATED, "authentication failed");
+  }
+  if (h.version().major() != kProtocolMajor) {
+    co_return refuse(syncpb::PROTOCOL_VERSION,
+                     absl::StrCat("protocol ", h.version().major(), ".", h.version().minor(),
+                                  " is not supported; this server speaks ", kProtocolMajor, ".x"));
+  }
+  if (h.cluster_id() != id.cluster_id || h.store_id() != id.store_id) {
+    co_return refuse(syncpb::WRONG_STORE,
+                     absl::StrCat("this replica is cluster ", id.cluster_id, " store ",
+                                  id.store_id, ", not cluster ", h.cluster_id(), " store ",
+                                  h.store_id()));
+  }
+  const uint64_t seen = slot_.seen_epoch();
+  if (h.epoch() < seen) {
+    syncpb::Frame e = ErrorFrame(
+        syncpb::STALE_EPOCH,
+        absl::StrCat("master epoch ", h.epoch(), " is older than epoch ", seen,
+                     " known to this replica: the sender is no longer master"));
+    e.mutable_error()->set_epoch(seen);
+    conn.Send(e);
+    co_return absl::FailedPreconditionError(e.error().message());
+  }
+  if (h.epoch() > seen) {
+    absl::Status noted = slot_.NoteEpochSeen(h.epoch());
+    if (!noted.ok()) co_return noted;
+  }
+  syncpb::Frame welcome;
+  syncpb::Welcome* w = welcome.mutable_welcome();
+  *w->mutable_version() = OurVersion();
+  bool zstd = false;
+  for (const auto& c : h.capabilities()) zstd |= c == kCapabilityZstd;
+  if (zstd) w->add_capabilities(kCapabilityZstd);
+  w->set_response(AuthResponse(options_.secret, "server", context, h.challenge(), challenge));
+  w->set_slot_id(id.slot_id);
+  w->set_epoch(slot_.epoch());
+  w->set_last_lsn(slot_.last_lsn());
+  for (const EpochStart& e : slot_.EpochHistory()) {
+    auto* x = w->add_epoch_history();
+    x->set_epoch(e.epoch);
+    x->set_first_lsn(e.first_lsn);
+  }
+  for (const Quarantine& q : slot_.Quarantined()) *w->add_quarantined() = ToWire(q);
+  conn.Send(welcome);
+  if (zstd) conn.EnableCompression();
+  if (options_.verbose) {
+    LogLine(Severity::kInfo, "sync session",
+            Kv("peer", conn.peer()) + Kv("master_slot", h.slot_id()) + Kv("epoch", h.epoch()) +
+                Kv("replica_lsn", w->last_lsn()));
+  }
+
+  for (;;) {
+    auto f = co_await conn.Read(kDeadPeerTimeout);
+    if (!f.ok()) {
+      if (f.status().code() == absl::StatusCode::kInvalidArgument) {
+        co_return refuse(syncpb::BAD_FRAME, std::string(f.status().message()));
+      }
+      co_return f.status();
+    }
+    switch (f->body_case()) {
+      case syncpb::Frame::kRecords: {
+        std::vector<LogRecord> records;
+        records.reserve(f->records().records_size());
+        for (const auto& r : f->records().records()) records.push_back(FromWire(r));
+        if (records.empty()) co_return refuse(syncpb::BAD_FRAME, "empty records frame");
+        absl::Status a = co_await OffThread([&] { return slot_.AppendReplicated(records); });
+        if (!a.ok()) {
+          if (a.code() == absl::StatusCode::kInvalidArgument) {
+            co_return refuse(syncpb::BAD_FRAME, std::string(a.message()));
+          }
+          if (a.code() == absl::StatusCode::kFailedPrecondition) {
+            co_return refuse(syncpb::STALE_EPOCH, std::string(a.message()));
+          }
+          co_return refuse(syncpb::APPLY_FAILED, std::string(a.message()));
+        }
+        stats_.records_applied += records.size();
+        syncpb::Frame ack;
+        ack.mutable_ack()->set_lsn(records.back().lsn);
+        for (const Quarantine& q : slot_.Quarantined()) {
+          *ack.mutable_ack()->add_quarantined() = ToWire(q);
+        }
+        conn.Send(ack);
+        break;
+      }
+      case syncpb::Frame::kHeartbeat: {
+        syncpb::Frame hb;
+        hb.mutable_heartbeat()->set_last_lsn(slot_.last_lsn());
+        conn.Send(hb);
+        break;
+      }
+      case syncpb::Frame::kSnapshotBegin: {
+        absl::Status sn = co_await ReceiveSnapshot(conn, f->snapshot_begin().lsn());
+        if (!sn.ok()) co_return refuse(syncpb::APPLY_FAILED, std::string(sn.message()));
+        ++stats_.snapshots;
+        break;
+      }
+      case syncpb::Frame::kDigestRequest: {
+        syncpb::Frame reply;
+        syncpb::DigestReply* dr = reply.mutable_digest_reply();
+        dr->set_lsn(slot_.last_lsn());
+        dr->set_slot_digest(slot_.SlotDigest().Bytes());
+        const auto& prefixes = f->digest_request().prefixes();
+        for (const MailboxInfo& mb : slot_.ListMailboxes()) {
+          bool in = prefixes.empty();
+          for (const auto& p : prefixes) in |= IsSameOrBelow(mb.name, p);
+          if (!in) continue;
+          auto* m = dr->add_mailboxes();
+          m->set_mailbox_id(mb.id);
+          m->set_name(mb.name);
+          m->set_digest(mb.MailboxDigest().Bytes());
+        }
+        conn.Send(reply);
+        break;
+      }
+      case syncpb::Frame::kRepair: {
+        const logpb::RepairMailbox& r = f->repair().repair();
+        std::vector<std::string> missing;
+        for (const auto& m : r.messages()) {
+          auto has = slot_.HasBlob(m.guid());
+          if (!has.ok() || !*has) missing.push_back(m.guid());
+        }
+        std::sort(missing.begin(), missing.end());
+        missing.erase(std::unique(missing.begin(), missing.end()), missing.end());
+        std::vector<std::string> bodies;
+        absl::Status got = co_await ReceiveBodies(conn, missing, &bodies);
+        if (!got.ok()) co_return got;
+        const std::string payload = r.SerializeAsString();
+        absl::Status ap = co_await OffThread([&] { return slot_.RepairMailbox(payload, bodies); });
+        syncpb::Frame done;
+        done.mutable_repair_done()->set_mailbox_id(r.mailbox_id());
+        done.mutable_repair_done()->set_ok(ap.ok());
+        done.mutable_repair_done()->set_error(std::string(ap.message()));
+        conn.Send(done);
+        ++stats_.repairs;
+        LogLine(ap.ok() ? Severity::kInfo : Severity::kWarning, "mailbox resync",
+                Kv("mailbox", r.mailbox().name()) + Kv("reason", r.reason()) +
+                    Kv("result", ap.ok() ? "repaired" : ap.message()));
+        break;
+      }
+      case syncpb::Frame::kDone:
+        co_return absl::OkStatus();
+      case syncpb::Frame::kError:
+        co_return absl::UnavailableError(
+            absl::StrCat("peer reported: ", f->error().message()));
+      default:
+        co_return refuse(syncpb::BAD_FRAME,
+                         absl::StrCat("unexpected frame type ", f->body_case(), " from the master"));
+    }
+  }
+}
+
+awaitable<absl::Status> SyncServer::ReceiveBodies(FramedConnection& conn,
+                                                  const std::vector<std::string>& guids,
+                                                  std::vector<std::string>* bodies) {
+  syncpb::Frame req;
+  req.mutable_body_request();
+  for (const auto& g : guids) req.mutable_body_request()->add_guids(g);
+  conn.Send(req);
+  for (;;) {
+    auto f = co_await conn.Read(kDeadPeerTimeout * 5);
+    if (!f.ok()) co_return f.status();
+    if (!f->has_bodies()) co_return BadFrame("expected bodies");
+    for (auto& b : *f->mutable_bodies()->mutable_bodies()) bodies->push_back(std::move(b));
+    if (f->bodies().last()) break;
+  }
+  co_return absl::OkStatus();
+}
+
+awaitable<absl::Status> SyncServer::ReceiveSnapshot(FramedConnection& conn, uint64_t lsn) {
+  std::string data;
+  for (;;) {
+    auto f = co_await conn.Read(kDeadPeerTimeout * 5);
+    if (!f.ok()) co_return f.status();
+    if (f->has_snapshot_end()) break;
+    if (!f->has_snapshot_chunk()) co_return BadFrame("expected a snapshot chunk");
+    data.append(f->snapshot_chunk().data());
+  }
+  auto guids = SnapshotGuids(data);
+  if (!guids.ok()) co_return guids.status();
+  std::vector<std::string> missing;
+  for (const auto& g : *guids) {
+    auto has = slot_.HasBlob(g);
+    if (!has.ok() || !*has) missing.push_back(g);
+  }
+  // Bodies are written to the spool as the frames arrive, not kept in memory.
+  syncpb::Frame req;
+  for (const auto& g : missing) req.mutable_body_request()->add_guids(g);
+  req.mutable_body_request();
+  conn.Send(req);
+  for (;;) {
+    auto f = co_await conn.Read(kDeadPeerTimeout * 5);
+    if (!f.ok()) co_return f.status();
+    if (!f->has_bodies()) co_return BadFrame("expected bodies");
+    std::vector<std::string> bodies(f->bodies().bodies().begin(), f->bodies().bodies().end());
+    absl::Status w = co_await OffThread([&]() -> absl::Status {
+      return slot_.WithIndex([&](Index&, Spool& spool) -> absl::Status {
+        for (const auto& b : bodies) RETURN_IF_ERROR(spool.Write(Sha1(b), b));
+        return absl::OkStatus();
+      });
+    });
+    if (!w.ok()) co_return w;
+    if (f->bodies().last()) break;
+  }
+  std::string path = slot_.paths().meta + "/incoming.snapshot";
+  absl::Status st = co_await OffThread([&]() -> absl::Status {
+    RETURN_IF_ERROR(WriteFileAtomically(path, data));
+    absl::Status imported = slot_.ImportSnapshot(path, /*replace=*/true);
+    ::unlink(path.c_str());
+    return imported;
+  });
+  if (!st.ok()) co_return st;
+  if (slot_.last_lsn() != lsn) {
+    co_return absl::DataLossError(absl::StrCat("snapshot announced LSN ", lsn, " but holds LSN ",
+                                               slot_.last_lsn()));
+  }
+  syncpb::Frame ack;
+  ack.mutable_ack()->set_lsn(lsn);
+  conn.Send(ack);
+  co_return absl::OkStatus();
+}
+
+}  // namespace mailrepl::sync

@@ -1,0 +1,81 @@
+// The sync server: runs beside a replica slot, accepts authenticated
+// connections from the master's sync client, and applies what it sends:
+// records (same LSNs and epochs, durable before acknowledged), snapshots,
+// mailbox repairs. Never writes to the master (replication is one-way).
+// One bad connection never affects another: every failure closes only that
+// connection, with a logged reason.
+// Thread-compatible: runs on one io_context thread; blocking slot calls run
+// on a small thread pool.
+#ifndef MAILREPL_SYNCCLIENT_SYNC_SERVER_H_
+#define MAILREPL_SYNCCLIENT_SYNC_SERVER_H_
+
+#include <cstdint>
+#include <memory>
+#include <set>
+#include <string>
+
+#include "absl/status/status.h"
+#include "asio.hpp"
+#include "store/slot.h"
+
+namespace mailrepl::sync {
+
+class FramedConnection;
+
+struct SyncServerOptions {
+  std::string listen;  // ADDR:PORT
+  std::string secret;
+  bool verbose = false;
+};
+
+struct SyncServerStats {
+  uint64_t connections = 0;
+  uint64_t auth_failures = 0;
+  uint64_t bad_frames = 0;
+  uint64_t records_applied = 0;
+  uint64_t snapshots = 0;
+  uint64_t repairs = 0;
+};
+
+class SyncServer {
+ public:
+  // slot must outlive the server.
+  SyncServer(asio::io_context& io, Slot& slot, SyncServerOptions options);
+  ~SyncServer();
+  SyncServer(const SyncServer&) = delete;
+  SyncServer& operator=(const SyncServer&) = delete;
+
+  // Binds the listening socket.
+  absl::Status Listen();
+  // The bound port (after Listen), useful with port 0.
+  uint16_t port() const;
+  // Accepts connections until Stop().
+  asio::awaitable<void> Run();
+  // Stops accepting; open sessions finish the batch they are applying.
+  void Stop();
+  const SyncServerStats& stats() const { return stats_; }
+
+ private:
+  asio::awaitable<void> Session(std::shared_ptr<FramedConnection> conn);
+  asio::awaitable<absl::Status> Serve(FramedConnection& conn);
+  asio::awaitable<absl::Status> ReceiveSnapshot(FramedConnection& conn, uint64_t lsn);
+  asio::awaitable<absl::Status> ReceiveBodies(FramedConnection& conn,
+                                              const std::vector<std::string>& guids,
+                                              std::vector<std::string>* bodies);
+  // Runs fn (blocking slot work) on the pool and resumes here.
+  template <typename Fn>
+  asio::awaitable<absl::Status> OffThread(Fn fn);
+
+  asio::io_context& io_;
+  Slot& slot_;
+  SyncServerOptions options_;
+  asio::ip::tcp::acceptor acceptor_;
+  asio::thread_pool pool_{2};
+  std::set<std::shared_ptr<FramedConnection>> sessions_;
+  SyncServerStats stats_;
+  bool stopping_ = false;
+};
+
+}  // namespace mailrepl::sync
+
+#endif  // MAILREPL_SYNCCLIENT_SYNC_SERVER_H_
