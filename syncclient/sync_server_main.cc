@@ -85,8 +85,9 @@ int main(int argc, char** argv) {
     std::cerr << "sync_server: " << s.message() << "\n";
     return 2;
   }
-  mailrepl::LogLine(mailrepl::Severity::kInfo, "sync_server listening",
-                    mailrepl::Kv("listen", options.listen) + mailrepl::Kv("slot", slot_dir));
+  mailrepl::LogLine(mailrepl::Severity::kWarning, "sync_server listening",
+                    mailrepl::Kv("listen", options.listen) + mailrepl::Kv("port", server.port()) +
+                        mailrepl::Kv("slot", slot_dir));
   asio::signal_set signals(io, SIGTERM, SIGINT);
   signals.async_wait([&](const asio::error_code& ec, int) {
     if (ec) return;

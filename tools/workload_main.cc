@@ -1,5 +1,5 @@
-// workload: summarizes or dumps the project's standard mail workload (see
-// tools/workload.h for its definition).
+// workload: summarizes, dumps or delivers the project's standard mail
+// workload (see tools/workload.h for its definition).
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
@@ -15,6 +15,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/log.h"
+#include "store/slot.h"
+#include "tools/slot_delivery.h"
 #include "tools/workload.h"
 
 namespace mailrepl {
@@ -31,6 +34,13 @@ constexpr char kUsage[] =
   workload dump --dir D [--start S] [--count N] [--seed N] [--users U]
                 [--domain DOMAIN]
       Writes messages [S, S+N) as D/<index>.eml (creates D).
+  workload deliver --slot DIR [--start S] [--count N] [--seed N] [--users U]
+                   [--domain DOMAIN] [--threads T]
+      Opens the slot in DIR (made by 'mailctl init'), creates the INBOXes
+      user/user0..user{U-1} that are missing, appends messages [S, S+N) each
+      to its user's INBOX using T threads (default 1), and prints one JSON
+      line: count, bytes, seconds, msgs_per_s, mb_per_s (MB = 10^6 bytes),
+      threads, last_lsn. Messages already delivered are appended again.
   workload --help
 
 Defaults: --seed 42 --users 100 --start 0 --count 10000
@@ -64,8 +74,11 @@ std::string Parse(int argc, char** argv, Command* cmd) {
       {"plan", {"--seed", "--users", "--start", "--count"}},
       {"dump",
        {"--dir", "--seed", "--users", "--domain", "--start", "--count"}},
+      {"deliver",
+       {"--slot", "--seed", "--users", "--domain", "--start", "--count",
+        "--threads"}},
   };
-  if (argc < 2) return "missing subcommand (plan or dump)";
+  if (argc < 2) return "missing subcommand (plan, dump or deliver)";
   cmd->name = argv[1];
   auto allowed = kAllowed.find(cmd->name);
   if (allowed == kAllowed.end()) {
@@ -184,6 +197,45 @@ int Dump(const WorkloadOptions& options, const Range& range,
   return 0;
 }
 
+// The delivery target is chosen by flag: --slot now; an LMTP target
+// (--lmtp HOST:PORT) will plug in here with its own DeliverySink.
+int Deliver(const Command& cmd, const WorkloadOptions& options,
+            const Range& range) {
+  DeliveryOptions delivery;
+  delivery.workload = options;
+  delivery.start = range.start;
+  delivery.count = range.count;
+  if (std::string error = GetNumber(cmd, "--threads", &delivery.threads);
+      !error.empty()) {
+    return BadArgs(error);
+  }
+  if (std::string error = DeliveryOptionsError(delivery); !error.empty()) {
+    return BadArgs(error);
+  }
+  auto slot_dir = cmd.flags.find("--slot");
+  if (slot_dir == cmd.flags.end() || slot_dir->second.empty()) {
+    return BadArgs("deliver needs --slot DIR");
+  }
+  SetLogQuiet(true);
+  absl::StatusOr<std::unique_ptr<Slot>> slot =
+      Slot::Open(SlotPaths::Under(slot_dir->second), {});
+  if (!slot.ok()) {
+    std::fprintf(stderr, "workload: open slot %s: %s\n",
+                 slot_dir->second.c_str(),
+                 std::string(slot.status().message()).c_str());
+    return 1;
+  }
+  absl::StatusOr<DeliveryStats> stats = DeliverToSlot(**slot, delivery);
+  if (!stats.ok()) {
+    std::fprintf(stderr, "workload: deliver to slot %s: %s\n",
+                 slot_dir->second.c_str(),
+                 std::string(stats.status().message()).c_str());
+    return 1;
+  }
+  std::printf("%s\n", stats->ToJson().c_str());
+  return 0;
+}
+
 int Main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -202,6 +254,7 @@ int Main(int argc, char** argv) {
     return BadArgs(error);
   }
   if (cmd.name == "plan") return Plan(options, range);
+  if (cmd.name == "deliver") return Deliver(cmd, options, range);
   auto dir = cmd.flags.find("--dir");
   if (dir == cmd.flags.end() || dir->second.empty()) {
     return BadArgs("dump needs --dir");
