@@ -1,5 +1,7 @@
 #include "store/slot.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -34,6 +36,12 @@ namespace {
 constexpr size_t kMaxBatchBytes = 16u << 20;
 constexpr size_t kReplayBatch = 512;
 
+std::vector<uint32_t> UniqueSorted(std::vector<uint32_t> v) {
+  std::sort(v.begin(), v.end());
+  v.erase(std::unique(v.begin(), v.end()), v.end());
+  return v;
+}
+
 absl::Status NoMailbox(const std::string& name) {
   return absl::NotFoundError(absl::StrCat("mailbox '", name, "' does not exist"));
 }
@@ -42,7 +50,9 @@ absl::Status NoMailbox(const std::string& name) {
 Slot::Slot(SlotPaths paths, SlotOptions options)
     : paths_(std::move(paths)), options_(std::move(options)), spool_(paths_.spool) {}
 
-Slot::~Slot() = default;
+Slot::~Slot() {
+  if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
+}
 
 absl::Status Slot::Init(const SlotPaths& paths, const SlotIdentity& identity) {
   RETURN_IF_ERROR(ValidateClusterId(identity.cluster_id));
@@ -63,6 +73,13 @@ absl::StatusOr<std::unique_ptr<Slot>> Slot::Open(const SlotPaths& paths,
                                                  const SlotOptions& options) {
   std::unique_ptr<Slot> slot(new Slot(paths, options));
   ASSIGN_OR_RETURN(slot->identity_, ReadIdentity(paths.identity_file()));
+  slot->lock_fd_ = ::open(paths.lock_file().c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+  if (slot->lock_fd_ < 0) return ErrnoStatus(errno, "open lock file", paths.lock_file());
+  if (::flock(slot->lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "slot ", paths.root, " is open in another process (", paths.lock_file(),
+        " is locked); stop that process or use a read-only command"));
+  }
   if (options.expect) {
     const SlotIdentity& want = *options.expect;
     const SlotIdentity& have = slot->identity_;
@@ -446,6 +463,13 @@ absl::StatusOr<AppendResult> Slot::Append(const AppendRequest& req) {
     std::lock_guard<std::mutex> il(index_mu_);
     ASSIGN_OR_RETURN(known, index_->HasBlob(guid));
   }
+  {
+    // Refuse early what would be refused below, so no body file is left behind.
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = names_.find(req.mailbox);
+    if (it == names_.end()) return NoMailbox(req.mailbox);
+    RETURN_IF_ERROR(CheckQuotaLocked(MailboxOwner(req.mailbox), req.body.size(), 1));
+  }
   // The body goes to the spool before its record is logged, so a full disk
   // fails the append before anything is written to the log. Bodies are never
   // deleted, so a GUID the index has stays on disk.
@@ -531,8 +555,9 @@ absl::StatusOr<std::vector<uint32_t>> Slot::Copy(const std::string& from,
   return out;
 }
 
-absl::Status Slot::SetFlags(const std::string& mailbox, const std::vector<uint32_t>& uids,
+absl::Status Slot::SetFlags(const std::string& mailbox, const std::vector<uint32_t>& uid_list,
                             FlagOp op, const std::vector<std::string>& flags) {
+  std::vector<uint32_t> uids = UniqueSorted(uid_list);
   for (const auto& f : flags) RETURN_IF_ERROR(ValidateFlag(f));
   std::unique_lock<std::mutex> lock(mu_);
   RETURN_IF_ERROR(BeginExclusiveLocked(lock));
@@ -569,7 +594,8 @@ absl::Status Slot::SetFlags(const std::string& mailbox, const std::vector<uint32
   return CommitLocked(w, lock);
 }
 
-absl::Status Slot::Expunge(const std::string& mailbox, const std::vector<uint32_t>& uids) {
+absl::Status Slot::Expunge(const std::string& mailbox, const std::vector<uint32_t>& uid_list) {
+  std::vector<uint32_t> uids = UniqueSorted(uid_list);
   std::unique_lock<std::mutex> lock(mu_);
   RETURN_IF_ERROR(BeginExclusiveLocked(lock));
   absl::Cleanup end = [&] { EndExclusiveLocked(); };

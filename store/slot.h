@@ -51,6 +51,7 @@ struct SlotPaths {
   std::string log_dir() const { return root + "/log"; }
   std::string index_file() const { return meta + "/index.sqlite3"; }
   std::string base_snapshot() const { return root + "/log/BASE.snapshot"; }
+  std::string lock_file() const { return root + "/LOCK"; }
 };
 
 struct SlotOptions {
@@ -101,6 +102,7 @@ class Slot {
   static absl::Status Init(const SlotPaths& paths, const SlotIdentity& identity);
   // Opens a slot, recovering from a crash: truncates a torn log tail, replays
   // records the index lacks, restores bodies not yet checkpointed. Refuses
+  // (kUnavailable) a slot another process has open. Refuses
   // with kDataLoss naming file and offset when the log is damaged elsewhere.
   static absl::StatusOr<std::unique_ptr<Slot>> Open(const SlotPaths& paths,
                                                     const SlotOptions& options);
@@ -230,6 +232,7 @@ class Slot {
   const SlotPaths paths_;
   const SlotOptions options_;
   SlotIdentity identity_;
+  int lock_fd_ = -1;  // flock held while open: one process per slot
   Spool spool_;
   RecoveryReport recovery_;
 
