@@ -400,9 +400,7 @@ TEST_CASE(
   CHECK(slot.Fingerprint() == before_messages);
 }
 
-// Slot::Append writes the body to the spool before it checks the quota, so a
-// refused append leaves an unreferenced body file (an engine bug, reported;
-// store/ is not ours to change). Kept as a known failure.
+// A refused append must not leave an unreferenced body file behind.
 TEST_CASE("an over-quota append leaves no body file in the spool",
           "[mailctl]") {
   TestSlot slot;
