@@ -65,6 +65,8 @@ absl::Status Slot::Init(const SlotPaths& paths, const SlotIdentity& identity) {
   RETURN_IF_ERROR(MakeDirs(paths.log_dir()));
   RETURN_IF_ERROR(MakeDirs(paths.meta));
   RETURN_IF_ERROR(Spool(paths.spool).Init());
+  // An empty index, so readers (a sync client) can open it before any writer.
+  RETURN_IF_ERROR(Index::Open(paths.index_file()).status());
   // The identity file goes last: a slot without one is not a slot yet.
   return WriteIdentity(paths.identity_file(), identity);
 }

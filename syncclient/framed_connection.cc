@@ -36,8 +36,8 @@ absl::StatusOr<asio::ip::tcp::endpoint> ParseEndpoint(const std::string& text) {
     host = host.substr(1, host.size() - 2);
   }
   uint32_t port = 0;
-  if (!absl::SimpleAtoi(text.substr(colon + 1), &port) || port == 0 ||
-      port > 65535) {
+  // Port 0 is allowed: a listener then takes any free port.
+  if (!absl::SimpleAtoi(text.substr(colon + 1), &port) || port > 65535) {
     return absl::InvalidArgumentError(absl::StrCat("bad port in '", text, "'"));
   }
   asio::error_code ec;

@@ -330,11 +330,13 @@ awaitable<absl::Status> SyncClient::SendBodies(Session& s, const std::vector<std
 
 awaitable<absl::Status> SyncClient::Stream(Session& s, uint64_t target, bool follow) {
   bool dead = false;
+  bool finishing = false;  // Done was sent: the server closing is the expected end
   if (auto d = source_->DurableLsn(); d.ok()) stats_.master_lsn = *d;
   // Receives acknowledgements; ends the session on any error.
   auto receiver = [&]() -> awaitable<absl::Status> {
     for (;;) {
       auto f = co_await s.conn->Read(kDeadPeerTimeout);
+      if (!f.ok() && finishing) co_return absl::OkStatus();
       if (!f.ok()) {
         dead = true;
         co_return f.status();
@@ -367,6 +369,7 @@ awaitable<absl::Status> SyncClient::Stream(Session& s, uint64_t target, bool fol
       if ((stopping_ || finished) && s.in_flight.empty()) {
         syncpb::Frame done;
         done.mutable_done();
+        finishing = true;
         s.conn->Send(done);
         co_return co_await s.conn->Flush(absl::Seconds(5));
       }
