@@ -1,0 +1,306 @@
+#include "replicad/lmtp_server.h"
+
+#include <array>
+#include <chrono>
+#include <exception>
+#include <set>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "asio.hpp"
+#include "asio/experimental/awaitable_operators.hpp"
+#include "common/log.h"
+#include "replicad/lmtp_parser.h"
+
+namespace mailrepl::lmtp {
+
+using asio::awaitable;
+using asio::use_awaitable;
+using asio::ip::tcp;
+using namespace asio::experimental::awaitable_operators;
+
+namespace {
+
+absl::StatusOr<tcp::endpoint> ParseListen(const std::string& text) {
+  const size_t colon = text.rfind(':');
+  if (colon == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat("'", text, "' is not ADDR:PORT"));
+  }
+  std::string host = text.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  uint32_t port = 0;
+  if (!absl::SimpleAtoi(text.substr(colon + 1), &port) || port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("bad port in '", text, "'"));
+  }
+  asio::error_code ec;
+  const asio::ip::address addr = asio::ip::make_address(host, ec);
+  if (ec) return absl::InvalidArgumentError(absl::StrCat("bad address in '", text, "'"));
+  return tcp::endpoint(addr, static_cast<uint16_t>(port));
+}
+
+std::string PeerOf(const tcp::socket& socket) {
+  asio::error_code ec;
+  const tcp::endpoint ep = socket.remote_endpoint(ec);
+  if (ec) return "unknown";
+  return absl::StrCat(ep.address().to_string(), ":", ep.port());
+}
+
+std::chrono::steady_clock::duration ToChrono(absl::Duration d) {
+  return absl::ToChronoNanoseconds(d);
+}
+
+}  // namespace
+
+class LmtpServer::Impl {
+ public:
+  class Session;
+
+  Impl(asio::io_context& io, LmtpBackend& backend, LmtpServerOptions options)
+      : io_(io), backend_(backend), options_(std::move(options)), acceptor_(io), drained_(io) {
+    drained_.expires_at(std::chrono::steady_clock::time_point::max());
+  }
+
+  absl::Status Listen();
+  awaitable<void> Run();
+  void Stop();
+  void Ended(const std::shared_ptr<Session>& session);
+
+  asio::io_context& io_;
+  LmtpBackend& backend_;
+  const LmtpServerOptions options_;
+  tcp::acceptor acceptor_;
+  asio::steady_timer drained_;  // cancelled when the last session ends
+  std::set<std::shared_ptr<Session>> sessions_;
+  bool stopping_ = false;
+  LmtpServerStats stats_;
+};
+
+// One connection: reads, runs the parser's events, writes the replies.
+class LmtpServer::Impl::Session {
+ public:
+  Session(Impl& server, tcp::socket socket)
+      : server_(server),
+        socket_(std::move(socket)),
+        peer_(PeerOf(socket_)),
+        read_timer_(socket_.get_executor()),
+        write_timer_(socket_.get_executor()),
+        parser_({.max_message_bytes = server.options_.max_message_bytes,
+                 .max_recipients = server.options_.max_recipients}) {
+    asio::error_code ec;
+    socket_.set_option(tcp::no_delay(true), ec);
+  }
+
+  awaitable<void> Run();
+  // Wakes a session waiting for input, so that it sees the server stopping.
+  void Wake() { read_timer_.cancel(); }
+
+ private:
+  // Sends the queued replies. False if the connection is gone.
+  awaitable<bool> Flush();
+  // False when the connection must close.
+  awaitable<bool> Handle(LmtpEvent& event);
+  awaitable<void> Deliver(LmtpEvent& event);
+  void Queue(const LmtpReply& reply) { out_ += FormatReply(reply); }
+
+  Impl& server_;
+  tcp::socket socket_;
+  const std::string peer_;
+  asio::steady_timer read_timer_;
+  asio::steady_timer write_timer_;
+  LmtpParser parser_;
+  std::string out_;  // replies not yet sent
+  std::array<char, 64 << 10> buf_;
+};
+
+awaitable<bool> LmtpServer::Impl::Session::Flush() {
+  if (out_.empty()) co_return true;
+  write_timer_.expires_after(ToChrono(server_.options_.idle_timeout));
+  asio::error_code ec;
+  auto result = co_await (
+      asio::async_write(socket_, asio::buffer(out_), asio::redirect_error(use_awaitable, ec)) ||
+      write_timer_.async_wait(use_awaitable));
+  out_.clear();
+  co_return result.index() == 0 && !ec;
+}
+
+awaitable<void> LmtpServer::Impl::Session::Deliver(LmtpEvent& event) {
+  std::string stored;
+  stored.reserve(event.from.size() + 17 + event.message.size());
+  absl::StrAppend(&stored, "Return-Path: <", event.from, ">\r\n");
+  stored.append(event.message);
+  std::string().swap(event.message);
+  ++server_.stats_.messages;
+  std::vector<LmtpReply> replies;
+  try {
+    // A named awaitable: no temporaries in the co_await expression (GCC bug 99576).
+    awaitable<std::vector<LmtpReply>> delivery =
+        server_.backend_.Deliver(event.from, event.recipients, std::move(stored));
+    replies = co_await std::move(delivery);
+  } catch (const std::exception& e) {
+    LogLine(Severity::kError, "lmtp delivery failed", Kv("peer", peer_) + Kv("error", e.what()));
+    replies.clear();
+  }
+  // One reply per recipient, whatever the backend did.
+  replies.resize(event.recipients.size(), LmtpReply{451, "4.3.0", "internal error, try again"});
+  for (size_t i = 0; i < replies.size(); ++i) {
+    if (replies[i].positive()) {
+      ++server_.stats_.recipients_delivered;
+    } else {
+      ++server_.stats_.recipients_refused;
+      LogLine(replies[i].code < 500 ? Severity::kWarning : Severity::kInfo, "lmtp delivery refused",
+              Kv("peer", peer_) + Kv("rcpt", event.recipients[i]) +
+                  Kv("reply", FormatReply(replies[i]).substr(0, 200)));
+    }
+    Queue(replies[i]);
+  }
+}
+
+awaitable<bool> LmtpServer::Impl::Session::Handle(LmtpEvent& event) {
+  switch (event.kind) {
+    case LmtpEvent::kReply:
+      if (event.reply.code == 552 && event.reply.enhanced == "5.3.4") {
+        ++server_.stats_.recipients_refused;
+      }
+      Queue(event.reply);
+      co_return true;
+    case LmtpEvent::kLhlo:
+      out_ += FormatLhloReply(server_.options_.hostname, server_.options_.max_message_bytes);
+      co_return true;
+    case LmtpEvent::kCheckRecipient: {
+      LmtpReply reply = server_.backend_.CheckRecipient(event.address);
+      if (reply.positive()) parser_.AcceptRecipient(event.address);
+      Queue(reply);
+      co_return true;
+    }
+    case LmtpEvent::kDeliver:
+      // The client waits for these replies: send what is queued first.
+      if (!co_await Flush()) co_return false;
+      co_await Deliver(event);
+      co_return true;
+    case LmtpEvent::kQuit:
+      Queue(event.reply);
+      co_await Flush();
+      co_return false;
+  }
+  co_return false;
+}
+
+awaitable<void> LmtpServer::Impl::Session::Run() {
+  Queue({220, "", absl::StrCat(server_.options_.hostname, " LMTP ready")});
+  bool open = co_await Flush();
+  while (open) {
+    LmtpEvent event;
+    while (open && parser_.Next(&event)) open = co_await Handle(event);
+    if (!open || !co_await Flush()) break;
+    if (server_.stopping_) {
+      Queue({421, "4.3.2", "shutting down, try again later"});
+      co_await Flush();
+      break;
+    }
+    read_timer_.expires_after(ToChrono(server_.options_.idle_timeout));
+    asio::error_code read_ec, timer_ec;
+    auto result = co_await (
+        socket_.async_read_some(asio::buffer(buf_), asio::redirect_error(use_awaitable, read_ec)) ||
+        read_timer_.async_wait(asio::redirect_error(use_awaitable, timer_ec)));
+    if (result.index() == 1) {
+      if (server_.stopping_) continue;  // the 421 above
+      ++server_.stats_.idle_timeouts;
+      Queue({421, "4.4.2", "idle timeout, closing the connection"});
+      co_await Flush();
+      break;
+    }
+    if (read_ec) break;  // closed by the peer
+    parser_.Feed(std::string_view(buf_.data(), std::get<0>(result)));
+  }
+  asio::error_code ec;
+  socket_.shutdown(tcp::socket::shutdown_both, ec);
+  socket_.close(ec);
+}
+
+absl::Status LmtpServer::Impl::Listen() {
+  absl::StatusOr<tcp::endpoint> endpoint = ParseListen(options_.listen);
+  if (!endpoint.ok()) return endpoint.status();
+  asio::error_code ec;
+  acceptor_.open(endpoint->protocol(), ec);
+  if (!ec) acceptor_.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) acceptor_.bind(*endpoint, ec);
+  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", options_.listen, ": ", ec.message()));
+  }
+  return absl::OkStatus();
+}
+
+awaitable<void> LmtpServer::Impl::Run() {
+  while (!stopping_) {
+    asio::error_code ec;
+    tcp::socket socket = co_await acceptor_.async_accept(asio::redirect_error(use_awaitable, ec));
+    if (stopping_) break;
+    if (ec) {
+      // Out of descriptors, say: do not spin.
+      LogLine(Severity::kWarning, "lmtp accept failed", Kv("error", ec.message()));
+      asio::steady_timer pause(io_, std::chrono::milliseconds(100));
+      co_await pause.async_wait(asio::redirect_error(use_awaitable, ec));
+      continue;
+    }
+    if (sessions_.size() >= options_.max_connections) {
+      ++stats_.connections_refused;
+      const std::string busy = FormatReply({421, "4.3.2", "too many connections, try again later"});
+      socket.non_blocking(true, ec);
+      socket.write_some(asio::buffer(busy), ec);  // best effort: never blocks
+      socket.close(ec);
+      continue;
+    }
+    auto session = std::make_shared<Session>(*this, std::move(socket));
+    sessions_.insert(session);
+    ++stats_.connections_accepted;
+    ++stats_.connections_open;
+    asio::co_spawn(
+        io_, [session]() -> awaitable<void> { co_await session->Run(); },
+        [this, session](std::exception_ptr e) {
+          if (e) {
+            try {
+              std::rethrow_exception(e);
+            } catch (const std::exception& x) {
+              LogLine(Severity::kError, "lmtp session failed", Kv("error", x.what()));
+            }
+          }
+          Ended(session);
+        });
+  }
+  while (!sessions_.empty()) {
+    asio::error_code ec;
+    co_await drained_.async_wait(asio::redirect_error(use_awaitable, ec));
+  }
+}
+
+void LmtpServer::Impl::Ended(const std::shared_ptr<Session>& session) {
+  sessions_.erase(session);
+  --stats_.connections_open;
+  if (sessions_.empty()) drained_.cancel();
+}
+
+void LmtpServer::Impl::Stop() {
+  stopping_ = true;
+  asio::error_code ec;
+  acceptor_.close(ec);
+  for (const auto& s : sessions_) s->Wake();
+}
+
+LmtpServer::LmtpServer(asio::io_context& io, LmtpBackend& backend, LmtpServerOptions options)
+    : impl_(std::make_unique<Impl>(io, backend, std::move(options))) {}
+LmtpServer::~LmtpServer() = default;
+absl::Status LmtpServer::Listen() { return impl_->Listen(); }
+uint16_t LmtpServer::port() const {
+  asio::error_code ec;
+  return impl_->acceptor_.local_endpoint(ec).port();
+}
+awaitable<void> LmtpServer::Run() { return impl_->Run(); }
+void LmtpServer::Stop() { impl_->Stop(); }
+LmtpServerStats LmtpServer::stats() const { return impl_->stats_; }
+
+}  // namespace mailrepl::lmtp

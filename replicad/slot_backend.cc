@@ -1,0 +1,119 @@
+#include "replicad/slot_backend.h"
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "asio.hpp"
+#include "store/mailbox_name.h"
+
+namespace mailrepl::lmtp {
+
+SlotBackend::SlotBackend(Slot& slot, SlotBackendOptions options)
+    : slot_(slot),
+      options_(std::move(options)),
+      pool_(std::make_unique<asio::thread_pool>(std::max(1, options_.threads))) {}
+
+SlotBackend::~SlotBackend() { pool_->join(); }
+
+LmtpReply SlotBackend::ReplyForAppendError(const absl::Status& status) {
+  const std::string message(status.message());
+  switch (status.code()) {
+    case absl::StatusCode::kOutOfRange:
+      return {552, "5.3.4", absl::StrCat("message too big: ", message)};
+    case absl::StatusCode::kResourceExhausted:
+      if (absl::StrContains(status.message(), "over quota")) {
+        return {452, "4.2.2", absl::StrCat("mailbox full: ", message)};
+      }
+      return {452, "4.3.1", absl::StrCat("insufficient system storage: ", message)};
+    default:
+      return {451, "4.3.0", absl::StrCat("temporary failure: ", message)};
+  }
+}
+
+SlotBackend::Target SlotBackend::Resolve(const std::string& address) {
+  Target t;
+  absl::string_view local(address);
+  if (const size_t at = local.rfind('@'); at != absl::string_view::npos) {
+    local = local.substr(0, at);
+  }
+  absl::string_view folder;
+  if (const size_t plus = local.find('+'); plus != absl::string_view::npos) {
+    folder = local.substr(plus + 1);
+    local = local.substr(0, plus);
+  }
+  const std::string user = absl::AsciiStrToLower(local);
+  if (!ValidateUserName(user).ok() || !slot_.GetMailbox(InboxName(user)).ok()) {
+    t.refusal = LmtpReply{550, "5.1.1", absl::StrCat("<", address, ">: unknown user")};
+    return t;
+  }
+  t.inbox = InboxName(user);
+  t.mailbox = t.inbox;
+  if (!folder.empty()) {
+    for (const std::string& name : {absl::StrCat(t.inbox, "/", folder),
+                                    absl::StrCat(t.inbox, "/", absl::AsciiStrToLower(folder))}) {
+      if (ValidateMailboxName(name).ok() && slot_.GetMailbox(name).ok()) {
+        t.mailbox = name;
+        break;
+      }
+    }
+  }
+  return t;
+}
+
+LmtpReply SlotBackend::CheckRecipient(const std::string& address) {
+  if (options_.gate) {
+    if (std::optional<LmtpReply> closed = options_.gate()) return *closed;
+  }
+  Target t = Resolve(address);
+  if (t.refusal) return *t.refusal;
+  return {250, "2.1.5", "recipient OK"};
+}
+
+std::vector<LmtpReply> SlotBackend::DeliverNow(const std::vector<std::string>& recipients,
+                                               const std::string& message) {
+  std::vector<LmtpReply> replies;
+  replies.reserve(recipients.size());
+  std::optional<LmtpReply> closed;
+  if (options_.gate) closed = options_.gate();
+  for (const std::string& rcpt : recipients) {
+    if (closed) {
+      replies.push_back(*closed);
+      continue;
+    }
+    Target t = Resolve(rcpt);
+    if (t.refusal) {
+      replies.push_back(*t.refusal);
+      continue;
+    }
+    absl::StatusOr<AppendResult> r = slot_.Append({.mailbox = t.mailbox, .body = message});
+    if (r.status().code() == absl::StatusCode::kNotFound && t.mailbox != t.inbox) {
+      // The folder was deleted since RCPT: the INBOX takes the message.
+      r = slot_.Append({.mailbox = t.inbox, .body = message});
+    }
+    if (r.ok()) {
+      ++appended_;
+      replies.push_back({250, "2.1.5", absl::StrCat("OK uid ", r->uid)});
+    } else if (r.status().code() == absl::StatusCode::kNotFound) {
+      ++failed_;
+      replies.push_back({550, "5.1.1", absl::StrCat("<", rcpt, ">: unknown user")});
+    } else {
+      ++failed_;
+      replies.push_back(ReplyForAppendError(r.status()));
+    }
+  }
+  return replies;
+}
+
+asio::awaitable<std::vector<LmtpReply>> SlotBackend::Deliver(
+    const std::string& from, const std::vector<std::string>& recipients, std::string message) {
+  // The appends block (fsync): run them on the pool and resume here after.
+  // The work is a named local: GCC 12 destroys lambda temporaries of a
+  // co_await expression twice (GCC bug 99576).
+  auto work = [this, &recipients, body = std::move(message)]()
+      -> asio::awaitable<std::vector<LmtpReply>> { co_return DeliverNow(recipients, body); };
+  asio::awaitable<std::vector<LmtpReply>> done =
+      asio::co_spawn(*pool_, std::move(work), asio::use_awaitable);
+  co_return co_await std::move(done);
+}
+
+}  // namespace mailrepl::lmtp

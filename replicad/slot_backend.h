@@ -1,0 +1,104 @@
+// File: replicad/slot_backend.h
+//
+// LmtpBackend on one Slot: recipients are users of the slot, messages are
+// appended on a thread pool (Slot::Append blocks until its record is
+// fsync'd, and concurrent appends share one fsync, so deliveries from many
+// connections must run concurrently to be fast).
+//
+// Addressing (the domain is ignored: one slot serves one mail domain):
+//   user@domain         -> "user/USER" (the INBOX)
+//   user+folder@domain  -> "user/USER/folder" if that mailbox exists (exact
+//                          name, else the folder name in lower case), else
+//                          the INBOX (as Cyrus does for plus addresses)
+// USER is the local part before any '+', in lower case. A user without an
+// INBOX in the slot is unknown (550 5.1.1). Nothing is ever created.
+//
+// Slot errors become replies: kOutOfRange -> 552 5.3.4; kResourceExhausted
+// "over quota" -> 452 4.2.2, other kResourceExhausted (disk full) ->
+// 452 4.3.1; anything else -> 451 4.3.0 with the store's message. A message
+// to several recipients is appended once per recipient; the store keeps one
+// body per GUID.
+//
+// The optional gate is asked at RCPT time and again before each delivery;
+// when it returns a reply, that reply answers every recipient (replicad uses
+// it to answer 4xx on a fenced or replica slot, naming the master).
+//
+// Thread-safe: CheckRecipient() and Deliver() may be called from any thread,
+// concurrently. The gate is called from the io thread and from pool threads.
+//
+// Example:
+//   SlotBackend backend(*slot, {.threads = 16});
+//   LmtpServer server(io, backend, {.listen = "127.0.0.1:24"});
+#ifndef MAILREPL_REPLICAD_SLOT_BACKEND_H_
+#define MAILREPL_REPLICAD_SLOT_BACKEND_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "replicad/lmtp_backend.h"
+#include "store/slot.h"
+
+namespace asio {
+class thread_pool;
+}  // namespace asio
+
+namespace mailrepl::lmtp {
+
+struct SlotBackendOptions {
+  // Appends in flight at once; each blocks a thread for about one fsync.
+  int threads = 16;
+  // If set and it returns a reply, that reply answers every recipient.
+  std::function<std::optional<LmtpReply>()> gate;
+};
+
+struct SlotBackendStats {
+  uint64_t appended = 0;  // successful appends (one per recipient)
+  uint64_t failed = 0;    // appends that returned an error
+};
+
+class SlotBackend : public LmtpBackend {
+ public:
+  // slot must outlive the backend.
+  SlotBackend(Slot& slot, SlotBackendOptions options);
+  // Waits for appends still running on the pool.
+  ~SlotBackend() override;
+  SlotBackend(const SlotBackend&) = delete;
+  SlotBackend& operator=(const SlotBackend&) = delete;
+
+  LmtpReply CheckRecipient(const std::string& address) override;
+  asio::awaitable<std::vector<LmtpReply>> Deliver(const std::string& from,
+                                                  const std::vector<std::string>& recipients,
+                                                  std::string message) override;
+  SlotBackendStats stats() const { return {appended_.load(), failed_.load()}; }
+
+  // The reply for a failed Slot::Append (exposed for tests).
+  static LmtpReply ReplyForAppendError(const absl::Status& status);
+
+ private:
+  // Where a recipient's mail goes: the mailbox name, or the refusal.
+  struct Target {
+    std::string mailbox;
+    std::string inbox;  // the fallback if `mailbox` (a folder) disappears
+    std::optional<LmtpReply> refusal;
+  };
+  Target Resolve(const std::string& address);
+  // Blocking: appends message for every recipient.
+  std::vector<LmtpReply> DeliverNow(const std::vector<std::string>& recipients,
+                                    const std::string& message);
+
+  Slot& slot_;
+  SlotBackendOptions options_;
+  std::unique_ptr<asio::thread_pool> pool_;
+  std::atomic<uint64_t> appended_{0};
+  std::atomic<uint64_t> failed_{0};
+};
+
+}  // namespace mailrepl::lmtp
+
+#endif  // MAILREPL_REPLICAD_SLOT_BACKEND_H_
