@@ -26,6 +26,8 @@ namespace mailrepl {
 struct Slot::Writer {
   std::vector<LogRecord> records;
   std::string encoded;
+  // New bodies (GUID, bytes) to write to the spool once the records are durable.
+  std::vector<std::pair<std::string, std::shared_ptr<const std::string>>> bodies;
   bool replicated = false;  // records from a master, applied with quarantine
   bool done = false;
   absl::Status status;
@@ -48,7 +50,10 @@ absl::Status NoMailbox(const std::string& name) {
 }  // namespace
 
 Slot::Slot(SlotPaths paths, SlotOptions options)
-    : paths_(std::move(paths)), options_(std::move(options)), spool_(paths_.spool) {}
+    : paths_(std::move(paths)),
+      options_(std::move(options)),
+      spool_(paths_.spool),
+      bodies_(std::make_unique<BodyWriter>(spool_, 256u << 20, 8u << 20)) {}
 
 Slot::~Slot() {
   if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
@@ -275,8 +280,24 @@ absl::Status Slot::CommitLocked(Writer& w, std::unique_lock<std::mutex>& lock) {
   bool replicated = false;
   for (Writer* x : batch) replicated |= x->replicated;
   if (write.ok() && sync.ok()) {
-    std::lock_guard<std::mutex> il(index_mu_);
-    apply = index_->Apply(records, /*quarantine_misfits=*/replicated);
+    {
+      std::lock_guard<std::mutex> il(index_mu_);
+      apply = index_->Apply(records, /*quarantine_misfits=*/replicated);
+    }
+    // The records are durable: their new bodies may go to the spool now, in
+    // LSN order, in the background (written here when the queue is full).
+    for (Writer* x : batch) {
+      const uint64_t lsn = x->records.back().lsn;
+      for (auto& [guid, body] : x->bodies) {
+        if (!bodies_->Enqueue(guid, body, lsn)) {
+          absl::Status b = spool_.Write(guid, *body);
+          if (!b.ok()) {
+            LogLine(Severity::kError, "spool write failed; the body stays in the log",
+                    Kv("slot", paths_.root) + Kv("guid", GuidHex(guid)) + Kv("error", b.message()));
+          }
+        }
+      }
+    }
   }
   lock.lock();
 
@@ -472,10 +493,8 @@ absl::StatusOr<AppendResult> Slot::Append(const AppendRequest& req) {
     if (it == names_.end()) return NoMailbox(req.mailbox);
     RETURN_IF_ERROR(CheckQuotaLocked(MailboxOwner(req.mailbox), req.body.size(), 1));
   }
-  // The body goes to the spool before its record is logged, so a full disk
-  // fails the append before anything is written to the log. Bodies are never
-  // deleted, so a GUID the index has stays on disk.
-  if (!known) RETURN_IF_ERROR(spool_.Write(guid, req.body));
+  // A new body travels in its record (the log is the spool's write-ahead
+  // log) and reaches its spool file after the record is durable.
 
   std::unique_lock<std::mutex> lock(mu_);
   idle_cv_.wait(lock, [&] { return exclusive_ == 0 && (!assigned_stale_ || queue_.empty()); });
@@ -507,6 +526,7 @@ absl::StatusOr<AppendResult> Slot::Append(const AppendRequest& req) {
   u.messages += 1;
   AppendResult result{p.uid(), mb->uidvalidity, guid, next_lsn_};
   Writer w;
+  if (!known) w.bodies.push_back({guid, std::make_shared<const std::string>(req.body)});
   AddRecordLocked(w, RecordType::kAppend, p.SerializeAsString());
   RETURN_IF_ERROR(CommitLocked(w, lock));
   return result;
@@ -678,7 +698,8 @@ absl::Status Slot::AdminNote(const std::string& operation, const std::string& de
 
 absl::Status Slot::AppendReplicated(const std::vector<LogRecord>& records) {
   if (records.empty()) return absl::OkStatus();
-  // Bodies go to the spool before their records are logged, as in Append().
+  // Bodies reach the spool after their records are durable, as in Append().
+  std::vector<std::pair<std::string, std::shared_ptr<const std::string>>> bodies;
   for (const LogRecord& r : records) {
     if (r.type != RecordType::kAppend) continue;
     logpb::Append p;
@@ -690,7 +711,7 @@ absl::Status Slot::AppendReplicated(const std::vector<LogRecord>& records) {
       return absl::InvalidArgumentError(
           absl::StrCat("record LSN ", r.lsn, ": body does not hash to its GUID"));
     }
-    if (!spool_.Has(p.guid())) RETURN_IF_ERROR(spool_.Write(p.guid(), p.body()));
+    bodies.push_back({p.guid(), std::make_shared<const std::string>(std::move(*p.mutable_body()))});
   }
   std::unique_lock<std::mutex> lock(mu_);
   idle_cv_.wait(lock, [&] { return exclusive_ == 0; });
@@ -717,6 +738,7 @@ absl::Status Slot::AppendReplicated(const std::vector<LogRecord>& records) {
   }
   Writer w;
   w.replicated = true;
+  w.bodies = std::move(bodies);
   for (const LogRecord& r : records) {
     EncodeRecord(r, &w.encoded);
     w.records.push_back(r);
@@ -807,6 +829,7 @@ absl::StatusOr<std::string> Slot::FetchBody(const std::string& mailbox, uint32_t
     }
     guid = m->guid;
   }
+  if (auto pending = bodies_->Pending(guid)) return *pending;
   ASSIGN_OR_RETURN(std::string body, spool_.Read(guid));
   if (Sha1(body) != guid) {
     return absl::DataLossError(absl::StrCat("body file ", spool_.PathFor(guid),
@@ -816,7 +839,12 @@ absl::StatusOr<std::string> Slot::FetchBody(const std::string& mailbox, uint32_t
   return body;
 }
 
-absl::StatusOr<std::string> Slot::ReadBlob(const std::string& guid) { return spool_.Read(guid); }
+absl::StatusOr<std::string> Slot::ReadBlob(const std::string& guid) {
+  if (auto pending = bodies_->Pending(guid)) return *pending;
+  return spool_.Read(guid);
+}
+
+absl::Status Slot::FlushBodies() { return bodies_->WaitWritten(last_lsn()); }
 
 absl::StatusOr<bool> Slot::HasBlob(const std::string& guid) {
   std::lock_guard<std::mutex> il(index_mu_);
@@ -866,7 +894,7 @@ absl::Status Slot::Checkpoint() {
     std::lock_guard<std::mutex> il(index_mu_);
     lsn = index_->applied_lsn();
   }
-  // Every body of a record <= lsn was written to the spool before its record.
+  RETURN_IF_ERROR(bodies_->WaitWritten(lsn));
   RETURN_IF_ERROR(spool_.SyncAll());
   std::lock_guard<std::mutex> il(index_mu_);
   if (lsn > index_->spool_checkpoint_lsn()) RETURN_IF_ERROR(index_->SetSpoolCheckpoint(lsn));
@@ -940,6 +968,7 @@ absl::Status Slot::ImportSnapshot(const std::string& path, bool replace) {
 }
 
 absl::Status Slot::ExportSnapshot(const std::string& path) {
+  RETURN_IF_ERROR(FlushBodies());
   std::lock_guard<std::mutex> il(index_mu_);
   return WriteSnapshot(*index_, &spool_, identity_, path);
 }

@@ -28,6 +28,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "store/body_writer.h"
 #include "store/identity.h"
 #include "store/index.h"
 #include "store/log_reader.h"
@@ -168,6 +169,9 @@ class Slot {
   SlotStats stats();
 
   // --- maintenance ---
+  // Waits until every body of an applied record is in its spool file (not
+  // necessarily synced); tools that read spool files directly call it.
+  absl::Status FlushBodies();
   // Makes the spool durable up to the applied LSN (syncfs), so that log
   // records up to it are no longer needed to restore bodies.
   absl::Status Checkpoint();
@@ -234,6 +238,7 @@ class Slot {
   SlotIdentity identity_;
   int lock_fd_ = -1;  // flock held while open: one process per slot
   Spool spool_;
+  std::unique_ptr<BodyWriter> bodies_;  // after spool_: destroyed (drained) before it
   RecoveryReport recovery_;
 
   std::mutex mu_;

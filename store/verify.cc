@@ -91,7 +91,8 @@ absl::StatusOr<VerifyReport> VerifySlot(Slot& slot) {
   rebuilt.reset();
   cleanup_scratch();
 
-  // 3. Every body hashes to its GUID.
+  // 3. Every body hashes to its GUID (once the background writer is done).
+  RETURN_IF_ERROR(slot.FlushBodies());
   absl::Status blobs = slot.WithIndex([&](Index& live, Spool& spool) {
     return live.ForEachBlob([&](const std::string& guid, uint64_t size) {
       ++report.blobs;

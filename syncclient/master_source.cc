@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "asio/experimental/awaitable_operators.hpp"
 #include "common/file_util.h"
 #include "common/status_macros.h"
@@ -77,6 +78,18 @@ absl::StatusOr<std::optional<LogRecord>> MasterSource::ReadRecord(
     }
     reader_next_ = from + 1;
     return std::optional<LogRecord>(std::move(rec));
+  }
+}
+
+absl::StatusOr<std::string> MasterSource::ReadBody(const std::string& guid) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(5);
+  for (;;) {
+    absl::StatusOr<std::string> body = spool_.Read(guid);
+    if (body.ok() || body.status().code() != absl::StatusCode::kNotFound ||
+        absl::Now() > deadline) {
+      return body;
+    }
+    absl::SleepFor(absl::Milliseconds(2));
   }
 }
 

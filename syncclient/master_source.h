@@ -44,9 +44,10 @@ class MasterSource {
   // if it is durable (LSN <= durable). nullopt: none yet.
   absl::StatusOr<std::optional<LogRecord>> ReadRecord(uint64_t from,
                                                       uint64_t durable);
-  absl::StatusOr<std::string> ReadBody(const std::string& guid) {
-    return spool_.Read(guid);
-  }
+  // A body from the spool. The writer puts new bodies there a few
+  // milliseconds after their records are durable, so a missing file is
+  // waited for briefly before giving up.
+  absl::StatusOr<std::string> ReadBody(const std::string& guid);
 
   // Returns when the log or the index changed, or after timeout.
   asio::awaitable<void> WaitForChange(absl::Duration timeout);

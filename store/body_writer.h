@@ -1,0 +1,71 @@
+// Writes new message bodies to the spool in the background, after the
+// records that carry them are durable in the change log. An append therefore
+// costs one log write and one fdatasync, not a file creation too; until its
+// file exists, a body is served from memory. Files are created in bursts,
+// once flush_bytes are pending (or on WaitWritten()), so that the log's
+// fdatasyncs between bursts do not also flush new spool files' data and
+// inodes through the file system journal. The queue is bounded: when it is
+// full, Enqueue() refuses and the caller writes the file itself.
+// Thread-safe.
+#ifndef MAILREPL_STORE_BODY_WRITER_H_
+#define MAILREPL_STORE_BODY_WRITER_H_
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "store/spool.h"
+
+namespace mailrepl {
+
+class BodyWriter {
+ public:
+  // spool must outlive the writer.
+  BodyWriter(Spool& spool, size_t max_pending_bytes, size_t flush_bytes);
+  // Writes everything still queued, then stops the thread.
+  ~BodyWriter();
+  BodyWriter(const BodyWriter&) = delete;
+  BodyWriter& operator=(const BodyWriter&) = delete;
+
+  // Queues the body of a record with this LSN. false: the queue is full.
+  bool Enqueue(const std::string& guid, std::shared_ptr<const std::string> body, uint64_t lsn);
+  // The body while it is queued or being written; nullptr otherwise.
+  std::shared_ptr<const std::string> Pending(const std::string& guid);
+  // Waits until every body queued with an LSN <= lsn is written (not yet
+  // synced). Returns the write error if one keeps a body from being written.
+  absl::Status WaitWritten(uint64_t lsn);
+
+ private:
+  struct Item {
+    std::string guid;
+    std::shared_ptr<const std::string> body;
+    uint64_t lsn;
+  };
+  void Run();
+
+  Spool& spool_;
+  const size_t max_pending_bytes_;
+  const size_t flush_bytes_;
+  uint64_t wanted_lsn_ ABSL_GUARDED_BY(mu_) = 0;  // WaitWritten() callers need up to here
+  std::mutex mu_;
+  std::condition_variable work_cv_;
+  std::condition_variable done_cv_;
+  std::deque<Item> queue_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::shared_ptr<const std::string>> pending_
+      ABSL_GUARDED_BY(mu_);
+  size_t pending_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Status error_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
+
+}  // namespace mailrepl
+
+#endif  // MAILREPL_STORE_BODY_WRITER_H_
