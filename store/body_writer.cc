@@ -31,6 +31,11 @@ bool BodyWriter::Enqueue(const std::string& guid, std::shared_ptr<const std::str
   return true;
 }
 
+size_t BodyWriter::pending_bytes() {
+  std::lock_guard<std::mutex> l(mu_);
+  return pending_bytes_;
+}
+
 std::shared_ptr<const std::string> BodyWriter::Pending(const std::string& guid) {
   std::lock_guard<std::mutex> l(mu_);
   auto it = pending_.find(guid);

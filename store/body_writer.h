@@ -36,6 +36,8 @@ class BodyWriter {
 
   // Queues the body of a record with this LSN. false: the queue is full.
   bool Enqueue(const std::string& guid, std::shared_ptr<const std::string> body, uint64_t lsn);
+  // Bytes queued and not yet written.
+  size_t pending_bytes();
   // The body while it is queued or being written; nullptr otherwise.
   std::shared_ptr<const std::string> Pending(const std::string& guid);
   // Waits until every body queued with an LSN <= lsn is written (not yet

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -134,7 +135,16 @@ absl::Status Slot::Recover() {
         }
         auto size = spool_.FileSize(p.guid());
         if (!size.ok() || *size != p.body().size()) {
-          RETURN_IF_ERROR(spool_.Write(p.guid(), p.body()));
+          absl::Status w = spool_.Write(p.guid(), p.body());
+          if (w.code() == absl::StatusCode::kResourceExhausted) {
+            // A full disk must not keep the slot closed: serve the body from
+            // memory and let the background writer retry.
+            LogLine(Severity::kWarning, "spool full; body kept in memory",
+                    Kv("slot", paths_.root) + Kv("guid", GuidHex(p.guid())));
+            bodies_->Enqueue(p.guid(), std::make_shared<const std::string>(p.body()), r.lsn);
+          } else {
+            RETURN_IF_ERROR(w);
+          }
           ++recovery_.bodies_restored;
         }
       }
@@ -363,6 +373,21 @@ absl::Status Slot::CommitLocked(Writer& w, std::unique_lock<std::mutex>& lock) {
   return w.status;
 }
 
+absl::Status Slot::CheckFreeSpace(uint64_t need) {
+  need += bodies_->pending_bytes();  // they are still to be written to the spool
+  for (const std::string& dir : {paths_.log_dir(), paths_.spool}) {
+    struct statvfs st;
+    if (::statvfs(dir.c_str(), &st) != 0) return ErrnoStatus(errno, "statvfs", dir);
+    const uint64_t free_bytes = static_cast<uint64_t>(st.f_bavail) * st.f_frsize;
+    if (free_bytes < need + options_.reserve_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "No space left on device: ", free_bytes, " bytes free on the file system of ", dir,
+          ", appends stop at a reserve of ", options_.reserve_bytes, " bytes; free space"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Slot::MailboxState*> Slot::FindByNameLocked(const std::string& name) {
   auto it = names_.find(name);
   if (it == names_.end()) return NoMailbox(name);
@@ -486,8 +511,9 @@ absl::StatusOr<AppendResult> Slot::Append(const AppendRequest& req) {
     std::lock_guard<std::mutex> il(index_mu_);
     ASSIGN_OR_RETURN(known, index_->HasBlob(guid));
   }
+  RETURN_IF_ERROR(CheckFreeSpace(req.body.size() * 2));
   {
-    // Refuse early what would be refused below, so no body file is left behind.
+    // Refuse early what would be refused below.
     std::lock_guard<std::mutex> l(mu_);
     auto it = names_.find(req.mailbox);
     if (it == names_.end()) return NoMailbox(req.mailbox);

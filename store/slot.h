@@ -63,7 +63,11 @@ struct SlotOptions {
   uint64_t max_message_bytes = 50ull << 20;
   uint64_t segment_bytes = kDefaultSegmentBytes;
   // Log bytes between spool checkpoints (syncfs of the spool).
-  uint64_t checkpoint_bytes = 512ull << 20;
+  uint64_t checkpoint_bytes = 64ull << 20;
+  // Appends stop (kResourceExhausted, "No space left on device") while the
+  // log's or the spool's file system has less free space than this, so that
+  // the slot can always be reopened and recovered.
+  uint64_t reserve_bytes = 16ull << 20;
 };
 
 // What Open() found and did.
@@ -232,6 +236,8 @@ class Slot {
   absl::Status CheckQuotaLocked(const std::string& user, uint64_t bytes, uint64_t messages)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::string NewMailboxId();
+  // kResourceExhausted when writing `need` bytes would eat into the reserve.
+  absl::Status CheckFreeSpace(uint64_t need);
 
   const SlotPaths paths_;
   const SlotOptions options_;
