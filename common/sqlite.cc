@@ -108,6 +108,7 @@ absl::StatusOr<std::unique_ptr<Database>> Database::OpenReadOnly(const std::stri
 }
 
 Database::~Database() {
+  cache_.clear();  // finalize statements before closing
   if (db_) sqlite3_close_v2(db_);
 }
 
@@ -129,6 +130,16 @@ absl::StatusOr<Statement> Database::Prepare(absl::string_view sql) {
   int rc = sqlite3_prepare_v2(db_, sql.data(), static_cast<int>(sql.size()), &st, nullptr);
   if (rc != SQLITE_OK) return Error(db_, rc, absl::StrCat("prepare '", sql, "'"), path_);
   return Statement(st, &path_);
+}
+
+absl::StatusOr<Statement*> Database::Cached(const std::string& sql) {
+  auto it = cache_.find(sql);
+  if (it == cache_.end()) {
+    ASSIGN_OR_RETURN(Statement st, Prepare(sql));
+    it = cache_.emplace(sql, std::make_unique<Statement>(std::move(st))).first;
+  }
+  it->second->Reset();
+  return it->second.get();
 }
 
 int64_t Database::Changes() const { return sqlite3_changes(db_); }

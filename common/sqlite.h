@@ -11,6 +11,7 @@
 #define MAILREPL_COMMON_SQLITE_H_
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include "absl/strings/string_view.h"
@@ -69,6 +70,10 @@ class Database {
 
   absl::Status Exec(absl::string_view sql);
   absl::StatusOr<Statement> Prepare(absl::string_view sql);
+  // A prepared statement kept for reuse (hot paths), reset and unbound.
+  // It stays valid until the Database is destroyed; do not nest two uses of
+  // the same SQL text.
+  absl::StatusOr<Statement*> Cached(const std::string& sql);
   int64_t Changes() const;
   const std::string& path() const { return path_; }
 
@@ -76,6 +81,7 @@ class Database {
   Database() = default;
   sqlite3* db_ = nullptr;
   std::string path_;
+  std::map<std::string, std::unique_ptr<Statement>> cache_;
 };
 
 }  // namespace mailrepl::sqlite

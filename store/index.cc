@@ -132,10 +132,10 @@ absl::Status Index::CreateSchema() {
 }
 
 absl::Status Index::SetMeta(const std::string& key, uint64_t value) {
-  ASSIGN_OR_RETURN(auto st, db_->Prepare("INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)"));
-  st.Bind(1, key);
-  st.Bind(2, static_cast<int64_t>(value));
-  return st.Run();
+  ASSIGN_OR_RETURN(auto* st, db_->Cached("INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)"));
+  st->Bind(1, key);
+  st->Bind(2, static_cast<int64_t>(value));
+  return st->Run();
 }
 
 absl::Status Index::Load() {
@@ -285,20 +285,20 @@ void Index::ReplaceMailboxDigest(const MailboxInfo* before, const MailboxInfo* a
 }
 
 absl::Status Index::SaveMailbox(const MailboxInfo& mb) {
-  ASSIGN_OR_RETURN(auto st, db_->Prepare(
+  ASSIGN_OR_RETURN(auto* st, db_->Cached(
       "INSERT OR REPLACE INTO mailboxes(id, name, owner, uidvalidity, last_uid, highest_modseq, "
       "messages, bytes, msum_a, msum_b) VALUES(?,?,?,?,?,?,?,?,?,?)"));
-  st.Bind(1, mb.id);
-  st.Bind(2, mb.name);
-  st.Bind(3, mb.owner);
-  st.Bind(4, int64_t{mb.uidvalidity});
-  st.Bind(5, int64_t{mb.last_uid});
-  st.Bind(6, static_cast<int64_t>(mb.highest_modseq));
-  st.Bind(7, static_cast<int64_t>(mb.messages));
-  st.Bind(8, static_cast<int64_t>(mb.bytes));
-  st.Bind(9, static_cast<int64_t>(mb.message_sum.a));
-  st.Bind(10, static_cast<int64_t>(mb.message_sum.b));
-  return st.Run();
+  st->Bind(1, mb.id);
+  st->Bind(2, mb.name);
+  st->Bind(3, mb.owner);
+  st->Bind(4, int64_t{mb.uidvalidity});
+  st->Bind(5, int64_t{mb.last_uid});
+  st->Bind(6, static_cast<int64_t>(mb.highest_modseq));
+  st->Bind(7, static_cast<int64_t>(mb.messages));
+  st->Bind(8, static_cast<int64_t>(mb.bytes));
+  st->Bind(9, static_cast<int64_t>(mb.message_sum.a));
+  st->Bind(10, static_cast<int64_t>(mb.message_sum.b));
+  return st->Run();
 }
 
 absl::Status Index::Apply(const std::vector<LogRecord>& records, bool quarantine_misfits) {
@@ -415,21 +415,7 @@ absl::Status Index::ApplyOne(const LogRecord& r) {
       m.internal_date = p.internal_date();
       m.flags = ToVector(p.flags());
       m.modseq = p.modseq();
-      ASSIGN_OR_RETURN(auto ins, db_->Prepare(
-          "INSERT INTO messages(mailbox, uid, guid, size, internal_date, flags, modseq, expunged) "
-          "VALUES(?,?,?,?,?,?,?,0)"));
-      ins.Bind(1, p.mailbox_id());
-      ins.Bind(2, int64_t{m.uid});
-      ins.BindBlob(3, m.guid);
-      ins.Bind(4, static_cast<int64_t>(m.size));
-      ins.Bind(5, m.internal_date);
-      ins.Bind(6, JoinFlags(m.flags));
-      ins.Bind(7, static_cast<int64_t>(m.modseq));
-      RETURN_IF_ERROR(ins.Run());
-      ASSIGN_OR_RETURN(auto blob, db_->Prepare("INSERT OR IGNORE INTO blobs(guid, size) VALUES(?,?)"));
-      blob.BindBlob(1, m.guid);
-      blob.Bind(2, static_cast<int64_t>(m.size));
-      RETURN_IF_ERROR(blob.Run());
+      RETURN_IF_ERROR(InsertMessage(p.mailbox_id(), m));
       MailboxInfo after = it->second;
       after.last_uid = m.uid;
       after.highest_modseq = std::max(after.highest_modseq, m.modseq);
@@ -462,7 +448,7 @@ absl::Status Index::ApplyOne(const LogRecord& r) {
       auto it = mailboxes_.find(mailbox_id);
       if (it == mailboxes_.end()) return Misfit(r, "no such mailbox id");
       MailboxInfo after = it->second;
-      ASSIGN_OR_RETURN(auto upd, db_->Prepare(
+      ASSIGN_OR_RETURN(auto* upd, db_->Cached(
           "UPDATE messages SET flags = ?, modseq = ?, expunged = ? WHERE mailbox = ? AND uid = ?"));
       for (auto& [uid, flags] : changes) {
         ASSIGN_OR_RETURN(auto old, GetMessage(mailbox_id, uid));
@@ -479,12 +465,12 @@ absl::Status Index::ApplyOne(const LogRecord& r) {
         m.modseq = modseq;
         after.message_sum.Subtract(DigestOf(*old));
         after.message_sum.Add(DigestOf(m));
-        upd.Bind(1, JoinFlags(m.flags));
-        upd.Bind(2, static_cast<int64_t>(m.modseq));
-        upd.Bind(3, int64_t{m.expunged ? 1 : 0});
-        upd.Bind(4, mailbox_id);
-        upd.Bind(5, int64_t{uid});
-        RETURN_IF_ERROR(upd.Run());
+        upd->Bind(1, JoinFlags(m.flags));
+        upd->Bind(2, static_cast<int64_t>(m.modseq));
+        upd->Bind(3, int64_t{m.expunged ? 1 : 0});
+        upd->Bind(4, mailbox_id);
+        upd->Bind(5, int64_t{uid});
+        RETURN_IF_ERROR(upd->Run());
       }
       after.highest_modseq = std::max(after.highest_modseq, modseq);
       RETURN_IF_ERROR(SaveMailbox(after));
@@ -537,22 +523,22 @@ absl::Status Index::ApplyOne(const LogRecord& r) {
 }
 
 absl::Status Index::InsertMessage(const std::string& mailbox_id, const MessageInfo& m) {
-  ASSIGN_OR_RETURN(auto ins, db_->Prepare(
+  ASSIGN_OR_RETURN(auto* ins, db_->Cached(
       "INSERT INTO messages(mailbox, uid, guid, size, internal_date, flags, modseq, expunged) "
       "VALUES(?,?,?,?,?,?,?,?)"));
-  ins.Bind(1, mailbox_id);
-  ins.Bind(2, int64_t{m.uid});
-  ins.BindBlob(3, m.guid);
-  ins.Bind(4, static_cast<int64_t>(m.size));
-  ins.Bind(5, m.internal_date);
-  ins.Bind(6, JoinFlags(m.flags));
-  ins.Bind(7, static_cast<int64_t>(m.modseq));
-  ins.Bind(8, int64_t{m.expunged ? 1 : 0});
-  RETURN_IF_ERROR(ins.Run());
-  ASSIGN_OR_RETURN(auto blob, db_->Prepare("INSERT OR IGNORE INTO blobs(guid, size) VALUES(?,?)"));
-  blob.BindBlob(1, m.guid);
-  blob.Bind(2, static_cast<int64_t>(m.size));
-  return blob.Run();
+  ins->Bind(1, mailbox_id);
+  ins->Bind(2, int64_t{m.uid});
+  ins->BindBlob(3, m.guid);
+  ins->Bind(4, static_cast<int64_t>(m.size));
+  ins->Bind(5, m.internal_date);
+  ins->Bind(6, JoinFlags(m.flags));
+  ins->Bind(7, static_cast<int64_t>(m.modseq));
+  ins->Bind(8, int64_t{m.expunged ? 1 : 0});
+  RETURN_IF_ERROR(ins->Run());
+  ASSIGN_OR_RETURN(auto* blob, db_->Cached("INSERT OR IGNORE INTO blobs(guid, size) VALUES(?,?)"));
+  blob->BindBlob(1, m.guid);
+  blob->Bind(2, static_cast<int64_t>(m.size));
+  return blob->Run();
 }
 
 absl::Status Index::ApplyRepair(const LogRecord& r) {
@@ -633,20 +619,20 @@ absl::StatusOr<std::vector<MessageInfo>> Index::ListMessages(const std::string& 
 
 absl::StatusOr<std::optional<MessageInfo>> Index::GetMessage(const std::string& mailbox_id,
                                                              uint32_t uid) {
-  ASSIGN_OR_RETURN(auto st, db_->Prepare(
+  ASSIGN_OR_RETURN(auto* st, db_->Cached(
       "SELECT uid, guid, size, internal_date, flags, modseq, expunged FROM messages "
       "WHERE mailbox = ? AND uid = ?"));
-  st.Bind(1, mailbox_id);
-  st.Bind(2, int64_t{uid});
-  ASSIGN_OR_RETURN(bool row, st.Step());
+  st->Bind(1, mailbox_id);
+  st->Bind(2, int64_t{uid});
+  ASSIGN_OR_RETURN(bool row, st->Step());
   if (!row) return std::optional<MessageInfo>();
-  return std::optional<MessageInfo>(ReadMessage(st));
+  return std::optional<MessageInfo>(ReadMessage(*st));
 }
 
 absl::StatusOr<bool> Index::HasBlob(const std::string& guid) {
-  ASSIGN_OR_RETURN(auto st, db_->Prepare("SELECT 1 FROM blobs WHERE guid = ?"));
-  st.BindBlob(1, guid);
-  return st.Step();
+  ASSIGN_OR_RETURN(auto* st, db_->Cached("SELECT 1 FROM blobs WHERE guid = ?"));
+  st->BindBlob(1, guid);
+  return st->Step();
 }
 
 absl::Status Index::ForEachBlob(
@@ -708,18 +694,7 @@ absl::Status Index::ImportMessage(const std::string& mailbox_id, const MessageIn
   if (it == mailboxes_.end()) {
     return absl::DataLossError(absl::StrCat("snapshot message for unknown mailbox ", mailbox_id));
   }
-  ASSIGN_OR_RETURN(auto ins, db_->Prepare(
-      "INSERT INTO messages(mailbox, uid, guid, size, internal_date, flags, modseq, expunged) "
-      "VALUES(?,?,?,?,?,?,?,?)"));
-  ins.Bind(1, mailbox_id);
-  ins.Bind(2, int64_t{m.uid});
-  ins.BindBlob(3, m.guid);
-  ins.Bind(4, static_cast<int64_t>(m.size));
-  ins.Bind(5, m.internal_date);
-  ins.Bind(6, JoinFlags(m.flags));
-  ins.Bind(7, static_cast<int64_t>(m.modseq));
-  ins.Bind(8, int64_t{m.expunged ? 1 : 0});
-  RETURN_IF_ERROR(ins.Run());
+  RETURN_IF_ERROR(InsertMessage(mailbox_id, m));
   MailboxInfo after = it->second;
   if (!m.expunged) {
     after.messages += 1;
@@ -730,13 +705,6 @@ absl::Status Index::ImportMessage(const std::string& mailbox_id, const MessageIn
   ReplaceMailboxDigest(&it->second, &after);
   it->second = std::move(after);
   return absl::OkStatus();
-}
-
-absl::Status Index::ImportBlob(const std::string& guid, uint64_t size) {
-  ASSIGN_OR_RETURN(auto blob, db_->Prepare("INSERT OR IGNORE INTO blobs(guid, size) VALUES(?,?)"));
-  blob.BindBlob(1, guid);
-  blob.Bind(2, static_cast<int64_t>(size));
-  return blob.Run();
 }
 
 absl::Status Index::ImportQuota(const std::string& user, uint64_t storage_limit,

@@ -97,7 +97,6 @@ class Index {
   // Used by snapshot import: inserts state directly, then SetState() once.
   absl::Status ImportMailbox(const MailboxInfo& mb);
   absl::Status ImportMessage(const std::string& mailbox_id, const MessageInfo& m);
-  absl::Status ImportBlob(const std::string& guid, uint64_t size);
   absl::Status ImportQuota(const std::string& user, uint64_t storage_limit,
                            uint64_t message_limit);
   absl::Status FinishImport(uint64_t lsn, uint64_t epoch, const std::vector<EpochStart>& epochs);

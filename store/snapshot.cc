@@ -212,7 +212,6 @@ absl::Status ImportSnapshot(const std::string& path, Index& index, Spool& spool,
         mi.modseq = m.modseq();
         mi.expunged = m.expunged();
         RETURN_IF_ERROR(index.ImportMessage(m.mailbox_id(), mi));
-        RETURN_IF_ERROR(index.ImportBlob(mi.guid, mi.size));
         ++messages;
         break;
       }
