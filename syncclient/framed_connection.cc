@@ -69,7 +69,15 @@ void FramedConnection::Start() {
 void FramedConnection::Send(const syncpb::Frame& frame) {
   if (closed_) return;
   std::string wire;
-  EncodeFrame(frame.SerializeAsString(), compress_, &wire).IgnoreError();
+  absl::Status encoded = EncodeFrame(frame.SerializeAsString(), compress_, &wire);
+  if (!encoded.ok()) {
+    // A frame that cannot be sent must not vanish silently: the peer would
+    // wait for it. Fail the connection; Flush() and Read() report why.
+    write_error_ = absl::InternalError(
+        absl::StrCat("cannot send to ", peer_, ": ", encoded.message()));
+    Close();
+    return;
+  }
   queued_bytes_ += wire.size();
   queue_.push_back(std::move(wire));
   wake_writer_.cancel_one();
@@ -146,6 +154,7 @@ awaitable<absl::StatusOr<syncpb::Frame>> FramedConnection::Read(
       case FrameResult::kNeedMore:
         break;
     }
+    if (!write_error_.ok()) co_return write_error_;  // why it was closed
     if (closed_)
       co_return absl::UnavailableError(
           absl::StrCat("connection to ", peer_, " closed"));
@@ -159,6 +168,7 @@ awaitable<absl::StatusOr<syncpb::Frame>> FramedConnection::Read(
           "nothing from ", peer_, " for ", absl::FormatDuration(timeout)));
     }
     if (ec) {
+      if (!write_error_.ok()) co_return write_error_;
       co_return absl::UnavailableError(
           absl::StrCat("connection to ", peer_, " closed: ", ec.message()));
     }

@@ -3,11 +3,14 @@
 #include <sys/inotify.h>
 #include <unistd.h>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "asio/experimental/awaitable_operators.hpp"
 #include "common/file_util.h"
 #include "common/status_macros.h"
+#include "proto/log.pb.h"
 
 namespace mailrepl::sync {
 
@@ -82,15 +85,43 @@ absl::StatusOr<std::optional<LogRecord>> MasterSource::ReadRecord(
 }
 
 absl::StatusOr<std::string> MasterSource::ReadBody(const std::string& guid) {
-  const absl::Time deadline = absl::Now() + absl::Seconds(5);
-  for (;;) {
-    absl::StatusOr<std::string> body = spool_.Read(guid);
-    if (body.ok() || body.status().code() != absl::StatusCode::kNotFound ||
-        absl::Now() > deadline) {
-      return body;
-    }
-    absl::SleepFor(absl::Milliseconds(2));
+  // No waiting here: the file may not appear for a long time (see
+  // ReadBodiesFromLog), and sleeping would stall the io_context.
+  return spool_.Read(guid);
+}
+
+absl::StatusOr<std::vector<std::string>> MasterSource::ReadBodiesFromLog(
+    const std::vector<std::string>& guids) {
+  const absl::flat_hash_set<std::string> wanted(guids.begin(), guids.end());
+  absl::flat_hash_map<std::string, std::string> found;
+  ASSIGN_OR_RETURN(auto st, meta_db_->Prepare(
+                                "SELECT value FROM meta WHERE key='spool_checkpoint_lsn'"));
+  ASSIGN_OR_RETURN(bool row, st.Step());
+  const uint64_t checkpoint = row ? static_cast<uint64_t>(st.ColumnInt(0)) : 0;
+  ASSIGN_OR_RETURN(LogReader reader, LogReader::Open(paths_.log_dir(), checkpoint + 1,
+                                                     /*recovery=*/false));
+  LogRecord rec;
+  while (found.size() < wanted.size()) {
+    ASSIGN_OR_RETURN(bool more, reader.Next(&rec));
+    if (!more) break;
+    if (rec.type != RecordType::kAppend) continue;
+    logpb::Append a;
+    if (!a.ParseFromString(rec.payload) || !a.has_body() || !wanted.contains(a.guid())) continue;
+    std::string guid = a.guid();
+    found.emplace(std::move(guid), std::move(*a.mutable_body()));
   }
+  std::vector<std::string> out;
+  out.reserve(guids.size());
+  for (const std::string& guid : guids) {
+    auto it = found.find(guid);
+    if (it != found.end()) {
+      out.push_back(it->second);
+      continue;
+    }
+    ASSIGN_OR_RETURN(std::string body, spool_.Read(guid));
+    out.push_back(std::move(body));
+  }
+  return out;
 }
 
 asio::awaitable<void> MasterSource::WaitForChange(absl::Duration timeout) {

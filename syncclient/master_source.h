@@ -12,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -44,10 +45,16 @@ class MasterSource {
   // if it is durable (LSN <= durable). nullopt: none yet.
   absl::StatusOr<std::optional<LogRecord>> ReadRecord(uint64_t from,
                                                       uint64_t durable);
-  // A body from the spool. The writer puts new bodies there a few
-  // milliseconds after their records are durable, so a missing file is
-  // waited for briefly before giving up.
+  // A body from the spool; kNotFound if its file does not exist (yet).
   absl::StatusOr<std::string> ReadBody(const std::string& guid);
+  // Bodies (in the order of guids) that ReadBody did not find. The master
+  // writes spool files in the background after their records are durable,
+  // in bursts of several MiB (store/body_writer.h), so on a quiet master a
+  // recent body may stay for a long time only in the log record that
+  // carries it, above the spool checkpoint. Reads the log from there once;
+  // a body written to the spool meanwhile is read from the spool.
+  absl::StatusOr<std::vector<std::string>> ReadBodiesFromLog(
+      const std::vector<std::string>& guids);
 
   // Returns when the log or the index changed, or after timeout.
   asio::awaitable<void> WaitForChange(absl::Duration timeout);

@@ -110,7 +110,10 @@ awaitable<absl::Status> SyncClient::Run() {
     const uint64_t connects_before = stats_.connects;
     absl::Status s = co_await RunOnce();
     if (stats_.connects > connects_before) backoff = options_.backoff_min;
-    if (current_) current_->Close();
+    if (current_) {
+      stats_.wire_bytes += current_->bytes_sent();  // every mode, every connection
+      current_->Close();
+    }
     current_.reset();
     if (s.ok() || stopping_) co_return s;
     const bool rolling = options_.mode == SyncClientOptions::Mode::kRolling;
@@ -212,7 +215,12 @@ awaitable<absl::Status> SyncClient::Handshake(Session& s) {
   for (const auto& q : w.quarantined()) stats_.quarantined.push_back(QuarantineText(q));
 
   // Where do the two logs part? A replica holding records past that point
-  // was a master once: never overwrite them silently.
+  // was a master once: never overwrite them silently. The master's view is
+  // taken again now: another client of this master (a rolling one next to a
+  // resync) may have brought the replica past the view of the hello, and a
+  // replica ahead of a stale view is not one that diverged.
+  view = source_->View();
+  if (!view.ok()) co_return view.status();
   LogPosition master{(*view)->applied_lsn(), (*view)->epoch_history()};
   LogPosition replica{s.replica_last, s.replica_history};
   uint64_t fork = ForkPoint(master, replica);
@@ -307,11 +315,9 @@ awaitable<absl::Status> SyncClient::SendSnapshot(Session& s) {
 awaitable<absl::Status> SyncClient::SendBodies(Session& s, const std::vector<std::string>& guids) {
   syncpb::Frame f;
   size_t bytes = 0;
-  for (const std::string& guid : guids) {
-    auto body = source_->ReadBody(guid);
-    if (!body.ok()) co_return body.status();
-    bytes += body->size();
-    f.mutable_bodies()->add_bodies(std::move(*body));
+  auto add = [&](std::string body) -> awaitable<absl::Status> {
+    bytes += body.size();
+    f.mutable_bodies()->add_bodies(std::move(body));
     ++stats_.bodies_sent;
     if (bytes >= (4u << 20)) {
       s.conn->Send(f);
@@ -321,6 +327,26 @@ awaitable<absl::Status> SyncClient::SendBodies(Session& s, const std::vector<std
         absl::Status fl = co_await s.conn->Flush(kDeadPeerTimeout);
         if (!fl.ok()) co_return fl;
       }
+    }
+    co_return absl::OkStatus();
+  };
+  std::vector<std::string> not_in_spool;  // recent bodies: still only in the log
+  for (const std::string& guid : guids) {
+    auto body = source_->ReadBody(guid);
+    if (absl::IsNotFound(body.status())) {
+      not_in_spool.push_back(guid);
+      continue;
+    }
+    if (!body.ok()) co_return body.status();
+    absl::Status added = co_await add(std::move(*body));
+    if (!added.ok()) co_return added;
+  }
+  if (!not_in_spool.empty()) {
+    auto bodies = source_->ReadBodiesFromLog(not_in_spool);
+    if (!bodies.ok()) co_return bodies.status();
+    for (std::string& body : *bodies) {
+      absl::Status added = co_await add(std::move(body));
+      if (!added.ok()) co_return added;
     }
   }
   f.mutable_bodies()->set_last(true);
@@ -428,17 +454,46 @@ awaitable<absl::Status> SyncClient::Stream(Session& s, uint64_t target, bool fol
   };
   auto result = co_await (sender() || receiver());
   absl::Status s1 = std::visit([](auto&& st) { return absl::Status(st); }, result);
-  stats_.wire_bytes += s.conn->bytes_sent();
   co_return s1;
 }
 
 awaitable<absl::Status> SyncClient::Resync(Session& s) {
+  std::vector<std::string> prefixes;
+  if (options_.mode == SyncClientOptions::Mode::kResyncUser) {
+    prefixes.push_back(InboxName(options_.target));
+  } else if (options_.mode == SyncClientOptions::Mode::kResyncMailbox) {
+    prefixes.push_back(options_.target);
+  }
+  auto request_digests = [&]() -> awaitable<absl::StatusOr<syncpb::DigestReply>> {
+    syncpb::Frame req;
+    req.mutable_digest_request();
+    for (const auto& p : prefixes) req.mutable_digest_request()->add_prefixes(p);
+    s.conn->Send(req);
+    auto reply = co_await s.conn->Read(absl::Seconds(60));
+    if (!reply.ok()) co_return reply.status();
+    if (!reply->has_digest_reply()) co_return Unexpected(*reply, "digests", options_.server);
+    co_return reply->digest_reply();
+  };
+  // From the first digest request on, the server lets no other session
+  // (a rolling client) change the replica until this one ends, so the
+  // replica's LSN in the reply holds still.
+  auto first = co_await request_digests();
+  if (!first.ok()) co_return first.status();
+  const uint64_t replica_lsn = first->lsn();
+  // Compare at a common LSN: the master's view holds still while it is
+  // open; bring the replica to exactly its LSN (one batch at a time;
+  // resyncs are not the bulk path).
   auto view = source_->View();
   if (!view.ok()) co_return view.status();
   const uint64_t at = (*view)->applied_lsn();
-  (*view).reset();
-  // Compare at a common LSN: bring the replica to exactly the view's LSN
-  // (one batch at a time; resyncs are not the bulk path).
+  stats_.master_lsn = at;
+  if (replica_lsn > at) {
+    co_return absl::UnavailableError(absl::StrCat("replica ", options_.server, " is at LSN ",
+                                                  replica_lsn, ", ahead of the master's LSN ",
+                                                  at, "; retry"));
+  }
+  s.next = replica_lsn + 1;
+  s.acked = replica_lsn;
   while (s.acked < at) {
     uint64_t limit = at;
     syncpb::Frame batch;
@@ -462,28 +517,18 @@ awaitable<absl::Status> SyncClient::Resync(Session& s) {
     s.acked = f->ack().lsn();
   }
   stats_.acked_lsn = s.acked;
-
-  view = source_->View();
-  if (!view.ok()) co_return view.status();
+  syncpb::DigestReply dr = std::move(*first);
+  if (replica_lsn != at) {
+    auto again = co_await request_digests();
+    if (!again.ok()) co_return again.status();
+    dr = std::move(*again);
+  }
+  if (dr.lsn() != at) {
+    co_return absl::UnavailableError(absl::StrCat("replica ", options_.server, " moved to LSN ",
+                                                  dr.lsn(), " during a resync at LSN ", at,
+                                                  "; retry"));
+  }
   Index& ix = **view;
-  if (ix.applied_lsn() != at) {
-    // The master moved on meanwhile: compare against the newer state next time.
-    LogLine(Severity::kInfo, "resync view moved", Kv("from", at) + Kv("to", ix.applied_lsn()));
-  }
-  syncpb::Frame req;
-  std::vector<std::string> prefixes;
-  if (options_.mode == SyncClientOptions::Mode::kResyncUser) {
-    prefixes.push_back(InboxName(options_.target));
-  } else if (options_.mode == SyncClientOptions::Mode::kResyncMailbox) {
-    prefixes.push_back(options_.target);
-  }
-  for (const auto& p : prefixes) req.mutable_digest_request()->add_prefixes(p);
-  req.mutable_digest_request();
-  s.conn->Send(req);
-  auto reply = co_await s.conn->Read(absl::Seconds(60));
-  if (!reply.ok()) co_return reply.status();
-  if (!reply->has_digest_reply()) co_return Unexpected(*reply, "digests", options_.server);
-  const syncpb::DigestReply& dr = reply->digest_reply();
   auto in_scope = [&](const std::string& name) {
     if (options_.mode == SyncClientOptions::Mode::kResyncMailbox) return name == options_.target;
     for (const auto& p : prefixes) {
@@ -575,8 +620,26 @@ awaitable<absl::Status> SyncClient::ReplayFile(Session& s) {
   if (!contents.ok()) co_return contents.status();
   absl::string_view data = *contents;
   size_t offset = 0;
+  // Sends a batch and waits for its acknowledgement. Batches stay within
+  // batch_bytes: a whole segment (64 MiB and more) does not fit in a frame.
   syncpb::Frame batch;
-  uint64_t last = 0;
+  size_t batch_bytes = 0;
+  auto send_batch = [&]() -> awaitable<absl::Status> {
+    const auto& recs = batch.records().records();
+    const uint64_t last = recs[recs.size() - 1].lsn();
+    stats_.records += recs.size();
+    stats_.record_bytes += batch_bytes;
+    s.conn->Send(batch);
+    batch.Clear();
+    batch_bytes = 0;
+    auto f = co_await s.conn->Read(absl::Seconds(120));
+    if (!f.ok()) co_return f.status();
+    if (!f->has_ack()) co_return Unexpected(*f, "an acknowledgement", options_.server);
+    s.acked = f->ack().lsn();
+    stats_.acked_lsn = s.acked;
+    if (s.acked != last) co_return absl::UnavailableError("replica did not acknowledge the replay");
+    co_return absl::OkStatus();
+  };
   while (offset < data.size()) {
     LogRecord r;
     size_t consumed = 0;
@@ -591,19 +654,18 @@ awaitable<absl::Status> SyncClient::ReplayFile(Session& s) {
           "log file ", options_.target, " jumps to LSN ", r.lsn, "; the replica needs LSN ",
           s.next, " next"));
     }
+    batch_bytes += r.payload.size();
     *batch.mutable_records()->add_records() = ToWire(r);
     ++s.next;
-    last = r.lsn;
+    if (batch_bytes >= options_.batch_bytes ||
+        batch.records().records_size() >= static_cast<int>(options_.batch_records)) {
+      absl::Status sent = co_await send_batch();
+      if (!sent.ok()) co_return sent;
+    }
   }
   if (batch.records().records_size() > 0) {
-    stats_.records += batch.records().records_size();
-    s.conn->Send(batch);
-    auto f = co_await s.conn->Read(absl::Seconds(120));
-    if (!f.ok()) co_return f.status();
-    if (!f->has_ack()) co_return Unexpected(*f, "an acknowledgement", options_.server);
-    s.acked = f->ack().lsn();
-    stats_.acked_lsn = s.acked;
-    if (s.acked != last) co_return absl::UnavailableError("replica did not acknowledge the replay");
+    absl::Status sent = co_await send_batch();
+    if (!sent.ok()) co_return sent;
   }
   syncpb::Frame done;
   done.mutable_done();

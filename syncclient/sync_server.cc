@@ -59,10 +59,117 @@ absl::StatusOr<std::vector<std::string>> SnapshotGuids(const std::string& data) 
   return out;
 }
 
+// Refuses records that could never apply and that no quarantine would
+// contain: a payload that does not parse as its type's message, a mailbox
+// record naming no mailbox, an epoch record that does not start a newer
+// epoch. Once durable in the replica's log, such a record would stop the
+// slot, and stop it again at every open, so it must be refused before
+// anything is written. epoch: the slot's current epoch.
+absl::Status CheckReplicatedRecords(const std::vector<LogRecord>& records, uint64_t epoch) {
+  for (const LogRecord& r : records) {
+    auto bad = [&](absl::string_view why) {
+      return BadFrame(absl::StrCat("record LSN ", r.lsn, " (", RecordTypeName(r.type), ") ", why));
+    };
+    std::string mailbox_id;
+    bool parsed = true;
+    switch (r.type) {
+      case RecordType::kCreateMailbox: {
+        logpb::CreateMailbox p;
+        parsed = p.ParseFromString(r.payload);
+        mailbox_id = p.mailbox_id();
+        break;
+      }
+      case RecordType::kRenameMailbox: {
+        logpb::RenameMailbox p;
+        parsed = p.ParseFromString(r.payload);
+        mailbox_id = p.mailbox_id();
+        break;
+      }
+      case RecordType::kDeleteMailbox: {
+        logpb::DeleteMailbox p;
+        parsed = p.ParseFromString(r.payload);
+        mailbox_id = p.mailbox_id();
+        break;
+      }
+      case RecordType::kAppend: {
+        logpb::Append p;
+        parsed = p.ParseFromString(r.payload);
+        mailbox_id = p.mailbox_id();
+        break;
+      }
+      case RecordType::kSetFlags: {
+        logpb::SetFlags p;
+        parsed = p.ParseFromString(r.payload);
+        mailbox_id = p.mailbox_id();
+        break;
+      }
+      case RecordType::kExpunge: {
+        logpb::Expunge p;
+        parsed = p.ParseFromString(r.payload);
+        mailbox_id = p.mailbox_id();
+        break;
+      }
+      case RecordType::kSetQuota: {
+        logpb::SetQuota p;
+        if (!p.ParseFromString(r.payload)) return bad("does not parse");
+        continue;
+      }
+      case RecordType::kBeginEpoch: {
+        logpb::BeginEpoch p;
+        if (!p.ParseFromString(r.payload)) return bad("does not parse");
+        if (p.epoch() != r.epoch) return bad("carries another epoch in its payload");
+        if (r.epoch <= epoch) {
+          return bad(absl::StrCat("does not start an epoch above epoch ", epoch));
+        }
+        epoch = r.epoch;
+        continue;
+      }
+      default:
+        continue;  // AppendReplicated refuses types that are not replicated
+    }
+    if (!parsed) return bad("does not parse");
+    if (mailbox_id.empty()) return bad("names no mailbox");
+  }
+  return absl::OkStatus();
+}
+
+// The epoch of the record at lsn, by an epoch history.
+uint64_t EpochAt(const std::vector<EpochStart>& history, uint64_t lsn) {
+  uint64_t epoch = 0;
+  for (const EpochStart& e : history) {
+    if (e.first_lsn <= lsn) epoch = e.epoch;
+  }
+  return epoch;
+}
+
+// Removes the leading records the slot already holds: another session of
+// the same master (a resync next to a rolling client, a client restarted
+// while its old connection lingers) sent them first. They must be the same
+// records, which their epochs show.
+absl::Status DropRecordsWeHave(Slot& slot, std::vector<LogRecord>& records) {
+  const uint64_t last = slot.last_lsn();
+  size_t have = 0;
+  while (have < records.size() && records[have].lsn <= last) ++have;
+  if (have == 0) return absl::OkStatus();
+  const std::vector<EpochStart> history = slot.EpochHistory();
+  for (size_t i = 0; i < have; ++i) {
+    const uint64_t ours = EpochAt(history, records[i].lsn);
+    if (records[i].epoch != ours) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "record LSN ", records[i].lsn, " of epoch ", records[i].epoch,
+          " differs from this replica's record of epoch ", ours));
+    }
+  }
+  records.erase(records.begin(), records.begin() + static_cast<std::ptrdiff_t>(have));
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 SyncServer::SyncServer(asio::io_context& io, Slot& slot, SyncServerOptions options)
-    : io_(io), slot_(slot), options_(std::move(options)), acceptor_(io) {}
+    : io_(io), slot_(slot), options_(std::move(options)), acceptor_(io), resync_done_(io) {
+  resync_done_.expires_at(asio::steady_timer::time_point::max());
+}
 
 SyncServer::~SyncServer() { pool_.join(); }
 
@@ -127,9 +234,20 @@ awaitable<void> SyncServer::Session(std::shared_ptr<FramedConnection> conn) {
             "sync connection closed",
             Kv("peer", conn->peer()) + Kv("slot", slot_.paths().root) + Kv("reason", s.message()));
   }
+  if (resync_owner_ == conn.get()) {
+    resync_owner_ = nullptr;
+    resync_done_.cancel();  // wakes every session waiting in WaitForResync
+  }
   co_await conn->Flush(absl::Seconds(2));
   conn->Close();
   sessions_.erase(conn);
+}
+
+awaitable<void> SyncServer::WaitForResync(const FramedConnection& conn) {
+  while (resync_owner_ != nullptr && resync_owner_ != &conn) {
+    asio::error_code ec;
+    co_await resync_done_.async_wait(asio::redirect_error(use_awaitable, ec));
+  }
 }
 
 awaitable<absl::Status> SyncServer::Serve(FramedConnection& conn) {
@@ -176,6 +294,9 @@ awaitable<absl::Status> SyncServer::Serve(FramedConnection& conn) {
                                   id.store_id, ", not cluster ", h.cluster_id(), " store ",
                                   h.store_id()));
   }
+  // The master's epoch: from the hello, raised by the epochs of the
+  // records this session delivers (a master that begins an epoch itself).
+  uint64_t session_epoch = h.epoch();
   const uint64_t seen = slot_.seen_epoch();
   if (h.epoch() < seen) {
     syncpb::Frame e = ErrorFrame(
@@ -222,13 +343,34 @@ awaitable<absl::Status> SyncServer::Serve(FramedConnection& conn) {
       }
       co_return f.status();
     }
+    // A newer master may have introduced itself since this session began:
+    // from then on this one is stale, whatever its records carry.
+    if (const uint64_t now_seen = slot_.seen_epoch(); session_epoch < now_seen) {
+      syncpb::Frame e = ErrorFrame(
+          syncpb::STALE_EPOCH,
+          absl::StrCat("master epoch ", session_epoch, " is older than epoch ", now_seen,
+                       " known to this replica: the sender is no longer master"));
+      e.mutable_error()->set_epoch(now_seen);
+      conn.Send(e);
+      co_return absl::FailedPreconditionError(e.error().message());
+    }
     switch (f->body_case()) {
       case syncpb::Frame::kRecords: {
         std::vector<LogRecord> records;
         records.reserve(f->records().records_size());
         for (const auto& r : f->records().records()) records.push_back(FromWire(r));
         if (records.empty()) co_return refuse(syncpb::BAD_FRAME, "empty records frame");
-        absl::Status a = co_await OffThread([&] { return slot_.AppendReplicated(records); });
+        const uint64_t last_sent = records.back().lsn;
+        // Another session may be running a resync: wait until it ends.
+        co_await WaitForResync(conn);
+        absl::Status a = co_await OffThread([&]() -> absl::Status {
+          // One session at a time trims and appends, so that what the
+          // replica already has stays consistent with what it appends.
+          std::lock_guard<std::mutex> l(apply_mu_);
+          RETURN_IF_ERROR(DropRecordsWeHave(slot_, records));
+          RETURN_IF_ERROR(CheckReplicatedRecords(records, slot_.epoch()));
+          return slot_.AppendReplicated(records);
+        });
         if (!a.ok()) {
           if (a.code() == absl::StatusCode::kInvalidArgument) {
             co_return refuse(syncpb::BAD_FRAME, std::string(a.message()));
@@ -239,8 +381,9 @@ awaitable<absl::Status> SyncServer::Serve(FramedConnection& conn) {
           co_return refuse(syncpb::APPLY_FAILED, std::string(a.message()));
         }
         stats_.records_applied += records.size();
+        session_epoch = std::max(session_epoch, f->records().records().rbegin()->epoch());
         syncpb::Frame ack;
-        ack.mutable_ack()->set_lsn(records.back().lsn);
+        ack.mutable_ack()->set_lsn(last_sent);
         for (const Quarantine& q : slot_.Quarantined()) {
           *ack.mutable_ack()->add_quarantined() = ToWire(q);
         }
@@ -260,20 +403,41 @@ awaitable<absl::Status> SyncServer::Serve(FramedConnection& conn) {
         break;
       }
       case syncpb::Frame::kDigestRequest: {
+        // From its first digest request until it ends, this session alone
+        // changes the replica: the state the client compares and repairs
+        // must not move under it (other sessions' records wait).
+        co_await WaitForResync(conn);
+        resync_owner_ = &conn;
         syncpb::Frame reply;
         syncpb::DigestReply* dr = reply.mutable_digest_reply();
         dr->set_lsn(slot_.last_lsn());
         dr->set_slot_digest(slot_.SlotDigest().Bytes());
         const auto& prefixes = f->digest_request().prefixes();
-        for (const MailboxInfo& mb : slot_.ListMailboxes()) {
-          bool in = prefixes.empty();
-          for (const auto& p : prefixes) in |= IsSameOrBelow(mb.name, p);
-          if (!in) continue;
-          auto* m = dr->add_mailboxes();
-          m->set_mailbox_id(mb.id);
-          m->set_name(mb.name);
-          m->set_digest(mb.MailboxDigest().Bytes());
-        }
+        // A resync is there to find damage, so each mailbox digest is
+        // recomputed from its message rows: the running sums kept with the
+        // mailbox rows do not see rows lost or changed behind the engine's
+        // back.
+        absl::Status digests = co_await OffThread([&]() -> absl::Status {
+          return slot_.WithIndex([&](Index& ix, Spool&) -> absl::Status {
+            for (const auto& [id, mb] : ix.mailboxes()) {
+              bool in = prefixes.empty();
+              for (const auto& p : prefixes) in |= IsSameOrBelow(mb.name, p);
+              if (!in) continue;
+              ASSIGN_OR_RETURN(auto messages, ix.ListMessages(id, /*include_expunged=*/true));
+              Digest d = MailboxAttributesDigest(mb.id, mb.name, mb.uidvalidity, mb.last_uid,
+                                                 mb.highest_modseq);
+              for (const MessageInfo& m : messages) {
+                d.Add(MessageDigest(m.uid, m.guid, m.flags, m.modseq, m.expunged));
+              }
+              auto* m = dr->add_mailboxes();
+              m->set_mailbox_id(mb.id);
+              m->set_name(mb.name);
+              m->set_digest(d.Bytes());
+            }
+            return absl::OkStatus();
+          });
+        });
+        if (!digests.ok()) co_return refuse(syncpb::APPLY_FAILED, std::string(digests.message()));
         conn.Send(reply);
         break;
       }

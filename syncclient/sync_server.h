@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <string>
 
@@ -62,6 +63,8 @@ class SyncServer {
   asio::awaitable<absl::Status> ReceiveBodies(FramedConnection& conn,
                                               const std::vector<std::string>& guids,
                                               std::vector<std::string>* bodies);
+  // Returns once no other session runs a resync (see resync_owner_).
+  asio::awaitable<void> WaitForResync(const FramedConnection& conn);
   // Runs fn (blocking slot work) on the pool and resumes here.
   template <typename Fn>
   asio::awaitable<absl::Status> OffThread(Fn fn);
@@ -74,6 +77,13 @@ class SyncServer {
   std::set<std::shared_ptr<FramedConnection>> sessions_;
   SyncServerStats stats_;
   bool stopping_ = false;
+  // The session running a state-based resync, from its first digest request
+  // until it ends: meanwhile other sessions' records wait, so that the
+  // replica's state holds still while the client compares and repairs it.
+  const FramedConnection* resync_owner_ = nullptr;
+  asio::steady_timer resync_done_;  // cancelled when resync_owner_ ends
+  // Held (on the pool) while a session trims and appends records.
+  std::mutex apply_mu_;
 };
 
 }  // namespace mailrepl::sync

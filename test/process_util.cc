@@ -55,8 +55,7 @@ std::vector<char*> CArray(std::vector<std::string>& strings) {
 
 }  // namespace
 
-bool WaitFor(const std::function<bool()>& condition, absl::Duration timeout,
-             absl::Duration poll) {
+bool WaitFor(const std::function<bool()>& condition, absl::Duration timeout, absl::Duration poll) {
   const absl::Time deadline = absl::Now() + timeout;
   while (absl::Now() < deadline) {
     if (condition()) return true;
@@ -81,10 +80,10 @@ Process::Process(std::vector<std::string> argv, std::vector<std::string> env)
   std::vector<char*> c_args = CArray(args);
   std::vector<char*> c_env = CArray(environment);
   const int in = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-  const int out = ::open((dir_ + "/stdout").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-                         0600);
-  const int err = ::open((dir_ + "/stderr").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-                         0600);
+  const int out =
+      ::open((dir_ + "/stdout").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  const int err =
+      ::open((dir_ + "/stderr").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (in < 0 || out < 0 || err < 0) {
     for (int fd : {in, out, err}) {
       if (fd >= 0) ::close(fd);

@@ -38,11 +38,11 @@ class Process {
   // Starts argv[0] (a path; PATH is not searched) with arguments argv, the
   // test's environment plus `env` ("NAME=value" entries, overriding), stdin
   // from /dev/null, and stdout and stderr in files of a fresh temporary
-  // directory. The child gets SIGKILL if the test process dies.
+  // directory. The child gets SIGKILL if the thread that started it ends
+  // (the test process died), so no child outlives a crashed test.
   // Throws std::runtime_error if the process cannot be started (a missing
   // binary shows as exit code 127 instead).
-  explicit Process(std::vector<std::string> argv,
-                   std::vector<std::string> env = {});
+  explicit Process(std::vector<std::string> argv, std::vector<std::string> env = {});
   // SIGKILLs and reaps the child if it still runs; removes the output files.
   ~Process();
   Process(const Process&) = delete;
