@@ -90,7 +90,7 @@ bool ParseFlags(int argc, char** argv, Flags* f) {
     } else if (a == "--dir") {
       f->parent = v;
     } else if (a == "--messages") {
-      ok = absl::SimpleAtoi(v, &f->messages) && f->messages >= 2;
+      ok = absl::SimpleAtoi(v, &f->messages) && f->messages >= 4;
     } else if (a == "--users") {
       ok = absl::SimpleAtoi(v, &f->users) && f->users >= 1;
     } else if (a == "--raw-seconds") {
@@ -210,7 +210,7 @@ struct SlotRun {
   int writers = 0;
   uint64_t messages = 0;
   uint64_t bytes = 0;  // message bytes only
-  double seconds = 0;  // appends only, both halves
+  double seconds = 0;  // appends only, all quarters
   double cpu_seconds = 0;
   double flush_seconds = 0;  // Slot::Checkpoint() after the run (deferred spool work)
   double p50_ms = 0, p99_ms = 0;

@@ -57,7 +57,30 @@ Slot::Slot(SlotPaths paths, SlotOptions options)
       bodies_(std::make_unique<BodyWriter>(spool_, 256u << 20, 8u << 20)) {}
 
 Slot::~Slot() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    closing_ = true;
+  }
+  maintenance_cv_.notify_all();
+  if (maintenance_.joinable()) maintenance_.join();
+  bodies_.reset();  // writes the bodies still queued
   if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
+}
+
+void Slot::MaintenanceLoop() {
+  std::unique_lock<std::mutex> l(mu_);
+  for (;;) {
+    maintenance_cv_.wait(l, [&] { return closing_ || checkpoint_wanted_; });
+    if (closing_) return;
+    checkpoint_wanted_ = false;
+    l.unlock();
+    absl::Status c = Checkpoint();
+    if (!c.ok()) {
+      LogLine(Severity::kWarning, "spool checkpoint failed",
+              Kv("slot", paths_.root) + Kv("error", c.message()));
+    }
+    l.lock();
+  }
 }
 
 absl::Status Slot::Init(const SlotPaths& paths, const SlotIdentity& identity) {
@@ -100,6 +123,7 @@ absl::StatusOr<std::unique_ptr<Slot>> Slot::Open(const SlotPaths& paths,
     }
   }
   RETURN_IF_ERROR(slot->Recover());
+  slot->maintenance_ = std::thread([s = slot.get()] { s->MaintenanceLoop(); });
   return slot;
 }
 
@@ -360,15 +384,12 @@ absl::Status Slot::CommitLocked(Writer& w, std::unique_lock<std::mutex>& lock) {
   }
   if (!queue_.empty()) queue_.front()->cv.notify_one();
   if (queue_.empty()) idle_cv_.notify_all();
-  if (result.ok() && bytes_since_checkpoint_ >= options_.checkpoint_bytes && queue_.empty()) {
+  if (result.ok() && bytes_since_checkpoint_ >= options_.checkpoint_bytes) {
+    // The checkpoint (a syncfs) runs on the maintenance thread, never on the
+    // commit path.
     bytes_since_checkpoint_ = 0;
-    lock.unlock();
-    absl::Status c = Checkpoint();
-    if (!c.ok()) {
-      LogLine(Severity::kWarning, "spool checkpoint failed",
-              Kv("slot", paths_.root) + Kv("error", c.message()));
-    }
-    lock.lock();
+    checkpoint_wanted_ = true;
+    maintenance_cv_.notify_one();
   }
   return w.status;
 }

@@ -22,6 +22,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -236,6 +237,7 @@ class Slot {
   absl::Status CheckQuotaLocked(const std::string& user, uint64_t bytes, uint64_t messages)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::string NewMailboxId();
+  void MaintenanceLoop();
   // kResourceExhausted when writing `need` bytes would eat into the reserve.
   absl::Status CheckFreeSpace(uint64_t need);
 
@@ -264,6 +266,10 @@ class Slot {
   // the index before a local write validates against it.
   bool assigned_stale_ ABSL_GUARDED_BY(mu_) = false;
   SlotStats stats_ ABSL_GUARDED_BY(mu_);
+  bool checkpoint_wanted_ ABSL_GUARDED_BY(mu_) = false;
+  bool closing_ ABSL_GUARDED_BY(mu_) = false;
+  std::condition_variable maintenance_cv_;
+  std::thread maintenance_;  // runs checkpoints off the commit path
 
   // The leader of a group commit owns the writer; nobody else touches it.
   std::optional<LogWriter> log_;

@@ -128,32 +128,55 @@ awaitable<absl::Status> FramedConnection::Flush(absl::Duration timeout) {
   co_return absl::OkStatus();
 }
 
+std::optional<absl::StatusOr<syncpb::Frame>> FramedConnection::DecodeBuffered() {
+  DecodedFrame frame;
+  std::string error;
+  switch (reader_.Next(&frame, &error)) {
+    case FrameResult::kGood: {
+      syncpb::Frame parsed;
+      if (!parsed.ParseFromString(frame.payload)) {
+        return absl::InvalidArgumentError(absl::StrCat("unparsable frame from ", peer_));
+      }
+      if (parsed.body_case() == syncpb::Frame::BODY_NOT_SET) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("frame of an unknown message type from ", peer_));
+      }
+      return parsed;
+    }
+    case FrameResult::kBad:
+      return absl::InvalidArgumentError(absl::StrCat("bad frame from ", peer_, ": ", error));
+    case FrameResult::kNeedMore:
+      break;
+  }
+  return std::nullopt;
+}
+
+std::optional<absl::StatusOr<syncpb::Frame>> FramedConnection::TryRead() {
+  if (auto f = DecodeBuffered()) return f;
+  // Take what the socket already holds, without waiting (bounded).
+  asio::error_code ec;
+  size_t taken = 0;
+  std::string buf;
+  while (!closed_ && taken < (16u << 20)) {
+    size_t avail = socket_.available(ec);
+    if (ec || avail == 0) break;
+    buf.resize(std::min<size_t>(avail, 1 << 20));
+    size_t n = socket_.read_some(asio::buffer(buf), ec);
+    if (ec || n == 0) break;
+    bytes_received_ += n;
+    taken += n;
+    reader_.Feed(absl::string_view(buf.data(), n));
+    if (auto f = DecodeBuffered()) return f;
+  }
+  return std::nullopt;
+}
+
 awaitable<absl::StatusOr<syncpb::Frame>> FramedConnection::Read(
     absl::Duration timeout) {
   asio::steady_timer deadline(socket_.get_executor(), ToChrono(timeout));
   char buf[1 << 16];
   for (;;) {
-    DecodedFrame frame;
-    std::string error;
-    switch (reader_.Next(&frame, &error)) {
-      case FrameResult::kGood: {
-        syncpb::Frame parsed;
-        if (!parsed.ParseFromString(frame.payload)) {
-          co_return absl::InvalidArgumentError(
-              absl::StrCat("unparsable frame from ", peer_));
-        }
-        if (parsed.body_case() == syncpb::Frame::BODY_NOT_SET) {
-          co_return absl::InvalidArgumentError(
-              absl::StrCat("frame of an unknown message type from ", peer_));
-        }
-        co_return parsed;
-      }
-      case FrameResult::kBad:
-        co_return absl::InvalidArgumentError(
-            absl::StrCat("bad frame from ", peer_, ": ", error));
-      case FrameResult::kNeedMore:
-        break;
-    }
+    if (auto f = DecodeBuffered()) co_return std::move(*f);
     if (!write_error_.ok()) co_return write_error_;  // why it was closed
     if (closed_)
       co_return absl::UnavailableError(

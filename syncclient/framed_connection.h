@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -33,6 +34,10 @@ class FramedConnection : public std::enable_shared_from_this<FramedConnection> {
   // (garbage, oversized, bad checksum, unparsable, unknown message type).
   asio::awaitable<absl::StatusOr<syncpb::Frame>> Read(absl::Duration timeout);
 
+  // A frame that has already arrived (buffered, or waiting in the socket),
+  // without waiting; nullopt if none is complete yet.
+  std::optional<absl::StatusOr<syncpb::Frame>> TryRead();
+
   // Queues a frame for sending.
   void Send(const syncpb::Frame& frame);
   // Waits until every queued frame has been written (or the connection failed).
@@ -53,6 +58,7 @@ class FramedConnection : public std::enable_shared_from_this<FramedConnection> {
 
  private:
   asio::awaitable<void> Writer();
+  std::optional<absl::StatusOr<syncpb::Frame>> DecodeBuffered();
 
   asio::ip::tcp::socket socket_;
   std::string peer_;

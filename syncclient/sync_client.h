@@ -45,8 +45,11 @@ struct SyncClientOptions {
   size_t batch_records = 512;
   size_t batch_bytes = 1 << 20;
   size_t window_bytes = 16 << 20;  // unacknowledged bytes in flight
-  absl::Duration backoff_min = absl::Milliseconds(100);
-  absl::Duration backoff_max = absl::Seconds(5);
+  // Reconnect backoff: exponential, capped low. A connection attempt to a
+  // host that is down costs almost nothing, and the cap bounds how long a
+  // replica that came back waits for its stream (bench/sync_bench part d).
+  absl::Duration backoff_min = absl::Milliseconds(50);
+  absl::Duration backoff_max = absl::Milliseconds(250);
 };
 
 struct SyncStats {
