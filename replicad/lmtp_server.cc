@@ -1,5 +1,7 @@
 #include "replicad/lmtp_server.h"
 
+#include "common/net.h"
+
 #include <array>
 #include <chrono>
 #include <exception>
@@ -21,32 +23,6 @@ using asio::ip::tcp;
 using namespace asio::experimental::awaitable_operators;
 
 namespace {
-
-absl::StatusOr<tcp::endpoint> ParseListen(const std::string& text) {
-  const size_t colon = text.rfind(':');
-  if (colon == std::string::npos) {
-    return absl::InvalidArgumentError(absl::StrCat("'", text, "' is not ADDR:PORT"));
-  }
-  std::string host = text.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
-  uint32_t port = 0;
-  if (!absl::SimpleAtoi(text.substr(colon + 1), &port) || port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat("bad port in '", text, "'"));
-  }
-  asio::error_code ec;
-  const asio::ip::address addr = asio::ip::make_address(host, ec);
-  if (ec) return absl::InvalidArgumentError(absl::StrCat("bad address in '", text, "'"));
-  return tcp::endpoint(addr, static_cast<uint16_t>(port));
-}
-
-std::string PeerOf(const tcp::socket& socket) {
-  asio::error_code ec;
-  const tcp::endpoint ep = socket.remote_endpoint(ec);
-  if (ec) return "unknown";
-  return absl::StrCat(ep.address().to_string(), ":", ep.port());
-}
 
 std::chrono::steady_clock::duration ToChrono(absl::Duration d) {
   return absl::ToChronoNanoseconds(d);
@@ -84,7 +60,7 @@ class LmtpServer::Impl::Session {
   Session(Impl& server, tcp::socket socket)
       : server_(server),
         socket_(std::move(socket)),
-        peer_(PeerOf(socket_)),
+        peer_(PeerAddress(socket_)),
         read_timer_(socket_.get_executor()),
         write_timer_(socket_.get_executor()),
         parser_({.max_message_bytes = server.options_.max_message_bytes,
@@ -221,7 +197,7 @@ awaitable<void> LmtpServer::Impl::Session::Run() {
 }
 
 absl::Status LmtpServer::Impl::Listen() {
-  absl::StatusOr<tcp::endpoint> endpoint = ParseListen(options_.listen);
+  absl::StatusOr<tcp::endpoint> endpoint = ParseEndpoint(options_.listen);
   if (!endpoint.ok()) return endpoint.status();
   asio::error_code ec;
   acceptor_.open(endpoint->protocol(), ec);

@@ -15,10 +15,14 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "asio.hpp"
+#include "common/net.h"
 #include "proto/sync.pb.h"
 #include "syncclient/frame_codec.h"
 
 namespace mailrepl::sync {
+
+using ::mailrepl::ParseEndpoint;
+using ::mailrepl::PeerAddress;
 
 class FramedConnection : public std::enable_shared_from_this<FramedConnection> {
  public:
@@ -74,10 +78,6 @@ class FramedConnection : public std::enable_shared_from_this<FramedConnection> {
   uint64_t bytes_received_ = 0;
 };
 
-// "ip:port" of the socket's peer, or "unknown".
-std::string PeerAddress(const asio::ip::tcp::socket& socket);
-// Parses "ADDR:PORT" (IPv4 or [IPv6]).
-absl::StatusOr<asio::ip::tcp::endpoint> ParseEndpoint(const std::string& text);
 
 }  // namespace mailrepl::sync
 

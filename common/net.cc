@@ -1,0 +1,34 @@
+#include "common/net.h"
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+
+namespace mailrepl {
+
+absl::StatusOr<asio::ip::tcp::endpoint> ParseEndpoint(const std::string& text) {
+  const size_t colon = text.rfind(':');
+  if (colon == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat("'", text, "' is not ADDR:PORT"));
+  }
+  std::string host = text.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  uint32_t port = 0;
+  if (!absl::SimpleAtoi(text.substr(colon + 1), &port) || port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("bad port in '", text, "'"));
+  }
+  asio::error_code ec;
+  const asio::ip::address addr = asio::ip::make_address(host, ec);
+  if (ec) return absl::InvalidArgumentError(absl::StrCat("bad address in '", text, "'"));
+  return asio::ip::tcp::endpoint(addr, static_cast<uint16_t>(port));
+}
+
+std::string PeerAddress(const asio::ip::tcp::socket& socket) {
+  asio::error_code ec;
+  const asio::ip::tcp::endpoint ep = socket.remote_endpoint(ec);
+  if (ec) return "unknown";
+  return absl::StrCat(ep.address().to_string(), ":", ep.port());
+}
+
+}  // namespace mailrepl
