@@ -84,6 +84,17 @@ void BodyWriter::Run() {
     pending_.erase(item.guid);
     pending_bytes_ -= item.body->size();
     done_cv_.notify_all();
+    if (queue_.empty()) {
+      // End of a burst: flush it now, a few MiB at a time, so that the
+      // checkpoint's syncfs later finds little to do and never stalls the
+      // log's fdatasyncs for long.
+      l.unlock();
+      absl::Status synced = spool_.SyncAll();
+      l.lock();
+      if (!synced.ok()) {
+        LogLine(Severity::kWarning, "spool syncfs failed", Kv("error", synced.message()));
+      }
+    }
   }
 }
 
