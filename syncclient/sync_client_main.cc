@@ -12,6 +12,7 @@
 #include "asio.hpp"
 #include "common/log.h"
 #include "syncclient/auth.h"
+#include "syncclient/common_flags.h"
 #include "syncclient/sync_client.h"
 
 namespace {
@@ -65,7 +66,7 @@ void PrintStats(const mailrepl::sync::SyncStats& s) {
 int main(int argc, char** argv) {
   using mailrepl::sync::SyncClientOptions;
   SyncClientOptions options;
-  std::string slot, meta, spool, secret_file;
+  mailrepl::sync::CommonFlags common;
   bool stats = false;
   int modes = 0;
   for (int i = 1; i < argc; ++i) {
@@ -77,19 +78,14 @@ int main(int argc, char** argv) {
       }
       return argv[++i];
     };
+    absl::StatusOr<bool> taken = common.Consume(argc, argv, &i);
+    if (!taken.ok()) return Usage(std::string(taken.status().message()));
+    if (*taken) continue;
     if (a == "--help" || a == "-h") {
       std::cout << kUsage;
       return 0;
-    } else if (a == "--slot") {
-      slot = value("--slot");
-    } else if (a == "--meta") {
-      meta = value("--meta");
-    } else if (a == "--spool") {
-      spool = value("--spool");
     } else if (a == "--server") {
       options.server = value("--server");
-    } else if (a == "--secret-file") {
-      secret_file = value("--secret-file");
     } else if (a == "-r") {
       options.mode = SyncClientOptions::Mode::kRolling, ++modes;
     } else if (a == "-u") {
@@ -113,14 +109,12 @@ int main(int argc, char** argv) {
       return Usage("unknown argument '" + a + "'");
     }
   }
-  if (slot.empty() || options.server.empty() || secret_file.empty()) {
+  if (!common.Check().ok() || options.server.empty()) {
     return Usage("--slot, --server and --secret-file are required");
   }
   if (modes > 1) return Usage("give at most one of -r, -u, -m, -A, -f");
-  options.slot = mailrepl::SlotPaths::Under(slot);
-  if (!meta.empty()) options.slot.meta = meta;
-  if (!spool.empty()) options.slot.spool = spool;
-  auto secret = mailrepl::sync::LoadSecret(secret_file);
+  options.slot = common.Paths();
+  auto secret = mailrepl::sync::LoadSecret(common.secret_file);
   if (!secret.ok()) {
     std::cerr << "sync_client: " << secret.status().message() << "\n";
     return 2;

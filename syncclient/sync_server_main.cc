@@ -9,6 +9,7 @@
 #include "common/log.h"
 #include "store/slot.h"
 #include "syncclient/auth.h"
+#include "syncclient/common_flags.h"
 #include "syncclient/sync_server.h"
 
 namespace {
@@ -32,7 +33,7 @@ int Usage(const std::string& error) {
 
 int main(int argc, char** argv) {
   mailrepl::sync::SyncServerOptions options;
-  std::string slot_dir, meta, spool, secret_file;
+  mailrepl::sync::CommonFlags common;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto value = [&](const char* name) -> std::string {
@@ -42,40 +43,33 @@ int main(int argc, char** argv) {
       }
       return argv[++i];
     };
+    absl::StatusOr<bool> taken = common.Consume(argc, argv, &i);
+    if (!taken.ok()) return Usage(std::string(taken.status().message()));
+    if (*taken) continue;
     if (a == "--help" || a == "-h") {
       std::cout << kUsage;
       return 0;
-    } else if (a == "--slot") {
-      slot_dir = value("--slot");
-    } else if (a == "--meta") {
-      meta = value("--meta");
-    } else if (a == "--spool") {
-      spool = value("--spool");
     } else if (a == "--listen") {
       options.listen = value("--listen");
-    } else if (a == "--secret-file") {
-      secret_file = value("--secret-file");
     } else if (a == "-v") {
       options.verbose = true;
     } else {
       return Usage("unknown argument '" + a + "'");
     }
   }
-  if (slot_dir.empty() || options.listen.empty() || secret_file.empty()) {
+  if (!common.Check().ok() || options.listen.empty()) {
     return Usage("--slot, --listen and --secret-file are required");
   }
-  auto secret = mailrepl::sync::LoadSecret(secret_file);
+  auto secret = mailrepl::sync::LoadSecret(common.secret_file);
   if (!secret.ok()) {
     std::cerr << "sync_server: " << secret.status().message() << "\n";
     return 2;
   }
   options.secret = *secret;
-  mailrepl::SlotPaths paths = mailrepl::SlotPaths::Under(slot_dir);
-  if (!meta.empty()) paths.meta = meta;
-  if (!spool.empty()) paths.spool = spool;
+  const mailrepl::SlotPaths paths = common.Paths();
   auto slot = mailrepl::Slot::Open(paths, {});
   if (!slot.ok()) {
-    std::cerr << "sync_server: cannot open slot " << slot_dir << ": " << slot.status().message()
+    std::cerr << "sync_server: cannot open slot " << common.slot << ": " << slot.status().message()
               << "\n";
     return 2;
   }
@@ -87,7 +81,7 @@ int main(int argc, char** argv) {
   }
   mailrepl::LogLine(mailrepl::Severity::kWarning, "sync_server listening",
                     mailrepl::Kv("listen", options.listen) + mailrepl::Kv("port", server.port()) +
-                        mailrepl::Kv("slot", slot_dir));
+                        mailrepl::Kv("slot", common.slot));
   asio::signal_set signals(io, SIGTERM, SIGINT);
   signals.async_wait([&](const asio::error_code& ec, int) {
     if (ec) return;

@@ -37,6 +37,15 @@ std::vector<uint64_t> FillSlot(const std::string& dir, int n) {
   return ends;
 }
 
+// A slot whose log spans several small segments.
+void FillSmallSegments(const std::string& dir, const SlotOptions& small) {
+  auto slot = NewSlot(dir, small);
+  REQUIRE(slot->CreateMailbox("user/u").ok());
+  for (int i = 0; i < 30; ++i) {
+    REQUIRE(slot->Append({.mailbox = "user/u", .body = TestMessage(i, 700)}).ok());
+  }
+}
+
 TEST_CASE("crc32c matches the standard check value", "[log]") {
   CHECK(crc32c::Value("123456789") == 0xe3069283u);
   CHECK(crc32c::Value("") == 0u);
@@ -146,13 +155,7 @@ TEST_CASE("damage in a sealed segment refuses the open", "[log][recovery]") {
   TempDir dir;
   SlotOptions small;
   small.segment_bytes = 4096;
-  {
-    auto slot = NewSlot(dir.path(), small);
-    REQUIRE(slot->CreateMailbox("user/u").ok());
-    for (int i = 0; i < 30; ++i) {
-      REQUIRE(slot->Append({.mailbox = "user/u", .body = TestMessage(i, 700)}).ok());
-    }
-  }
+  FillSmallSegments(dir.path(), small);
   auto segs = ListSegments(dir.Sub("log")).value();
   REQUIRE(segs.size() >= 3);
   // The tail of a sealed segment is never a torn tail.
@@ -167,13 +170,7 @@ TEST_CASE("a missing segment in the middle of the log is reported as a gap", "[l
   TempDir dir;
   SlotOptions small;
   small.segment_bytes = 4096;
-  {
-    auto slot = NewSlot(dir.path(), small);
-    REQUIRE(slot->CreateMailbox("user/u").ok());
-    for (int i = 0; i < 30; ++i) {
-      REQUIRE(slot->Append({.mailbox = "user/u", .body = TestMessage(i, 700)}).ok());
-    }
-  }
+  FillSmallSegments(dir.path(), small);
   auto segs = ListSegments(dir.Sub("log")).value();
   REQUIRE(segs.size() >= 3);
   REQUIRE(::unlink(segs[1].path.c_str()) == 0);
