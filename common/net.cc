@@ -1,5 +1,10 @@
 #include "common/net.h"
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
@@ -29,6 +34,29 @@ std::string PeerAddress(const asio::ip::tcp::socket& socket) {
   const asio::ip::tcp::endpoint ep = socket.remote_endpoint(ec);
   if (ec) return "unknown";
   return absl::StrCat(ep.address().to_string(), ":", ep.port());
+}
+
+absl::Status ListenOn(asio::ip::tcp::acceptor& acceptor, const std::string& address,
+                      bool free_bind) {
+  absl::StatusOr<asio::ip::tcp::endpoint> endpoint = ParseEndpoint(address);
+  if (!endpoint.ok()) return endpoint.status();
+  asio::error_code ec;
+  acceptor.open(endpoint->protocol(), ec);
+  if (!ec) acceptor.set_option(asio::ip::tcp::acceptor::reuse_address(true), ec);
+  if (!ec && free_bind) {
+    const int one = 1;
+    if (setsockopt(acceptor.native_handle(), IPPROTO_IP, IP_FREEBIND, &one, sizeof(one)) != 0) {
+      ec = asio::error_code(errno, asio::system_category());
+    }
+  }
+  if (!ec) acceptor.bind(*endpoint, ec);
+  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    asio::error_code ignored;
+    acceptor.close(ignored);
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", address, ": ", ec.message()));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace mailrepl

@@ -6,6 +6,7 @@
 
 #include <string>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "asio/ip/tcp.hpp"
 
@@ -17,6 +18,14 @@ absl::StatusOr<asio::ip::tcp::endpoint> ParseEndpoint(const std::string& text);
 
 // "ip:port" of the socket's peer, or "unknown".
 std::string PeerAddress(const asio::ip::tcp::socket& socket);
+
+// Opens, binds and listens on `address` (ADDR:PORT; port 0 = any free
+// port), with SO_REUSEADDR. With free_bind, also IP_FREEBIND, so that an
+// address not (yet) configured on an interface can be bound (service
+// addresses that move between hosts). kInvalidArgument for a bad address,
+// kUnavailable when it cannot bind (the message names the address).
+absl::Status ListenOn(asio::ip::tcp::acceptor& acceptor, const std::string& address,
+                      bool free_bind = false);
 
 }  // namespace mailrepl
 

@@ -197,18 +197,7 @@ awaitable<void> LmtpServer::Impl::Session::Run() {
 }
 
 absl::Status LmtpServer::Impl::Listen() {
-  absl::StatusOr<tcp::endpoint> endpoint = ParseEndpoint(options_.listen);
-  if (!endpoint.ok()) return endpoint.status();
-  asio::error_code ec;
-  acceptor_.open(endpoint->protocol(), ec);
-  if (!ec) acceptor_.set_option(tcp::acceptor::reuse_address(true), ec);
-  if (!ec) acceptor_.bind(*endpoint, ec);
-  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot listen on ", options_.listen, ": ", ec.message()));
-  }
-  return absl::OkStatus();
+  return ListenOn(acceptor_, options_.listen, options_.free_bind);
 }
 
 awaitable<void> LmtpServer::Impl::Run() {

@@ -44,6 +44,7 @@ namespace mailrepl::lmtp {
 
 struct LmtpServerOptions {
   std::string listen = "127.0.0.1:24";  // ADDR:PORT, IPv4 or [IPv6]; port 0: any free port
+  bool free_bind = false;  // IP_FREEBIND: bind an address not configured yet
   std::string hostname = "localhost";   // in the greeting and the LHLO reply
   uint64_t max_message_bytes = 50ull << 20;  // as received, before Return-Path is added
   absl::Duration idle_timeout = absl::Minutes(5);  // per command, and per read of a message

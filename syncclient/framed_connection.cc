@@ -18,7 +18,8 @@ std::chrono::steady_clock::duration ToChrono(absl::Duration d) {
 }
 }  // namespace
 
-FramedConnection::FramedConnection(asio::ip::tcp::socket socket,
+template <typename Frame>
+BasicFramedConnection<Frame>::BasicFramedConnection(asio::ip::tcp::socket socket,
                                    std::string peer)
     : socket_(std::move(socket)),
       peer_(std::move(peer)),
@@ -30,13 +31,15 @@ FramedConnection::FramedConnection(asio::ip::tcp::socket socket,
   socket_.set_option(asio::ip::tcp::no_delay(true), ec);
 }
 
-void FramedConnection::Start() {
+template <typename Frame>
+void BasicFramedConnection<Frame>::Start() {
   asio::co_spawn(
       socket_.get_executor(),
-      [self = shared_from_this()]() { return self->Writer(); }, asio::detached);
+      [self = this->shared_from_this()]() { return self->Writer(); }, asio::detached);
 }
 
-void FramedConnection::Send(const syncpb::Frame& frame) {
+template <typename Frame>
+void BasicFramedConnection<Frame>::Send(const Frame& frame) {
   if (closed_) return;
   std::string wire;
   absl::Status encoded = EncodeFrame(frame.SerializeAsString(), compress_, &wire);
@@ -53,7 +56,8 @@ void FramedConnection::Send(const syncpb::Frame& frame) {
   wake_writer_.cancel_one();
 }
 
-awaitable<void> FramedConnection::Writer() {
+template <typename Frame>
+awaitable<void> BasicFramedConnection<Frame>::Writer() {
   while (!closed_) {
     if (queue_.empty()) {
       asio::error_code ec;
@@ -82,7 +86,8 @@ awaitable<void> FramedConnection::Writer() {
   flushed_.cancel();
 }
 
-awaitable<absl::Status> FramedConnection::Flush(absl::Duration timeout) {
+template <typename Frame>
+awaitable<absl::Status> BasicFramedConnection<Frame>::Flush(absl::Duration timeout) {
   asio::steady_timer deadline(socket_.get_executor(), ToChrono(timeout));
   while (queued_bytes_ > 0 && !closed_) {
     asio::error_code ec;
@@ -98,16 +103,17 @@ awaitable<absl::Status> FramedConnection::Flush(absl::Duration timeout) {
   co_return absl::OkStatus();
 }
 
-std::optional<absl::StatusOr<syncpb::Frame>> FramedConnection::DecodeBuffered() {
+template <typename Frame>
+std::optional<absl::StatusOr<Frame>> BasicFramedConnection<Frame>::DecodeBuffered() {
   DecodedFrame frame;
   std::string error;
   switch (reader_.Next(&frame, &error)) {
     case FrameResult::kGood: {
-      syncpb::Frame parsed;
+      Frame parsed;
       if (!parsed.ParseFromString(frame.payload)) {
         return absl::InvalidArgumentError(absl::StrCat("unparsable frame from ", peer_));
       }
-      if (parsed.body_case() == syncpb::Frame::BODY_NOT_SET) {
+      if (parsed.body_case() == Frame::BODY_NOT_SET) {
         return absl::InvalidArgumentError(
             absl::StrCat("frame of an unknown message type from ", peer_));
       }
@@ -121,7 +127,8 @@ std::optional<absl::StatusOr<syncpb::Frame>> FramedConnection::DecodeBuffered() 
   return std::nullopt;
 }
 
-std::optional<absl::StatusOr<syncpb::Frame>> FramedConnection::TryRead() {
+template <typename Frame>
+std::optional<absl::StatusOr<Frame>> BasicFramedConnection<Frame>::TryRead() {
   if (auto f = DecodeBuffered()) return f;
   // Take what the socket already holds, without waiting (bounded).
   asio::error_code ec;
@@ -141,7 +148,8 @@ std::optional<absl::StatusOr<syncpb::Frame>> FramedConnection::TryRead() {
   return std::nullopt;
 }
 
-awaitable<absl::StatusOr<syncpb::Frame>> FramedConnection::Read(
+template <typename Frame>
+awaitable<absl::StatusOr<Frame>> BasicFramedConnection<Frame>::Read(
     absl::Duration timeout) {
   asio::steady_timer deadline(socket_.get_executor(), ToChrono(timeout));
   char buf[1 << 16];
@@ -171,7 +179,8 @@ awaitable<absl::StatusOr<syncpb::Frame>> FramedConnection::Read(
   }
 }
 
-void FramedConnection::Close() {
+template <typename Frame>
+void BasicFramedConnection<Frame>::Close() {
   if (closed_) return;
   closed_ = true;
   asio::error_code ec;
@@ -180,5 +189,8 @@ void FramedConnection::Close() {
   wake_writer_.cancel();
   flushed_.cancel();
 }
+
+template class BasicFramedConnection<syncpb::Frame>;
+template class BasicFramedConnection<rpcpb::Frame>;
 
 }  // namespace mailrepl::sync

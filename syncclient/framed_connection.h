@@ -1,7 +1,9 @@
 // One TCP connection carrying protocol frames (docs/protocol.md "Framing"):
 // a reader that returns whole, checked, parsed frames with a deadline, and a
 // writer coroutine that sends queued frames in order (Asio's chat_server
-// shape). Both ends of the replication protocol and its tests use it.
+// shape). Frame is the protobuf message every frame holds (a `oneof body`):
+// Frame for the replication stream, rpcpb::Frame for the
+// request/response services (rpc/). Both are instantiated in the .cc.
 // Thread-compatible: use from coroutines on one io_context thread.
 #ifndef MAILREPL_SYNCCLIENT_FRAMED_CONNECTION_H_
 #define MAILREPL_SYNCCLIENT_FRAMED_CONNECTION_H_
@@ -16,6 +18,7 @@
 #include "absl/time/time.h"
 #include "asio.hpp"
 #include "common/net.h"
+#include "proto/rpc.pb.h"
 #include "proto/sync.pb.h"
 #include "syncclient/frame_codec.h"
 
@@ -24,11 +27,12 @@ namespace mailrepl::sync {
 using ::mailrepl::ParseEndpoint;
 using ::mailrepl::PeerAddress;
 
-class FramedConnection : public std::enable_shared_from_this<FramedConnection> {
+template <typename Frame>
+class BasicFramedConnection : public std::enable_shared_from_this<BasicFramedConnection<Frame>> {
  public:
-  FramedConnection(asio::ip::tcp::socket socket, std::string peer);
-  FramedConnection(const FramedConnection&) = delete;
-  FramedConnection& operator=(const FramedConnection&) = delete;
+  BasicFramedConnection(asio::ip::tcp::socket socket, std::string peer);
+  BasicFramedConnection(const BasicFramedConnection&) = delete;
+  BasicFramedConnection& operator=(const BasicFramedConnection&) = delete;
 
   // Starts the writer coroutine. Call once, before Send().
   void Start();
@@ -36,14 +40,14 @@ class FramedConnection : public std::enable_shared_from_this<FramedConnection> {
   // The next frame. kDeadlineExceeded when nothing arrived within timeout,
   // kUnavailable when the peer closed, kInvalidArgument for a bad frame
   // (garbage, oversized, bad checksum, unparsable, unknown message type).
-  asio::awaitable<absl::StatusOr<syncpb::Frame>> Read(absl::Duration timeout);
+  asio::awaitable<absl::StatusOr<Frame>> Read(absl::Duration timeout);
 
   // A frame that has already arrived (buffered, or waiting in the socket),
   // without waiting; nullopt if none is complete yet.
-  std::optional<absl::StatusOr<syncpb::Frame>> TryRead();
+  std::optional<absl::StatusOr<Frame>> TryRead();
 
   // Queues a frame for sending.
-  void Send(const syncpb::Frame& frame);
+  void Send(const Frame& frame);
   // Waits until every queued frame has been written (or the connection failed).
   asio::awaitable<absl::Status> Flush(absl::Duration timeout);
 
@@ -62,7 +66,7 @@ class FramedConnection : public std::enable_shared_from_this<FramedConnection> {
 
  private:
   asio::awaitable<void> Writer();
-  std::optional<absl::StatusOr<syncpb::Frame>> DecodeBuffered();
+  std::optional<absl::StatusOr<Frame>> DecodeBuffered();
 
   asio::ip::tcp::socket socket_;
   std::string peer_;
@@ -78,6 +82,10 @@ class FramedConnection : public std::enable_shared_from_this<FramedConnection> {
   uint64_t bytes_received_ = 0;
 };
 
+using FramedConnection = BasicFramedConnection<syncpb::Frame>;
+using RpcConnection = BasicFramedConnection<rpcpb::Frame>;
+extern template class BasicFramedConnection<syncpb::Frame>;
+extern template class BasicFramedConnection<rpcpb::Frame>;
 
 }  // namespace mailrepl::sync
 

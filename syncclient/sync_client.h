@@ -19,11 +19,14 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "asio.hpp"
+#include "proto/sync.pb.h"
 #include "store/slot.h"
 
 namespace mailrepl::sync {
 
-class FramedConnection;
+template <typename Frame>
+class BasicFramedConnection;
+using FramedConnection = BasicFramedConnection<syncpb::Frame>;
 class MasterSource;
 
 struct SyncClientOptions {

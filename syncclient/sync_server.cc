@@ -173,19 +173,7 @@ SyncServer::SyncServer(asio::io_context& io, Slot& slot, SyncServerOptions optio
 
 SyncServer::~SyncServer() { pool_.join(); }
 
-absl::Status SyncServer::Listen() {
-  ASSIGN_OR_RETURN(auto endpoint, ParseEndpoint(options_.listen));
-  asio::error_code ec;
-  acceptor_.open(endpoint.protocol(), ec);
-  if (!ec) acceptor_.set_option(asio::ip::tcp::acceptor::reuse_address(true), ec);
-  if (!ec) acceptor_.bind(endpoint, ec);
-  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot listen on ", options_.listen, ": ", ec.message()));
-  }
-  return absl::OkStatus();
-}
+absl::Status SyncServer::Listen() { return ListenOn(acceptor_, options_.listen); }
 
 uint16_t SyncServer::port() const {
   asio::error_code ec;

@@ -17,11 +17,14 @@
 
 #include "absl/status/status.h"
 #include "asio.hpp"
+#include "proto/sync.pb.h"
 #include "store/slot.h"
 
 namespace mailrepl::sync {
 
-class FramedConnection;
+template <typename Frame>
+class BasicFramedConnection;
+using FramedConnection = BasicFramedConnection<syncpb::Frame>;
 
 struct SyncServerOptions {
   std::string listen;  // ADDR:PORT
