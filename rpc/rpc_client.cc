@@ -60,6 +60,17 @@ awaitable<absl::Status> RpcClient::Connect(absl::Time deadline) {
   }
   auto conn = std::make_shared<sync::RpcConnection>(std::move(socket), options_.address);
   conn->Start();
+  absl::Status status = co_await Login(*conn, deadline);
+  if (!status.ok()) {
+    conn->Close();  // ends its writer coroutine too
+    co_return status;
+  }
+  conn_ = std::move(conn);
+  co_return absl::OkStatus();
+}
+
+awaitable<absl::Status> RpcClient::Login(sync::RpcConnection& connection, absl::Time deadline) {
+  sync::RpcConnection* conn = &connection;
 
   absl::StatusOr<rpcpb::Frame> hello = co_await conn->Read(Remaining(deadline));
   if (!hello.ok()) co_return hello.status();
@@ -93,11 +104,9 @@ awaitable<absl::Status> RpcClient::Connect(absl::Time deadline) {
                             sync::AuthResponse(options_.secret, sync::kServerRole,
                                                options_.service, challenge,
                                                hello->hello().challenge()))) {
-    conn->Close();
     co_return absl::UnauthenticatedError(absl::StrCat(
         options_.address, " failed authentication: check that both sides use the same secret"));
   }
-  conn_ = std::move(conn);
   co_return absl::OkStatus();
 }
 

@@ -73,6 +73,7 @@ class RpcClient {
 
  private:
   asio::awaitable<absl::Status> Connect(absl::Time deadline);
+  asio::awaitable<absl::Status> Login(sync::RpcConnection& conn, absl::Time deadline);
 
   asio::io_context& io_;
   RpcClientOptions options_;

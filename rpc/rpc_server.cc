@@ -78,7 +78,10 @@ awaitable<absl::Status> RpcServer::Login(sync::RpcConnection& conn, RpcPeer* pee
   conn.Send(hello);
 
   absl::StatusOr<rpcpb::Frame> f = co_await conn.Read(options_.login_timeout);
-  if (!f.ok()) co_return f.status();
+  if (!f.ok()) {
+    if (absl::IsInvalidArgument(f.status())) ++stats_.bad_frames;
+    co_return f.status();
+  }
   if (!f->has_login()) {
     ++stats_.bad_frames;
     co_return absl::InvalidArgumentError("expected a login frame first");
