@@ -8,6 +8,8 @@ PKGS=(
   # libraries
   libasio-dev libprotobuf-dev protobuf-compiler libsqlite3-dev libabsl-dev catch2
   libzstd-dev libssl-dev
+  # Prometheus text format (replicad metrics; only its core library is used)
+  prometheus-cpp-dev
   # real clients for end-to-end tests
   swaks
 )
