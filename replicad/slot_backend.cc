@@ -42,8 +42,20 @@ SlotBackend::Target SlotBackend::Resolve(const std::string& address) {
     local = local.substr(0, plus);
   }
   const std::string user = absl::AsciiStrToLower(local);
-  if (!ValidateUserName(user).ok() || !slot_.GetMailbox(InboxName(user)).ok()) {
-    t.refusal = LmtpReply{550, "5.1.1", absl::StrCat("<", address, ">: unknown user")};
+  const LmtpReply unknown{550, "5.1.1", absl::StrCat("<", address, ">: unknown user")};
+  if (!ValidateUserName(user).ok()) {
+    t.refusal = unknown;
+    return t;
+  }
+  const bool has_inbox = slot_.GetMailbox(InboxName(user)).ok();
+  if (options_.directory) {
+    if (std::optional<LmtpReply> elsewhere = options_.directory(user)) {
+      t.refusal = std::move(elsewhere);
+      return t;
+    }
+    t.create_inbox = !has_inbox;
+  } else if (!has_inbox) {
+    t.refusal = unknown;
     return t;
   }
   t.inbox = InboxName(user);
@@ -85,6 +97,14 @@ std::vector<LmtpReply> SlotBackend::DeliverNow(const std::vector<std::string>& r
       replies.push_back(*t.refusal);
       continue;
     }
+    if (t.create_inbox) {
+      absl::StatusOr<MailboxInfo> created = slot_.CreateMailbox(t.inbox);
+      if (!created.ok() && !absl::IsAlreadyExists(created.status())) {
+        ++failed_;
+        replies.push_back(ReplyForAppendError(created.status()));
+        continue;
+      }
+    }
     absl::StatusOr<AppendResult> r = slot_.Append({.mailbox = t.mailbox, .body = message});
     if (r.status().code() == absl::StatusCode::kNotFound && t.mailbox != t.inbox) {
       // The folder was deleted since RCPT: the INBOX takes the message.
@@ -92,7 +112,9 @@ std::vector<LmtpReply> SlotBackend::DeliverNow(const std::vector<std::string>& r
     }
     if (r.ok()) {
       ++appended_;
-      replies.push_back({250, "2.1.5", absl::StrCat("OK uid ", r->uid)});
+      std::optional<LmtpReply> late;
+      if (options_.after_append) late = options_.after_append(r->lsn);
+      replies.push_back(late ? *late : LmtpReply{250, "2.1.5", absl::StrCat("OK uid ", r->uid)});
     } else if (r.status().code() == absl::StatusCode::kNotFound) {
       ++failed_;
       replies.push_back({550, "5.1.1", absl::StrCat("<", rcpt, ">: unknown user")});

@@ -10,8 +10,9 @@
 //   user+folder@domain  -> "user/USER/folder" if that mailbox exists (exact
 //                          name, else the folder name in lower case), else
 //                          the INBOX (as Cyrus does for plus addresses)
-// USER is the local part before any '+', in lower case. A user without an
-// INBOX in the slot is unknown (550 5.1.1). Nothing is ever created.
+// USER is the local part before any '+', in lower case. Without a directory
+// (see the options), a user without an INBOX in the slot is unknown
+// (550 5.1.1) and nothing is ever created; with one, the directory decides.
 //
 // Slot errors become replies: kOutOfRange -> 552 5.3.4; kResourceExhausted
 // "over quota" -> 452 4.2.2, other kResourceExhausted (disk full) ->
@@ -55,6 +56,16 @@ struct SlotBackendOptions {
   int threads = 16;
   // If set and it returns a reply, that reply answers every recipient.
   std::function<std::optional<LmtpReply>()> gate;
+  // If set, asked where USER lives: nullopt means in this slot's store (the
+  // INBOX is created at the first delivery if missing, as Cyrus's
+  // autocreate does); a reply refuses the recipient (4xx for a user of
+  // another store, 550 for an unknown one). Unset: a user is known iff the
+  // INBOX exists.
+  std::function<std::optional<LmtpReply>(const std::string& user)> directory;
+  // If set, called on a pool thread after each successful append with its
+  // LSN; a reply replaces the 250 (sync durability: wait until a replica
+  // has it, 451 on timeout).
+  std::function<std::optional<LmtpReply>(uint64_t lsn)> after_append;
 };
 
 struct SlotBackendStats {
@@ -85,6 +96,7 @@ class SlotBackend : public LmtpBackend {
   struct Target {
     std::string mailbox;
     std::string inbox;  // the fallback if `mailbox` (a folder) disappears
+    bool create_inbox = false;  // the directory says the user is ours; no INBOX yet
     std::optional<LmtpReply> refusal;
   };
   Target Resolve(const std::string& address);

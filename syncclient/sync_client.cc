@@ -61,7 +61,11 @@ absl::Status FromErrorFrame(const syncpb::Error& e, const std::string& peer) {
   }
 }
 
-absl::Status Unexpected(const syncpb::Frame& f, const std::string& what, const std::string& peer) {
+absl::Status Unexpected(const syncpb::Frame& f, const std::string& what, const std::string& peer,
+                        SyncStats* stats) {
+  if (f.has_error() && f.error().code() == syncpb::STALE_EPOCH) {
+    stats->newer_epoch = std::max(stats->newer_epoch, f.error().epoch());
+  }
   if (f.has_error()) return FromErrorFrame(f.error(), peer);
   return absl::UnavailableError(absl::StrCat("sync server ", peer, " sent frame type ",
                                              f.body_case(), " where ", what, " was expected"));
@@ -84,6 +88,12 @@ SyncClient::SyncClient(asio::io_context& io, SyncClientOptions options)
     : io_(io), options_(std::move(options)), stop_timer_(io) {}
 
 SyncClient::~SyncClient() = default;
+
+void SyncClient::Heard() {
+  stats_.last_heard = absl::Now();
+  stats_.connected = true;
+  if (options_.on_progress) options_.on_progress();
+}
 
 void SyncClient::Stop() {
   stopping_ = true;
@@ -115,6 +125,7 @@ awaitable<absl::Status> SyncClient::Run() {
       current_->Close();
     }
     current_.reset();
+    stats_.connected = false;
     if (s.ok() || stopping_) co_return s;
     const bool rolling = options_.mode == SyncClientOptions::Mode::kRolling;
     if (!rolling || !Retryable(s)) co_return s;
@@ -166,7 +177,7 @@ awaitable<absl::Status> SyncClient::Handshake(Session& s) {
 
   auto hello = co_await s.conn->Read(kHelloTimeout);
   if (!hello.ok()) co_return hello.status();
-  if (!hello->has_server_hello()) co_return Unexpected(*hello, "a server hello", options_.server);
+  if (!hello->has_server_hello()) co_return Unexpected(*hello, "a server hello", options_.server, &stats_);
   const syncpb::ServerHello& sh = hello->server_hello();
   if (sh.version().major() != kProtocolMajor) {
     co_return absl::FailedPreconditionError(
@@ -199,7 +210,7 @@ awaitable<absl::Status> SyncClient::Handshake(Session& s) {
 
   auto reply = co_await s.conn->Read(kHelloTimeout);
   if (!reply.ok()) co_return reply.status();
-  if (!reply->has_welcome()) co_return Unexpected(*reply, "a welcome", options_.server);
+  if (!reply->has_welcome()) co_return Unexpected(*reply, "a welcome", options_.server, &stats_);
   const syncpb::Welcome& w = reply->welcome();
   if (!ResponsesEqual(w.response(),
                       AuthResponse(options_.secret, "server", context, challenge, sh.challenge()))) {
@@ -210,6 +221,7 @@ awaitable<absl::Status> SyncClient::Handshake(Session& s) {
     if (c == kCapabilityZstd) s.conn->EnableCompression();
   }
   s.replica_last = w.last_lsn();
+  Heard();
   for (const auto& e : w.epoch_history()) s.replica_history.push_back({e.epoch(), e.first_lsn()});
   stats_.quarantined.clear();
   for (const auto& q : w.quarantined()) stats_.quarantined.push_back(QuarantineText(q));
@@ -296,7 +308,7 @@ awaitable<absl::Status> SyncClient::SendSnapshot(Session& s) {
       continue;
     }
     if (f->has_heartbeat()) continue;
-    if (!f->has_ack()) co_return Unexpected(*f, "a snapshot acknowledgement", options_.server);
+    if (!f->has_ack()) co_return Unexpected(*f, "a snapshot acknowledgement", options_.server, &stats_);
     if (f->ack().lsn() != lsn) {
       co_return absl::UnavailableError(absl::StrCat("replica acknowledged LSN ", f->ack().lsn(),
                                                     " for a snapshot at LSN ", lsn));
@@ -367,6 +379,7 @@ awaitable<absl::Status> SyncClient::Stream(Session& s, uint64_t target, bool fol
         dead = true;
         co_return f.status();
       }
+      Heard();
       if (f->has_ack()) {
         s.acked = f->ack().lsn();
         stats_.acked_lsn = s.acked;
@@ -383,7 +396,7 @@ awaitable<absl::Status> SyncClient::Stream(Session& s, uint64_t target, bool fol
         continue;
       } else {
         dead = true;
-        co_return Unexpected(*f, "an acknowledgement", options_.server);
+        co_return Unexpected(*f, "an acknowledgement", options_.server, &stats_);
       }
     }
   };
@@ -471,7 +484,7 @@ awaitable<absl::Status> SyncClient::Resync(Session& s) {
     s.conn->Send(req);
     auto reply = co_await s.conn->Read(absl::Seconds(60));
     if (!reply.ok()) co_return reply.status();
-    if (!reply->has_digest_reply()) co_return Unexpected(*reply, "digests", options_.server);
+    if (!reply->has_digest_reply()) co_return Unexpected(*reply, "digests", options_.server, &stats_);
     co_return reply->digest_reply();
   };
   // From the first digest request on, the server lets no other session
@@ -513,7 +526,7 @@ awaitable<absl::Status> SyncClient::Resync(Session& s) {
     s.conn->Send(batch);
     auto f = co_await s.conn->Read(kDeadPeerTimeout * 4);
     if (!f.ok()) co_return f.status();
-    if (!f->has_ack()) co_return Unexpected(*f, "an acknowledgement", options_.server);
+    if (!f->has_ack()) co_return Unexpected(*f, "an acknowledgement", options_.server, &stats_);
     s.acked = f->ack().lsn();
   }
   stats_.acked_lsn = s.acked;
@@ -591,14 +604,14 @@ awaitable<absl::Status> SyncClient::Resync(Session& s) {
     s.conn->Send(f);
     auto br = co_await s.conn->Read(absl::Seconds(60));
     if (!br.ok()) co_return br.status();
-    if (!br->has_body_request()) co_return Unexpected(*br, "a body request", options_.server);
+    if (!br->has_body_request()) co_return Unexpected(*br, "a body request", options_.server, &stats_);
     std::vector<std::string> guids(br->body_request().guids().begin(),
                                    br->body_request().guids().end());
     absl::Status sb = co_await SendBodies(s, guids);
     if (!sb.ok()) co_return sb;
     auto done = co_await s.conn->Read(absl::Seconds(120));
     if (!done.ok()) co_return done.status();
-    if (!done->has_repair_done()) co_return Unexpected(*done, "a repair result", options_.server);
+    if (!done->has_repair_done()) co_return Unexpected(*done, "a repair result", options_.server, &stats_);
     if (done->repair_done().ok()) {
       stats_.repaired.push_back(absl::StrCat(name, " (", r.reason(), ")"));
     } else {
@@ -634,7 +647,7 @@ awaitable<absl::Status> SyncClient::ReplayFile(Session& s) {
     batch_bytes = 0;
     auto f = co_await s.conn->Read(absl::Seconds(120));
     if (!f.ok()) co_return f.status();
-    if (!f->has_ack()) co_return Unexpected(*f, "an acknowledgement", options_.server);
+    if (!f->has_ack()) co_return Unexpected(*f, "an acknowledgement", options_.server, &stats_);
     s.acked = f->ack().lsn();
     stats_.acked_lsn = s.acked;
     if (s.acked != last) co_return absl::UnavailableError("replica did not acknowledge the replay");

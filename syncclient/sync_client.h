@@ -12,6 +12,7 @@
 #define MAILREPL_SYNCCLIENT_SYNC_CLIENT_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -53,6 +54,9 @@ struct SyncClientOptions {
   // replica that came back waits for its stream (bench/sync_bench part d).
   absl::Duration backoff_min = absl::Milliseconds(50);
   absl::Duration backoff_max = absl::Milliseconds(250);
+  // Called on the io thread whenever the replica is heard from (welcome,
+  // acknowledgement, heartbeat): stats() then holds the news.
+  std::function<void()> on_progress;
 };
 
 struct SyncStats {
@@ -67,6 +71,9 @@ struct SyncStats {
   uint64_t master_lsn = 0;  // durable LSN on the master, last seen
   uint64_t acked_lsn = 0;   // durable and applied on the replica
   double lag_seconds = 0;   // age of the oldest record not yet acknowledged
+  bool connected = false;   // a session with the replica is up
+  absl::Time last_heard = absl::InfinitePast();  // last frame from the replica
+  uint64_t newer_epoch = 0;  // the replica said the master's epoch is stale: this one
   uint64_t wire_bytes = 0;  // bytes sent on the wire (after compression)
   std::vector<std::string>
       quarantined;                    // "name (reason)" as the replica reports
@@ -92,6 +99,7 @@ class SyncClient {
  private:
   struct Session;
   asio::awaitable<absl::Status> RunOnce();
+  void Heard();
   asio::awaitable<absl::Status> Handshake(Session& s);
   asio::awaitable<absl::Status> SendSnapshot(Session& s);
   asio::awaitable<absl::Status> Stream(Session& s, uint64_t target,

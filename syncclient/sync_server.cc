@@ -282,6 +282,10 @@ awaitable<absl::Status> SyncServer::Serve(FramedConnection& conn) {
                                   id.store_id, ", not cluster ", h.cluster_id(), " store ",
                                   h.store_id()));
   }
+  if (options_.admit) {
+    absl::Status admitted = options_.admit();
+    if (!admitted.ok()) co_return refuse(syncpb::NOT_REPLICA, std::string(admitted.message()));
+  }
   // The master's epoch: from the hello, raised by the epochs of the
   // records this session delivers (a master that begins an epoch itself).
   uint64_t session_epoch = h.epoch();

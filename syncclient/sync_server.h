@@ -10,6 +10,7 @@
 #define MAILREPL_SYNCCLIENT_SYNC_SERVER_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -30,6 +31,9 @@ struct SyncServerOptions {
   std::string listen;  // ADDR:PORT
   std::string secret;
   bool verbose = false;
+  // If set, asked at every login: a non-OK answer refuses the session with
+  // NOT_REPLICA and that message (replicad: the slot is not a replica now).
+  std::function<absl::Status()> admit;
 };
 
 struct SyncServerStats {

@@ -1,0 +1,105 @@
+#include "replicad/coordinator_link.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "rpc/rpc_client.h"
+
+namespace mailrepl::replicad {
+
+using asio::awaitable;
+
+CoordinatorLink::CoordinatorLink(asio::io_context& io, CoordinatorLinkOptions options)
+    : io_(io), options_(std::move(options)), pause_(io) {
+  client_ = std::make_unique<rpc::RpcClient>(
+      io_, rpc::RpcClientOptions{.address = options_.coordinator,
+                                 .service = "coordinator",
+                                 .secret = options_.secret,
+                                 .client = absl::StrCat("replicad ",
+                                                        options_.registration.host())});
+}
+
+CoordinatorLink::~CoordinatorLink() = default;
+
+void CoordinatorLink::Stop() {
+  stopping_ = true;
+  pause_.cancel();
+  client_->Close();
+}
+
+awaitable<absl::Status> CoordinatorLink::Register() {
+  coordpb::Request request;
+  *request.mutable_register_host() = options_.registration;
+  const absl::Time sent = absl::Now();
+  absl::StatusOr<coordpb::Response> r =
+      co_await client_->Call<coordpb::Response>(request, absl::Seconds(5));
+  if (!r.ok()) co_return r.status();
+  if (!r->has_register_host()) co_return absl::InternalError("coordinator answered another call");
+  const coordpb::Assignments& a = r->register_host().assignments();
+  version_ = a.version();
+  directory_version_ = a.directory_version();
+  registered_ = true;
+  last_heard_ = sent;
+  options_.on_heard(sent);
+  options_.on_assignments(a);
+  LogLine(Severity::kInfo, "registered with the coordinator",
+          Kv("coordinator", options_.coordinator) + Kv("version", version_) +
+              Kv("slots", a.slots_size()));
+  co_return absl::OkStatus();
+}
+
+awaitable<absl::Status> CoordinatorLink::Beat() {
+  coordpb::Request request;
+  coordpb::Heartbeat* h = request.mutable_heartbeat();
+  h->set_host(options_.registration.host());
+  h->set_known_version(version_);
+  h->set_known_directory_version(directory_version_);
+  h->set_wait_ms(static_cast<uint32_t>(absl::ToInt64Milliseconds(options_.poll)));
+  for (coordpb::SlotStatus& s : options_.status()) *h->add_slots() = std::move(s);
+  const absl::Time sent = absl::Now();
+  absl::StatusOr<coordpb::Response> r =
+      co_await client_->Call<coordpb::Response>(request, options_.poll + absl::Seconds(5));
+  if (!r.ok()) co_return r.status();
+  if (!r->has_heartbeat()) co_return absl::InternalError("coordinator answered another call");
+  last_heard_ = sent;
+  options_.on_heard(sent);
+  const coordpb::Assignments& a = r->heartbeat().assignments();
+  if (r->heartbeat().changed() || a.users_included()) {
+    if (r->heartbeat().changed()) version_ = a.version();
+    if (a.users_included()) directory_version_ = a.directory_version();
+    options_.on_assignments(a);
+  }
+  co_return absl::OkStatus();
+}
+
+awaitable<void> CoordinatorLink::Run() {
+  absl::Duration backoff = absl::Milliseconds(200);
+  while (!stopping_) {
+    // Statements, not ?:, around co_await (GCC 12, see sync_server.cc).
+    absl::Status s;
+    if (registered_) {
+      s = co_await Beat();
+    } else {
+      s = co_await Register();
+    }
+    if (stopping_) break;
+    connected_ = s.ok();
+    if (s.ok()) {
+      backoff = absl::Milliseconds(200);
+      continue;
+    }
+    // The coordinator may have lost this host (a new database): register
+    // again; after a transport failure the next call reconnects.
+    if (absl::IsNotFound(s) || absl::IsFailedPrecondition(s)) registered_ = false;
+    LogLine(Severity::kWarning, "coordinator unreachable; going on with known roles",
+            Kv("coordinator", options_.coordinator) + Kv("error", s.message()) +
+                Kv("retry_in", absl::FormatDuration(backoff)));
+    pause_.expires_after(absl::ToChronoNanoseconds(backoff));
+    asio::error_code ec;
+    co_await pause_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    backoff = std::min(backoff * 2, absl::Seconds(2));
+  }
+}
+
+}  // namespace mailrepl::replicad

@@ -1,0 +1,79 @@
+// File: replicad/coordinator_link.h
+//
+// replicad's line to coordinatord: registers the host and its slots, then
+// heartbeats in a long poll (docs/protocol.md "Coordinator RPC"). Every
+// heartbeat carries the slots' status and renews the leases of the stores
+// this host masters; its reply brings new assignments or a new user
+// directory as soon as they change. When the coordinator cannot be
+// reached the link retries (200 ms doubling to 2 s) and the host goes on
+// with the roles it knows (the role cache).
+//
+// Thread-compatible: Run() and Stop() on the io thread; the callbacks run
+// there too.
+#ifndef MAILREPL_REPLICAD_COORDINATOR_LINK_H_
+#define MAILREPL_REPLICAD_COORDINATOR_LINK_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "asio.hpp"
+#include "proto/coord.pb.h"
+
+namespace mailrepl::rpc {
+class RpcClient;
+}  // namespace mailrepl::rpc
+
+namespace mailrepl::replicad {
+
+struct CoordinatorLinkOptions {
+  std::string coordinator;  // ADDR:PORT
+  std::string secret;
+  coordpb::RegisterHost registration;  // host, metrics address, slots
+  // The long poll's length; the coordinator answers sooner on a change.
+  absl::Duration poll = absl::Seconds(1);
+  // Assignments (complete, or with users only when users_included).
+  std::function<void(const coordpb::Assignments&)> on_assignments;
+  // The coordinator answered a heartbeat sent at this time.
+  std::function<void(absl::Time sent)> on_heard;
+  // The slots' status for the next heartbeat.
+  std::function<std::vector<coordpb::SlotStatus>()> status;
+};
+
+class CoordinatorLink {
+ public:
+  CoordinatorLink(asio::io_context& io, CoordinatorLinkOptions options);
+  ~CoordinatorLink();
+  CoordinatorLink(const CoordinatorLink&) = delete;
+  CoordinatorLink& operator=(const CoordinatorLink&) = delete;
+
+  // Until Stop().
+  asio::awaitable<void> Run();
+  void Stop();
+  // Poll length, adjusted once the lease period is known (a third of it).
+  void set_poll(absl::Duration poll) { options_.poll = poll; }
+  bool connected() const { return connected_; }
+  absl::Time last_heard() const { return last_heard_; }
+
+ private:
+  asio::awaitable<absl::Status> Register();
+  asio::awaitable<absl::Status> Beat();
+
+  asio::io_context& io_;
+  CoordinatorLinkOptions options_;
+  std::unique_ptr<rpc::RpcClient> client_;
+  asio::steady_timer pause_;
+  bool stopping_ = false;
+  bool registered_ = false;
+  bool connected_ = false;
+  absl::Time last_heard_ = absl::InfinitePast();
+  uint64_t version_ = 0;
+  uint64_t directory_version_ = 0;
+};
+
+}  // namespace mailrepl::replicad
+
+#endif  // MAILREPL_REPLICAD_COORDINATOR_LINK_H_

@@ -1,0 +1,77 @@
+// File: replicad/replicad.h
+//
+// The host daemon: one process per host (docs/architecture.md "replicad").
+// Hosts the slots its config lists (a SlotHost each), follows the
+// coordinator's assignments through a CoordinatorLink, keeps the last
+// assignments in a role cache on local disk (STATE_DIR/roles.pb) so that a
+// restart without the coordinator serves the same roles, keeps the user
+// directory for LMTP routing, and serves /metrics and /health.
+//
+// Thread-compatible: everything runs on the io_context it is given; the
+// slots' pools call back into it through SlotHost's thread-safe parts.
+#ifndef MAILREPL_REPLICAD_REPLICAD_H_
+#define MAILREPL_REPLICAD_REPLICAD_H_
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "asio.hpp"
+#include "proto/config.pb.h"
+#include "proto/coord.pb.h"
+#include "replicad/lmtp_reply.h"
+
+namespace mailrepl::metrics {
+class MetricsServer;
+}  // namespace mailrepl::metrics
+
+namespace mailrepl::replicad {
+
+class CoordinatorLink;
+class SlotHost;
+
+class Replicad {
+ public:
+  Replicad(asio::io_context& io, configpb::ReplicadConfig config, std::string secret);
+  ~Replicad();
+  Replicad(const Replicad&) = delete;
+  Replicad& operator=(const Replicad&) = delete;
+
+  // Applies the role cache, binds the metrics port, starts the coordinator
+  // link. Errors: the state directory or metrics port cannot be used.
+  absl::Status Start();
+  // SIGTERM: stops accepting everywhere; in-flight writes finish. done()
+  // turns true once every slot has wound down.
+  void Stop();
+  bool done() const;
+
+  std::string MetricsText();
+  bool Healthy(std::string* text);
+
+ private:
+  void ApplyAssignments(const coordpb::Assignments& a);
+  void SaveRoleCache();
+  std::optional<lmtp::LmtpReply> Directory(const std::string& user, uint64_t store_id);
+
+  asio::io_context& io_;
+  configpb::ReplicadConfig config_;
+  std::string secret_;
+  std::map<uint64_t, std::unique_ptr<SlotHost>> slots_;
+  std::unique_ptr<CoordinatorLink> link_;
+  std::unique_ptr<metrics::MetricsServer> metrics_;
+  coordpb::Assignments known_;  // merged: last slots + last directory
+  bool stopping_ = false;
+  bool link_done_ = true;
+
+  std::mutex directory_mu_;
+  absl::flat_hash_map<std::string, uint64_t> directory_;  // GUARDED_BY(directory_mu_)
+  bool directory_known_ = false;                          // GUARDED_BY(directory_mu_)
+};
+
+}  // namespace mailrepl::replicad
+
+#endif  // MAILREPL_REPLICAD_REPLICAD_H_

@@ -1,0 +1,484 @@
+#include "replicad/slot_host.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "common/file_util.h"
+#include "common/status_macros.h"
+#include "common/log.h"
+#include "replicad/api_service.h"
+#include "replicad/lmtp_server.h"
+#include "replicad/slot_backend.h"
+#include "rpc/rpc_server.h"
+#include "syncclient/sync_client.h"
+#include "syncclient/sync_server.h"
+
+namespace mailrepl::replicad {
+
+using asio::awaitable;
+using lmtp::LmtpReply;
+
+namespace {
+
+int64_t NowNs() { return absl::ToUnixNanos(absl::Now()); }
+
+std::string RoleName(coordpb::Role role) {
+  switch (role) {
+    case coordpb::MASTER:
+      return "master";
+    case coordpb::REPLICA:
+      return "replica";
+    default:
+      return "none";
+  }
+}
+
+}  // namespace
+
+// A rolling sync client towards one replica, and what it last reported.
+struct SlotHost::ReplicaLink {
+  coordpb::SlotInfo replica;
+  std::unique_ptr<sync::SyncClient> client;
+  bool running = false;
+  bool stop = false;
+  absl::Status last_error;
+};
+
+SlotHost::SlotHost(asio::io_context& io, configpb::SlotConfig config, SlotHostOptions options)
+    : io_(io), config_(std::move(config)), options_(std::move(options)) {}
+
+SlotHost::~SlotHost() {
+  // Servers first (their sessions use the slot), the slot last.
+  lmtp_.reset();
+  backend_.reset();
+  api_server_.reset();
+  api_.reset();
+  sync_server_.reset();
+  replicas_.clear();
+  slot_.reset();
+}
+
+absl::Status SlotHost::OpenSlot(const coordpb::StoreInfo& store, const std::string& cluster_id) {
+  SlotPaths paths{config_.data(), config_.meta(), config_.spool()};
+  SlotIdentity want{cluster_id, store.store_id(), config_.slot_id(), 0};
+  struct stat st;
+  if (::stat(paths.identity_file().c_str(), &st) != 0) {
+    RETURN_IF_ERROR(MakeDirs(paths.root));
+    want.created_unix = absl::ToUnixSeconds(absl::Now());
+    RETURN_IF_ERROR(Slot::Init(paths, want));
+    LogLine(Severity::kInfo, "slot created",
+            Kv("slot", config_.slot_id()) + Kv("store", store.store_id()) + Kv("dir", paths.root));
+  }
+  SlotOptions options;
+  options.expect = want;
+  ASSIGN_OR_RETURN(slot_, Slot::Open(paths, options));
+  return StartListeners();
+}
+
+absl::Status SlotHost::StartListeners() {
+  backend_ = std::make_unique<lmtp::SlotBackend>(
+      *slot_, lmtp::SlotBackendOptions{
+                  .threads = options_.lmtp_threads,
+                  .gate = [this] { return LmtpGate(); },
+                  .directory = [this](const std::string& user) -> std::optional<LmtpReply> {
+                    if (!options_.directory) return std::nullopt;
+                    uint64_t store_id;
+                    {
+                      std::lock_guard<std::mutex> lock(mu_);
+                      store_id = store_.store_id();
+                    }
+                    return options_.directory(user, store_id);
+                  },
+                  .after_append = [this](uint64_t lsn) { return AwaitReplica(lsn); }});
+  lmtp_ = std::make_unique<lmtp::LmtpServer>(
+      io_, *backend_,
+      lmtp::LmtpServerOptions{.listen = config_.lmtp_listen(),
+                              .hostname = absl::StrCat("slot", config_.slot_id())});
+  RETURN_IF_ERROR(lmtp_->Listen());
+
+  api_ = std::make_unique<api::ApiService>(
+      *slot_, api::ApiServiceOptions{.check_write = [this](uint64_t e) { return CheckWrite(e); },
+                                     .slot_state = [this] { return State(); }});
+  api_server_ = std::make_unique<rpc::RpcServer>(
+      io_, rpc::RpcServerOptions{.listen = config_.api_listen(), .service = "api",
+                                 .secret = options_.secret},
+      api_->Handler());
+  RETURN_IF_ERROR(api_server_->Listen());
+
+  sync_server_ = std::make_unique<sync::SyncServer>(
+      io_, *slot_,
+      sync::SyncServerOptions{.listen = config_.sync_listen(),
+                              .secret = options_.secret,
+                              .admit = [this]() -> absl::Status {
+                                std::lock_guard<std::mutex> lock(mu_);
+                                if (role_ == coordpb::REPLICA) return absl::OkStatus();
+                                return absl::FailedPreconditionError(absl::StrCat(
+                                    "slot ", config_.slot_id(), " is not a replica (",
+                                    RoleName(role_), ")"));
+                              }});
+  RETURN_IF_ERROR(sync_server_->Listen());
+
+  // Each Run() ends after Stop(); count them so the host knows when the
+  // slot has wound down.
+  running_servers_ = 3;
+  auto done = [this](std::exception_ptr) { --running_servers_; };
+  asio::co_spawn(io_, lmtp_->Run(), done);
+  asio::co_spawn(io_, api_server_->Run(), done);
+  asio::co_spawn(io_, sync_server_->Run(), done);
+  LogLine(Severity::kInfo, "slot serving",
+          Kv("slot", config_.slot_id()) + Kv("lmtp", config_.lmtp_listen()) +
+              Kv("api", config_.api_listen()) + Kv("sync", config_.sync_listen()));
+  return absl::OkStatus();
+}
+
+void SlotHost::Apply(const coordpb::SlotAssignment& assignment, const std::string& cluster_id,
+                     absl::Duration lease) {
+  if (stopping_) return;
+  lease_ns_ = absl::ToInt64Nanoseconds(lease);
+  if (assignment.role() == coordpb::ROLE_NONE || assignment.store().store_id() == 0) {
+    StopReplicaLinks();
+    std::lock_guard<std::mutex> lock(mu_);
+    role_ = coordpb::ROLE_NONE;
+    return;
+  }
+  const coordpb::StoreInfo& store = assignment.store();
+  if (!slot_) {
+    absl::Status opened = OpenSlot(store, cluster_id);
+    if (!opened.ok()) {
+      error_ = std::string(opened.message());
+      LogLine(Severity::kError, "slot cannot serve",
+              Kv("slot", config_.slot_id()) + Kv("error", error_));
+      slot_.reset();
+      return;
+    }
+    error_.clear();
+  } else if (slot_->identity().store_id != store.store_id()) {
+    error_ = absl::StrCat("slot ", config_.slot_id(), " holds store ",
+                          slot_->identity().store_id, ", but the coordinator assigned store ",
+                          store.store_id(), ": move the slot's data away or fix the assignment");
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    store_ = store;
+    for (const coordpb::SlotInfo& m : store.members()) {
+      if (m.slot_id() == store.master_slot_id()) {
+        master_lmtp_ = m.lmtp_address();
+        master_api_ = m.api_address();
+      }
+    }
+  }
+  sync_durability_ = store.durability() == coordpb::SYNC;
+  fenced_by_coordinator_ = store.fenced();
+  if (assignment.role() == coordpb::MASTER) {
+    BecomeMaster(store);
+  } else {
+    BecomeReplica(store);
+  }
+}
+
+void SlotHost::BecomeMaster(const coordpb::StoreInfo& store) {
+  if (slot_->epoch() < store.epoch()) {
+    absl::Status begun = slot_->BeginEpoch(store.epoch());
+    if (!begun.ok()) {
+      error_ = absl::StrCat("cannot begin epoch ", store.epoch(), ": ", begun.message());
+      LogLine(Severity::kError, "slot cannot become master",
+              Kv("slot", config_.slot_id()) + Kv("error", error_));
+      return;
+    }
+  }
+  epoch_ = store.epoch();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (role_ != coordpb::MASTER) {
+      LogLine(Severity::kInfo, "slot is master",
+              Kv("slot", config_.slot_id()) + Kv("store", store.store_id()) +
+                  Kv("epoch", store.epoch()));
+    }
+    role_ = coordpb::MASTER;
+  }
+  // One link per replica of the store; links to slots no longer in it stop.
+  std::map<uint64_t, const coordpb::SlotInfo*> wanted;
+  for (const coordpb::SlotInfo& m : store.members()) {
+    if (m.slot_id() != config_.slot_id()) wanted[m.slot_id()] = &m;
+  }
+  for (auto it = replicas_.begin(); it != replicas_.end();) {
+    auto w = wanted.find(it->first);
+    if (w == wanted.end() || w->second->sync_address() != it->second->replica.sync_address()) {
+      it->second->stop = true;
+      if (it->second->client) it->second->client->Stop();
+      it = replicas_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (const auto& [id, info] : wanted) {
+    if (!replicas_.contains(id)) StartReplicaLink(*info);
+  }
+}
+
+void SlotHost::BecomeReplica(const coordpb::StoreInfo& store) {
+  StopReplicaLinks();
+  if (slot_->seen_epoch() < store.epoch()) {
+    // From now on the sync server refuses an older master (STALE_EPOCH),
+    // which then fences itself at once.
+    absl::Status noted = slot_->NoteEpochSeen(store.epoch());
+    if (!noted.ok()) error_ = std::string(noted.message());
+  }
+  epoch_ = store.epoch();
+  std::lock_guard<std::mutex> lock(mu_);
+  if (role_ != coordpb::REPLICA) {
+    LogLine(Severity::kInfo, "slot is replica",
+            Kv("slot", config_.slot_id()) + Kv("store", store.store_id()) +
+                Kv("master", store.master_slot_id()));
+  }
+  role_ = coordpb::REPLICA;
+}
+
+void SlotHost::StartReplicaLink(const coordpb::SlotInfo& replica) {
+  auto link = std::make_shared<ReplicaLink>();
+  link->replica = replica;
+  replicas_[replica.slot_id()] = link;
+  sync::SyncClientOptions o;
+  o.slot = slot_->paths();
+  o.server = replica.sync_address();
+  o.secret = options_.secret;
+  o.mode = sync::SyncClientOptions::Mode::kRolling;
+  o.on_progress = [this] { ReplicaProgress(); };
+  link->client = std::make_unique<sync::SyncClient>(io_, std::move(o));
+  link->running = true;
+  ++links_running_;
+  // The link is kept alive by this coroutine until Run() returns; a client
+  // ended by a permanent error (a newer epoch, a diverged replica) is
+  // restarted after a pause unless the link was stopped.
+  asio::co_spawn(
+      io_,
+      [this, link]() -> awaitable<void> {
+        while (!link->stop) {
+          absl::Status s = co_await link->client->Run();
+          link->last_error = s;
+          if (link->stop) break;
+          const uint64_t newer = link->client->stats().newer_epoch;
+          if (newer > epoch_) {
+            newer_epoch_ = std::max<uint64_t>(newer_epoch_, newer);
+            LogLine(Severity::kWarning, "master fenced: a replica knows a newer epoch",
+                    Kv("slot", config_.slot_id()) + Kv("replica", link->replica.slot_id()) +
+                        Kv("epoch", epoch_.load()) + Kv("newer_epoch", newer));
+          } else {
+            LogLine(Severity::kWarning, "sync client ended; restarting",
+                    Kv("slot", config_.slot_id()) + Kv("replica", link->replica.slot_id()) +
+                        Kv("error", s.message()));
+          }
+          asio::steady_timer pause(io_, std::chrono::seconds(1));
+          asio::error_code ec;
+          co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+          if (link->stop) break;
+          sync::SyncClientOptions again;
+          again.slot = slot_->paths();
+          again.server = link->replica.sync_address();
+          again.secret = options_.secret;
+          again.mode = sync::SyncClientOptions::Mode::kRolling;
+          again.on_progress = [this] { ReplicaProgress(); };
+          link->client = std::make_unique<sync::SyncClient>(io_, std::move(again));
+        }
+        link->running = false;
+        --links_running_;
+      },
+      asio::detached);
+}
+
+void SlotHost::StopReplicaLinks() {
+  for (auto& [id, link] : replicas_) {
+    link->stop = true;
+    if (link->client) link->client->Stop();
+  }
+  replicas_.clear();
+}
+
+void SlotHost::ReplicaProgress() {
+  uint64_t best = 0;
+  for (const auto& [id, link] : replicas_) {
+    if (link->client) best = std::max(best, link->client->stats().acked_lsn);
+  }
+  replica_heard_ns_ = NowNs();
+  {
+    std::lock_guard<std::mutex> lock(acked_mu_);
+    acked_lsn_ = std::max(acked_lsn_, best);
+  }
+  acked_cv_.notify_all();
+}
+
+void SlotHost::CoordinatorHeard(absl::Time sent) {
+  coordinator_heard_ns_ = std::max<int64_t>(coordinator_heard_ns_, absl::ToUnixNanos(sent));
+}
+
+absl::Time SlotHost::LastContact() const {
+  return absl::FromUnixNanos(std::max<int64_t>(coordinator_heard_ns_, replica_heard_ns_));
+}
+
+absl::Status SlotHost::CheckWrite(uint64_t epoch) { return CheckWriteFor(epoch, false); }
+
+absl::Status SlotHost::CheckWriteFor(uint64_t epoch, bool lmtp) {
+  std::string master;
+  coordpb::Role role;
+  uint64_t store_id;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    role = role_;
+    master = lmtp ? master_lmtp_ : master_api_;
+    store_id = store_.store_id();
+  }
+  if (stopping_) return absl::UnavailableError("replicad is shutting down");
+  if (role != coordpb::MASTER) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("slot ", config_.slot_id(), " is not the master of store ", store_id,
+                     " (", RoleName(role), "); the master's ", lmtp ? "LMTP" : "API", " is at ", master));
+  }
+  if (epoch != 0 && epoch != epoch_) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "stale epoch ", epoch, ": store ", store_id, " is at epoch ", epoch_.load()));
+  }
+  if (fenced_by_coordinator_) {
+    return absl::UnavailableError(
+        absl::StrCat("store ", store_id, " is switching masters (fenced); retry shortly"));
+  }
+  if (newer_epoch_ > epoch_) {
+    return absl::UnavailableError(absl::StrCat("slot ", config_.slot_id(),
+                                               " is no longer master: a replica knows epoch ",
+                                               newer_epoch_.load()));
+  }
+  const absl::Duration silent = absl::Now() - LastContact();
+  if (silent > absl::Nanoseconds(lease_ns_.load())) {
+    return absl::UnavailableError(absl::StrCat(
+        "slot ", config_.slot_id(), " fenced itself: no word from the coordinator or a replica for ",
+        absl::FormatDuration(absl::Trunc(silent, absl::Milliseconds(1))),
+        " (lease ", absl::FormatDuration(absl::Nanoseconds(lease_ns_.load())), ")"));
+  }
+  return absl::OkStatus();
+}
+
+std::optional<LmtpReply> SlotHost::LmtpGate() {
+  absl::Status s = CheckWriteFor(0, /*lmtp=*/true);
+  if (s.ok()) return std::nullopt;
+  return LmtpReply{451, "4.3.0", std::string(s.message())};
+}
+
+std::optional<LmtpReply> SlotHost::AwaitReplica(uint64_t lsn) {
+  if (!sync_durability_) return std::nullopt;
+  std::unique_lock<std::mutex> lock(acked_mu_);
+  const bool on_replica = acked_cv_.wait_for(lock, absl::ToChronoNanoseconds(options_.sync_timeout),
+                                             [&] { return acked_lsn_ >= lsn; });
+  if (on_replica) return std::nullopt;
+  return LmtpReply{451, "4.3.0",
+                   absl::StrCat("sync durability: no replica confirmed LSN ", lsn, " within ",
+                                absl::FormatDuration(options_.sync_timeout), "; retry later")};
+}
+
+apipb::SlotState SlotHost::State() {
+  apipb::SlotState s;
+  s.set_master(CheckWrite(0).ok());
+  s.set_epoch(epoch_);
+  std::lock_guard<std::mutex> lock(mu_);
+  s.set_master_api_address(master_api_);
+  return s;
+}
+
+void SlotHost::Stop() {
+  if (stopping_) return;
+  stopping_ = true;
+  StopReplicaLinks();
+  if (lmtp_) lmtp_->Stop();
+  if (api_server_) api_server_->Stop();
+  if (sync_server_) sync_server_->Stop();
+}
+
+coordpb::SlotStatus SlotHost::Status() {
+  coordpb::SlotStatus s;
+  s.set_slot_id(config_.slot_id());
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    s.set_role(role_);
+  }
+  s.set_error(error_);
+  if (!slot_) return s;
+  s.set_epoch(slot_->epoch());
+  s.set_last_lsn(slot_->last_lsn());
+  s.set_fenced(s.role() == coordpb::MASTER && !CheckWrite(0).ok());
+  for (const auto& [id, link] : replicas_) {
+    coordpb::ReplicaProgress* p = s.add_replicas();
+    p->set_slot_id(id);
+    const sync::SyncStats& st = link->client->stats();
+    p->set_acked_lsn(st.acked_lsn);
+    p->set_lag_seconds(st.lag_seconds);
+    p->set_connected(st.connected);
+  }
+  return s;
+}
+
+void SlotHost::AddMetrics(metrics::MetricsBuilder& b) {
+  std::string store;
+  std::string role;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    store = absl::StrCat(store_.store_id());
+    role = RoleName(role_);
+  }
+  const std::string slot = absl::StrCat(config_.slot_id());
+  const metrics::Labels labels{{"store", store}, {"slot", slot}, {"role", role}};
+  b.Gauge("mailrepl_slot_serving", "1 if the slot is open and serving its role", labels,
+          slot_ && error_.empty() ? 1 : 0);
+  if (!slot_) return;
+  const coordpb::SlotStatus st = Status();
+  b.Gauge("mailrepl_slot_master", "1 if the slot is master of its store", labels,
+          st.role() == coordpb::MASTER ? 1 : 0);
+  b.Gauge("mailrepl_slot_fenced", "1 if the slot is master but refuses writes", labels,
+          st.fenced() ? 1 : 0);
+  b.Gauge("mailrepl_slot_epoch", "Epoch of the slot's last record", labels, st.epoch());
+  b.Gauge("mailrepl_slot_lsn", "Last durable LSN of the slot", labels, st.last_lsn());
+  for (const auto& [id, link] : replicas_) {
+    const sync::SyncStats& ss = link->client->stats();
+    metrics::Labels rl = labels;
+    rl.emplace_back("replica", absl::StrCat(id));
+    b.Gauge("mailrepl_replica_acked_lsn", "LSN the replica acknowledged as durable", rl,
+            ss.acked_lsn);
+    b.Gauge("mailrepl_replica_lag_records", "Records the replica has not acknowledged", rl,
+            st.last_lsn() > ss.acked_lsn ? st.last_lsn() - ss.acked_lsn : 0);
+    b.Gauge("mailrepl_replica_lag_seconds", "Age of the oldest record the replica lacks", rl,
+            ss.lag_seconds);
+    b.Gauge("mailrepl_replica_connected", "1 if the sync session to the replica is up", rl,
+            ss.connected ? 1 : 0);
+    b.Counter("mailrepl_replica_sent_bytes_total", "Bytes sent to the replica on the wire", rl,
+              ss.wire_bytes);
+    b.Counter("mailrepl_replica_records_total", "Records sent to the replica", rl, ss.records);
+  }
+  if (lmtp_) {
+    const lmtp::LmtpServerStats ls = lmtp_->stats();
+    b.Counter("mailrepl_lmtp_connections_total", "LMTP connections accepted", labels,
+              ls.connections_accepted);
+    b.Gauge("mailrepl_lmtp_connections_open", "LMTP connections open", labels,
+            ls.connections_open);
+    b.Counter("mailrepl_lmtp_delivered_total", "Recipients answered 2xx after DATA", labels,
+              ls.recipients_delivered);
+    b.Counter("mailrepl_lmtp_refused_total", "Recipients answered 4xx/5xx after DATA", labels,
+              ls.recipients_refused);
+  }
+  if (api_) {
+    const api::ApiServiceStats as = api_->stats();
+    b.Counter("mailrepl_api_writes_total", "Client API writes acknowledged", labels, as.writes);
+    b.Counter("mailrepl_api_refused_writes_total", "Client API writes refused (epoch, role)",
+              labels, as.refused_writes);
+    b.Counter("mailrepl_api_errors_total", "Client API calls answered with an error", labels,
+              as.errors);
+  }
+  if (sync_server_) {
+    const sync::SyncServerStats& ss = sync_server_->stats();
+    b.Counter("mailrepl_sync_records_applied_total", "Records applied as a replica", labels,
+              ss.records_applied);
+    b.Counter("mailrepl_sync_auth_failures_total", "Sync logins refused", labels,
+              ss.auth_failures);
+  }
+}
+
+}  // namespace mailrepl::replicad

@@ -1,0 +1,162 @@
+// File: replicad/slot_host.h
+//
+// One slot of this host, serving the role the coordinator assigned it
+// (docs/architecture.md "replicad"). Once the slot belongs to a store, its
+// three listeners stay open whatever the role: LMTP and the client API
+// (writes pass only the write gate), and the sync server (sessions are
+// admitted only while the slot is a replica). A master runs one rolling
+// SyncClient per replica of its store.
+//
+// The write gate (CheckWrite/LmtpGate) lets a write through only when the
+// slot is the store's master, the store is not fenced, no replica has told
+// it of a newer epoch, and it is not isolated: it heard from the
+// coordinator or from one of its replicas within the lease period (the
+// coordinator's reply to a heartbeat counts from when the heartbeat was
+// sent). docs/operations.md "Leases and fencing" explains the timings.
+//
+// In sync durability, an acknowledgement waits until a replica has
+// acknowledged the write's LSN (durable there), up to sync_timeout; after
+// that the client gets a temporary failure (the message stays on the
+// master, and a retry may store it twice, as with any MTA retry after a
+// lost reply).
+//
+// Thread-compatible on the io thread, except that the gate, the directory
+// and the sync wait are called from pool threads (they use atomics and a
+// mutex).
+#ifndef MAILREPL_REPLICAD_SLOT_HOST_H_
+#define MAILREPL_REPLICAD_SLOT_HOST_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "asio.hpp"
+#include "proto/api.pb.h"
+#include "proto/config.pb.h"
+#include "proto/coord.pb.h"
+#include "replicad/lmtp_reply.h"
+#include "replicad/metrics_text.h"
+#include "store/slot.h"
+
+namespace mailrepl {
+
+namespace lmtp {
+class LmtpServer;
+class SlotBackend;
+}  // namespace lmtp
+namespace api {
+class ApiService;
+}  // namespace api
+namespace rpc {
+class RpcServer;
+}  // namespace rpc
+namespace sync {
+class SyncClient;
+class SyncServer;
+}  // namespace sync
+
+namespace replicad {
+
+struct SlotHostOptions {
+  std::string secret;
+  int lmtp_threads = 16;
+  absl::Duration sync_timeout = absl::Seconds(5);
+  // Where does a user live? nullopt: in the store of the slot asking; a
+  // reply: refuse with it. Called from pool threads.
+  std::function<std::optional<lmtp::LmtpReply>(const std::string& user, uint64_t store_id)>
+      directory;
+};
+
+class SlotHost {
+ public:
+  SlotHost(asio::io_context& io, configpb::SlotConfig config, SlotHostOptions options);
+  ~SlotHost();
+  SlotHost(const SlotHost&) = delete;
+  SlotHost& operator=(const SlotHost&) = delete;
+
+  // Acts on this slot's assignment: creates the slot directory on its first
+  // assignment to a store, opens it and its listeners, begins the new epoch
+  // as master, starts or stops sync clients. Errors are kept and reported
+  // in Status() (other slots of the host go on).
+  void Apply(const coordpb::SlotAssignment& assignment, const std::string& cluster_id,
+             absl::Duration lease);
+  // The coordinator answered a heartbeat sent at `sent`.
+  void CoordinatorHeard(absl::Time sent);
+  // SIGTERM: stop accepting, let writes in flight finish, stop sync
+  // clients. The LMTP server's Run() ends when its connections have.
+  void Stop();
+  // True once Stop() was called and every server of the slot has ended.
+  bool stopped() const { return running_servers_ == 0 && links_running_ == 0; }
+
+  uint64_t slot_id() const { return config_.slot_id(); }
+  coordpb::SlotStatus Status();
+  void AddMetrics(metrics::MetricsBuilder& b);
+  // For /health: an error that keeps the slot from serving its role.
+  std::string error() const { return error_; }
+
+  // OK iff the slot takes writes at `epoch` now (0: at its current epoch).
+  absl::Status CheckWrite(uint64_t epoch);
+
+ private:
+  // The refusal names the master's LMTP address (lmtp) or its API address.
+  absl::Status CheckWriteFor(uint64_t epoch, bool lmtp);
+
+  struct ReplicaLink;
+  absl::Status OpenSlot(const coordpb::StoreInfo& store, const std::string& cluster_id);
+  absl::Status StartListeners();
+  void BecomeMaster(const coordpb::StoreInfo& store);
+  void BecomeReplica(const coordpb::StoreInfo& store);
+  void StartReplicaLink(const coordpb::SlotInfo& replica);
+  void StopReplicaLinks();
+  void ReplicaProgress();
+  std::optional<lmtp::LmtpReply> LmtpGate();
+  std::optional<lmtp::LmtpReply> AwaitReplica(uint64_t lsn);
+  apipb::SlotState State();
+  absl::Time LastContact() const;
+
+  asio::io_context& io_;
+  const configpb::SlotConfig config_;
+  const SlotHostOptions options_;
+  std::unique_ptr<Slot> slot_;
+  std::unique_ptr<lmtp::SlotBackend> backend_;
+  std::unique_ptr<lmtp::LmtpServer> lmtp_;
+  std::unique_ptr<api::ApiService> api_;
+  std::unique_ptr<rpc::RpcServer> api_server_;
+  std::unique_ptr<sync::SyncServer> sync_server_;
+  std::map<uint64_t, std::shared_ptr<ReplicaLink>> replicas_;  // by replica slot id
+  int running_servers_ = 0;
+  int links_running_ = 0;
+  bool stopping_ = false;
+  std::string error_;
+
+  // Read by the gate on pool threads.
+  mutable std::mutex mu_;
+  coordpb::StoreInfo store_;       // GUARDED_BY(mu_)
+  coordpb::Role role_ = coordpb::ROLE_NONE;  // GUARDED_BY(mu_)
+  std::string master_lmtp_;        // GUARDED_BY(mu_)
+  std::string master_api_;         // GUARDED_BY(mu_)
+  std::atomic<uint64_t> epoch_{0};
+  std::atomic<uint64_t> newer_epoch_{0};  // a replica told us of it
+  std::atomic<int64_t> lease_ns_{0};
+  std::atomic<int64_t> coordinator_heard_ns_{0};  // Unix ns; 0: never
+  std::atomic<int64_t> replica_heard_ns_{0};
+  std::atomic<bool> sync_durability_{false};
+  std::atomic<bool> fenced_by_coordinator_{false};
+  // Sync durability: the highest LSN a replica acknowledged.
+  std::mutex acked_mu_;
+  std::condition_variable acked_cv_;
+  uint64_t acked_lsn_ = 0;  // GUARDED_BY(acked_mu_)
+};
+
+}  // namespace replicad
+}  // namespace mailrepl
+
+#endif  // MAILREPL_REPLICAD_SLOT_HOST_H_

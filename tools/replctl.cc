@@ -1,0 +1,281 @@
+// replctl: the cluster's operator tool, talking to coordinatord.
+// Usage and exit codes: `replctl --help` (docs/operations.md "replctl").
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/log.h"
+#include "proto/coord.pb.h"
+#include "rpc/rpc_client.h"
+#include "syncclient/auth.h"
+#include "tools/dev_cluster.h"
+#include "tools/replctl_commands.h"
+
+ABSL_FLAG(std::string, coordinator, "", "coordinatord ADDR:PORT (or $MAILREPL_COORDINATOR)");
+ABSL_FLAG(std::string, secret_file, "", "shared secret file, mode 0600 (or $MAILREPL_SECRET_FILE)");
+ABSL_FLAG(std::string, cluster, "",
+          "a dev cluster's directory or cluster.json: coordinator and secret from it "
+          "(or $MAILREPL_CLUSTER)");
+ABSL_FLAG(bool, json, false, "print JSON");
+ABSL_FLAG(std::string, dir, "", "dev-cluster: the cluster's directory");
+ABSL_FLAG(int, hosts, 3, "dev-cluster up: hosts (replicad processes)");
+ABSL_FLAG(int, slots_per_host, 4, "dev-cluster up: slots per host");
+ABSL_FLAG(int, replicas, 1, "dev-cluster up: replicas per store");
+ABSL_FLAG(int, users, 100, "dev-cluster up: users user0..user{N-1}, round-robin over stores");
+ABSL_FLAG(std::string, net, "127.0.2", "dev-cluster up: first three octets of the addresses");
+ABSL_FLAG(int, lease_ms, 6000, "dev-cluster up: master lease period");
+ABSL_FLAG(std::string, durability, "async", "dev-cluster up, set-durability: async or sync");
+ABSL_FLAG(uint64_t, store, 0, "history, set-durability, assign-users, create-store: the store");
+ABSL_FLAG(std::string, slots, "", "create-store: slot ids, comma-separated, master first");
+
+namespace {
+
+constexpr char kUsage[] = R"(replctl: operate a replication cluster through coordinatord.
+
+usage: replctl [--coordinator ADDR --secret-file F | --cluster DIR] COMMAND [args]
+
+commands:
+  status [--json]                 every store: master slot@host, replicas, epoch,
+                                  durability, state (ok, lagging, fenced, down), lag;
+                                  per host: masters, replicas, alive
+  history [--store S] [--json]    the coordinator's event history
+  lookup USER                     the store and master of USER
+  create-store --slots A,B[,...]  [--store S] [--durability async|sync]
+  assign-users --store S USER...  (re)assign users to a store
+  set-durability --store S --durability async|sync
+  dev-cluster up --dir DIR [--hosts N] [--slots-per-host K] [--replicas R]
+                 [--users U] [--lease-ms L] [--durability D] [--net A.B.C]
+                 start a local cluster on loopback addresses and write
+                 DIR/cluster.json
+  dev-cluster down --dir DIR      stop it (the data stays in DIR)
+
+The coordinator and secret come from the flags, else from
+$MAILREPL_COORDINATOR and $MAILREPL_SECRET_FILE, else from a cluster.json
+(--cluster or $MAILREPL_CLUSTER).
+
+exit: 0 done; 1 the command ran and failed (or status: some store not ok);
+      2 could not run (usage, coordinator unreachable, authentication).
+)";
+
+int CannotRun(const std::string& message) {
+  std::fprintf(stderr, "replctl: %s\n", message.c_str());
+  return 2;
+}
+
+std::string Env(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? v : "";
+}
+
+struct Target {
+  std::string coordinator;
+  std::string secret;
+};
+
+absl::StatusOr<Target> ResolveTarget() {
+  std::string coordinator = absl::GetFlag(FLAGS_coordinator);
+  std::string secret_file = absl::GetFlag(FLAGS_secret_file);
+  if (coordinator.empty()) coordinator = Env("MAILREPL_COORDINATOR");
+  if (secret_file.empty()) secret_file = Env("MAILREPL_SECRET_FILE");
+  std::string cluster = absl::GetFlag(FLAGS_cluster);
+  if (cluster.empty()) cluster = Env("MAILREPL_CLUSTER");
+  if ((coordinator.empty() || secret_file.empty()) && !cluster.empty()) {
+    absl::StatusOr<mailrepl::configpb::DevCluster> c = mailrepl::tools::ReadClusterFile(cluster);
+    if (!c.ok()) return c.status();
+    if (coordinator.empty()) coordinator = c->coordinator();
+    if (secret_file.empty()) secret_file = c->secret_file();
+  }
+  if (coordinator.empty() || secret_file.empty()) {
+    return absl::InvalidArgumentError(
+        "no coordinator: give --coordinator and --secret-file, or --cluster DIR");
+  }
+  absl::StatusOr<std::string> secret = mailrepl::sync::LoadSecret(secret_file);
+  if (!secret.ok()) return secret.status();
+  return Target{coordinator, *secret};
+}
+
+absl::StatusOr<mailrepl::coordpb::Response> Call(const mailrepl::coordpb::Request& request) {
+  absl::StatusOr<Target> t = ResolveTarget();
+  if (!t.ok()) return t.status();
+  return mailrepl::rpc::CallOnce<mailrepl::coordpb::Response>(
+      {.address = t->coordinator, .service = "coordinator", .secret = t->secret,
+       .client = "replctl"},
+      request, absl::Seconds(15));
+}
+
+// Transport and authentication failures mean "could not run" (2); an
+// answered call that failed means the command failed (1).
+int Failed(const absl::Status& s) {
+  std::fprintf(stderr, "replctl: %s\n", std::string(s.message()).c_str());
+  const bool could_not_run = absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s) ||
+                             absl::IsUnauthenticated(s) || absl::IsNotFound(s) ||
+                             absl::IsFailedPrecondition(s);
+  return could_not_run && !absl::IsFailedPrecondition(s) ? 2 : 1;
+}
+
+mailrepl::coordpb::Durability ParseDurability(const std::string& d, bool* ok) {
+  *ok = d == "async" || d == "sync";
+  return d == "sync" ? mailrepl::coordpb::SYNC : mailrepl::coordpb::ASYNC;
+}
+
+std::string BinDir(const char* argv0) {
+  const std::string env = Env("MAILREPL_BIN");
+  if (!env.empty()) return env;
+  std::error_code ec;
+  std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) self = std::filesystem::absolute(argv0);
+  return self.parent_path().string();
+}
+
+int DevCluster(const std::vector<std::string>& args, const char* argv0) {
+  using mailrepl::tools::DevClusterOptions;
+  if (args.size() != 2 || (args[1] != "up" && args[1] != "down")) {
+    return CannotRun("dev-cluster takes `up` or `down`");
+  }
+  const std::string dir = absl::GetFlag(FLAGS_dir);
+  if (dir.empty()) return CannotRun("dev-cluster needs --dir DIR");
+  if (args[1] == "down") {
+    absl::Status s = mailrepl::tools::DevClusterDown(dir, absl::Seconds(15));
+    if (!s.ok()) return CannotRun(std::string(s.message()));
+    std::printf("dev cluster in %s stopped\n", dir.c_str());
+    return 0;
+  }
+  DevClusterOptions o{.dir = dir,
+                      .bin_dir = BinDir(argv0),
+                      .hosts = absl::GetFlag(FLAGS_hosts),
+                      .slots_per_host = absl::GetFlag(FLAGS_slots_per_host),
+                      .replicas = absl::GetFlag(FLAGS_replicas),
+                      .users = absl::GetFlag(FLAGS_users),
+                      .net = absl::GetFlag(FLAGS_net),
+                      .lease_ms = static_cast<uint32_t>(absl::GetFlag(FLAGS_lease_ms)),
+                      .durability = absl::GetFlag(FLAGS_durability)};
+  const absl::Time start = absl::Now();
+  absl::StatusOr<mailrepl::configpb::DevCluster> c = mailrepl::tools::DevClusterUp(o);
+  if (!c.ok()) return CannotRun(std::string(c.status().message()));
+  std::printf("dev cluster up in %s: %d hosts, %d slots, %d stores, %d users (%s)\n",
+              c->dir().c_str(), c->hosts_size(), c->slots_size(), c->stores_size(),
+              c->users_size(),
+              absl::FormatDuration(absl::Trunc(absl::Now() - start, absl::Milliseconds(1)))
+                  .c_str());
+  std::printf("coordinator %s; cluster file %s/cluster.json\n", c->coordinator().c_str(),
+              c->dir().c_str());
+  std::printf("try: replctl --cluster %s status\n", c->dir().c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(kUsage);
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+  }
+  // Flags are spelled with dashes (--slots-per-host); Abseil's names use
+  // underscores.
+  std::vector<std::string> spelled(argv, argv + argc);
+  std::vector<char*> argv2;
+  for (std::string& a : spelled) {
+    if (a.rfind("--", 0) == 0) {
+      const size_t end = std::min(a.find('='), a.size());
+      std::replace(a.begin() + 2, a.begin() + end, '-', '_');
+    }
+    argv2.push_back(a.data());
+  }
+  std::vector<char*> rest = absl::ParseCommandLine(argc, argv2.data());
+  std::vector<std::string> args(rest.begin() + 1, rest.end());
+  if (args.empty()) {
+    std::fputs(kUsage, stderr);
+    return 2;
+  }
+  mailrepl::SetLogQuiet(true);
+  const std::string& command = args[0];
+  using namespace mailrepl;
+  const bool json = absl::GetFlag(FLAGS_json);
+
+  if (command == "dev-cluster") return DevCluster(args, argv[0]);
+
+  coordpb::Request request;
+  if (command == "status") {
+    request.mutable_get_status();
+  } else if (command == "history") {
+    request.mutable_get_history()->set_store_id(absl::GetFlag(FLAGS_store));
+  } else if (command == "lookup") {
+    if (args.size() != 2) return CannotRun("lookup takes one USER");
+    request.mutable_lookup_user()->set_user(args[1]);
+  } else if (command == "create-store") {
+    coordpb::CreateStore* cs = request.mutable_create_store();
+    cs->set_store_id(absl::GetFlag(FLAGS_store));
+    for (absl::string_view id : absl::StrSplit(absl::GetFlag(FLAGS_slots), ',', absl::SkipEmpty())) {
+      uint64_t n;
+      if (!absl::SimpleAtoi(id, &n)) return CannotRun("--slots takes slot ids: 1,5");
+      cs->add_slot_ids(n);
+    }
+    bool ok;
+    cs->set_durability(ParseDurability(absl::GetFlag(FLAGS_durability), &ok));
+    if (!ok) return CannotRun("--durability is async or sync");
+  } else if (command == "assign-users") {
+    if (absl::GetFlag(FLAGS_store) == 0 || args.size() < 2) {
+      return CannotRun("assign-users --store S USER...");
+    }
+    request.mutable_assign_users()->set_store_id(absl::GetFlag(FLAGS_store));
+    for (size_t i = 1; i < args.size(); ++i) request.mutable_assign_users()->add_users(args[i]);
+  } else if (command == "set-durability") {
+    bool ok;
+    request.mutable_set_durability()->set_store_id(absl::GetFlag(FLAGS_store));
+    request.mutable_set_durability()->set_durability(
+        ParseDurability(absl::GetFlag(FLAGS_durability), &ok));
+    if (!ok || absl::GetFlag(FLAGS_store) == 0) {
+      return CannotRun("set-durability --store S --durability async|sync");
+    }
+  } else {
+    return CannotRun(absl::StrCat("unknown command `", command, "` (see --help)"));
+  }
+
+  absl::StatusOr<coordpb::Response> r = Call(request);
+  if (!r.ok()) return Failed(r.status());
+  if (command == "status") {
+    const coordpb::GetStatusReply& s = r->get_status();
+    std::fputs((json ? tools::ToJson(s) : tools::FormatStatus(s)).c_str(), stdout);
+    for (const auto& st : s.stores()) {
+      if (st.state() != "ok") return 1;
+    }
+    return 0;
+  }
+  if (command == "history") {
+    std::fputs((json ? tools::ToJson(r->get_history()) : tools::FormatHistory(r->get_history()))
+                   .c_str(),
+               stdout);
+    return 0;
+  }
+  if (command == "lookup") {
+    const coordpb::LookupUserReply& l = r->lookup_user();
+    if (json) {
+      std::fputs(tools::ToJson(l).c_str(), stdout);
+    } else if (l.found()) {
+      std::printf("%s: store %llu, master slot %llu@%s, lmtp %s, api %s, epoch %llu\n",
+                  args[1].c_str(), static_cast<unsigned long long>(l.store_id()),
+                  static_cast<unsigned long long>(l.master().slot_id()), l.master().host().c_str(),
+                  l.master().lmtp_address().c_str(), l.master().api_address().c_str(),
+                  static_cast<unsigned long long>(l.epoch()));
+    } else {
+      std::printf("%s: unknown user\n", args[1].c_str());
+    }
+    return l.found() ? 0 : 1;
+  }
+  std::fputs(tools::ToJson(*r).c_str(), stdout);
+  return 0;
+}

@@ -1,0 +1,93 @@
+#include "tools/replctl_commands.h"
+
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "google/protobuf/util/json_util.h"
+
+namespace mailrepl::tools {
+
+namespace {
+
+std::string SlotAt(uint64_t slot_id, const coordpb::StoreInfo& store) {
+  for (const coordpb::SlotInfo& m : store.members()) {
+    if (m.slot_id() == slot_id) return absl::StrCat(slot_id, "@", m.host());
+  }
+  return absl::StrCat(slot_id, "@?");
+}
+
+}  // namespace
+
+std::string ToJson(const google::protobuf::Message& message) {
+  std::string json;
+  google::protobuf::util::JsonPrintOptions o;
+  o.add_whitespace = true;
+  o.preserve_proto_field_names = true;
+  o.always_print_primitive_fields = true;
+  (void)google::protobuf::util::MessageToJsonString(message, &json, o);
+  return json;
+}
+
+std::string FormatStatus(const coordpb::GetStatusReply& status) {
+  std::string out = absl::StrFormat("cluster %s  topology v%d  lease %d ms  %d stores  %d hosts\n\n",
+                                    status.cluster_id(), status.version(), status.lease_ms(),
+                                    status.stores_size(), status.hosts_size());
+  absl::StrAppendFormat(&out, "%-6s %-14s %-22s %6s %-6s %-8s %10s %8s %6s\n", "STORE", "MASTER",
+                        "REPLICAS", "EPOCH", "DURAB", "STATE", "LAG(rec)", "LAG(s)", "USERS");
+  std::map<std::string, std::pair<int, int>> per_host;  // masters, replicas
+  std::map<std::string, int> states;
+  for (const coordpb::StoreStatus& s : status.stores()) {
+    const coordpb::StoreInfo& st = s.store();
+    std::vector<std::string> replicas;
+    for (const coordpb::SlotInfo& m : st.members()) {
+      if (m.slot_id() == st.master_slot_id()) {
+        ++per_host[m.host()].first;
+      } else {
+        ++per_host[m.host()].second;
+        replicas.push_back(absl::StrCat(m.slot_id(), "@", m.host()));
+      }
+    }
+    ++states[s.state()];
+    absl::StrAppendFormat(&out, "%-6d %-14s %-22s %6d %-6s %-8s %10d %8.2f %6d\n", st.store_id(),
+                          SlotAt(st.master_slot_id(), st), absl::StrJoin(replicas, ","),
+                          st.epoch(), st.durability() == coordpb::SYNC ? "sync" : "async",
+                          s.state(), s.lag_records(), s.lag_seconds(), s.users());
+  }
+  absl::StrAppend(&out, "\n");
+  absl::StrAppendFormat(&out, "%-12s %-6s %8s %9s %s\n", "HOST", "ALIVE", "MASTERS", "REPLICAS",
+                        "LAST HEARTBEAT");
+  for (const coordpb::HostStatus& h : status.hosts()) {
+    const auto counts = per_host[h.host()];
+    std::string seen = "never";
+    if (h.last_heartbeat_ms() > 0) {
+      seen = absl::StrFormat(
+          "%.1fs ago",
+          absl::ToDoubleSeconds(absl::Now() - absl::FromUnixMillis(h.last_heartbeat_ms())));
+    }
+    absl::StrAppendFormat(&out, "%-12s %-6s %8d %9d %s\n", h.host(), h.alive() ? "yes" : "NO",
+                          counts.first, counts.second, seen);
+  }
+  std::vector<std::string> summary;
+  for (const auto& [state, n] : states) summary.push_back(absl::StrCat(n, " ", state));
+  absl::StrAppend(&out, "\nstores: ", summary.empty() ? "none" : absl::StrJoin(summary, ", "),
+                  "\n");
+  return out;
+}
+
+std::string FormatHistory(const coordpb::GetHistoryReply& history) {
+  std::string out;
+  for (const coordpb::Event& e : history.events()) {
+    absl::StrAppend(&out,
+                    absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::FromUnixMillis(e.time_ms()),
+                                     absl::UTCTimeZone()),
+                    "  ", e.store_id() ? absl::StrCat("store ", e.store_id()) : "-", "  ",
+                    e.kind(), "  ", e.detail(), "\n");
+  }
+  return out;
+}
+
+}  // namespace mailrepl::tools
