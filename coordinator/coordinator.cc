@@ -1,0 +1,917 @@
+#include "coordinator/coordinator.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <set>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/status_macros.h"
+#include "coordinator/schema.h"
+
+namespace mailrepl::coord {
+
+// The state of one transaction: the versions it will publish on commit.
+struct Coordinator::Txn {
+  Versions versions;
+  bool topology_bumped = false;
+  bool directory_bumped = false;
+};
+
+namespace {
+
+using sqlite::Statement;
+
+// "a, b, c" for at most `max` items, then "... (N more)".
+std::string ShortList(const std::vector<std::string>& items, size_t max = 20) {
+  if (items.size() <= max) return absl::StrJoin(items, ", ");
+  std::vector<std::string> head(items.begin(), items.begin() + max);
+  return absl::StrCat(absl::StrJoin(head, ", "), ", ... (", items.size() - max, " more)");
+}
+
+const char* DurabilityName(int d) { return d == coordpb::SYNC ? "sync" : "async"; }
+
+absl::Status ValidateHostName(const std::string& host) {
+  if (host.empty()) return absl::InvalidArgumentError("the host name is empty");
+  if (host.size() > 255) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("host name '", host.substr(0, 40), "...' is longer than 255 bytes"));
+  }
+  for (unsigned char c : host) {
+    if (c <= ' ' || c >= 0x7f) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "host name '", absl::CEscape(host),
+          "' holds a space, a control or a non-ASCII character: use the host's DNS name"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+constexpr char kSlotColumns[] =
+    "slot_id, host, lmtp_address, api_address, sync_address, data_path, meta_path, spool_path";
+
+coordpb::SlotInfo SlotFromRow(const Statement& st, int first) {
+  coordpb::SlotInfo s;
+  s.set_slot_id(static_cast<uint64_t>(st.ColumnInt(first)));
+  s.set_host(st.ColumnText(first + 1));
+  s.set_lmtp_address(st.ColumnText(first + 2));
+  s.set_api_address(st.ColumnText(first + 3));
+  s.set_sync_address(st.ColumnText(first + 4));
+  s.set_data_path(st.ColumnText(first + 5));
+  s.set_meta_path(st.ColumnText(first + 6));
+  s.set_spool_path(st.ColumnText(first + 7));
+  return s;
+}
+
+bool SameSlot(const coordpb::SlotInfo& a, const coordpb::SlotInfo& b) {
+  return a.slot_id() == b.slot_id() && a.host() == b.host() &&
+         a.lmtp_address() == b.lmtp_address() && a.api_address() == b.api_address() &&
+         a.sync_address() == b.sync_address() && a.data_path() == b.data_path() &&
+         a.meta_path() == b.meta_path() && a.spool_path() == b.spool_path();
+}
+
+int64_t WallClockMs() { return absl::ToUnixMillis(absl::Now()); }
+
+}  // namespace
+
+std::string NormalizeUser(absl::string_view user) {
+  absl::string_view local = user;
+  if (size_t at = local.find('@'); at != absl::string_view::npos) local = local.substr(0, at);
+  if (size_t plus = local.find('+'); plus != absl::string_view::npos) {
+    local = local.substr(0, plus);
+  }
+  return absl::AsciiStrToLower(local);
+}
+
+absl::Status ValidateUser(absl::string_view user) {
+  constexpr char kRule[] =
+      "a user name is 1 to 64 lower-case letters, digits, '.', '_' and '-', starting with a "
+      "letter or a digit";
+  if (user.empty()) return absl::InvalidArgumentError(absl::StrCat("empty user name: ", kRule));
+  if (user.size() > kMaxUserNameBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("user name '", user.substr(0, 20),
+                                                   "...' is ", user.size(), " bytes long: ",
+                                                   kRule));
+  }
+  for (size_t i = 0; i < user.size(); ++i) {
+    const char c = user[i];
+    const bool alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+    const bool punct = c == '.' || c == '_' || c == '-';
+    if (!alnum && !(punct && i > 0)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("user name '", absl::CEscape(user), "' has '", absl::CEscape(user.substr(i, 1)),
+                       "' at position ", i, ": ", kRule));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// --- opening ---
+
+absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Open(const std::string& path,
+                                                               CoordinatorOptions options) {
+  if (!options.now_ms) options.now_ms = WallClockMs;
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot open coordinator database ", path, ": ", std::strerror(errno),
+                     ": check that the directory exists and is writable"));
+  }
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    ::close(fd);
+    return absl::FailedPreconditionError(absl::StrCat(
+        "coordinator database ", path, " is in use",
+        err == EWOULDBLOCK ? " by another coordinatord: stop it first, or use another --db"
+                           : absl::StrCat(": flock: ", std::strerror(err))));
+  }
+  std::unique_ptr<Coordinator> c;
+  {
+    absl::StatusOr<std::unique_ptr<sqlite::Database>> db = OpenCoordinatorDb(
+        path, {.cluster_id = options.cluster_id,
+               .lease_ms = options.lease_ms == 0 ? 6000 : options.lease_ms});
+    if (!db.ok()) {
+      // The SQLite handle is already gone (never made, or freed above):
+      // closing our descriptor cannot drop its POSIX locks.
+      ::close(fd);
+      return db.status();
+    }
+    c.reset(new Coordinator(fd, std::move(db).value(), std::move(options)));
+  }
+  RETURN_IF_ERROR(c->Load());
+  if (!c->options_.cluster_id.empty() && c->options_.cluster_id != c->cluster_id_) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "coordinator database ", path, " belongs to cluster '", c->cluster_id_, "', not '",
+        c->options_.cluster_id,
+        "': --cluster-id is only used to create a new database; omit it or give --db the "
+        "right file"));
+  }
+  if (c->options_.lease_ms != 0 && c->options_.lease_ms != c->lease_ms_) {
+    RETURN_IF_ERROR(c->SetLeaseMs(c->options_.lease_ms));
+  }
+  return c;
+}
+
+Coordinator::Coordinator(int lock_fd, std::unique_ptr<sqlite::Database> db,
+                         CoordinatorOptions options)
+    : lock_fd_(lock_fd), db_(std::move(db)), options_(std::move(options)) {}
+
+Coordinator::~Coordinator() {
+  db_.reset();  // close SQLite before the descriptor that holds the flock
+  ::close(lock_fd_);
+}
+
+absl::Status Coordinator::Load() {
+  ASSIGN_OR_RETURN(Statement st, db_->Prepare("SELECT cluster_id, lease_ms, topology_version, "
+                                              "directory_version FROM cluster WHERE id = 1"));
+  ASSIGN_OR_RETURN(bool row, st.Step());
+  if (!row) {
+    return absl::DataLossError(absl::StrCat("coordinator database ", db_->path(),
+                                            " has no cluster row: restore a backup"));
+  }
+  cluster_id_ = st.ColumnText(0);
+  lease_ms_ = static_cast<uint32_t>(st.ColumnInt(1));
+  versions_.topology = static_cast<uint64_t>(st.ColumnInt(2));
+  versions_.directory = static_cast<uint64_t>(st.ColumnInt(3));
+  return absl::OkStatus();
+}
+
+absl::Status Coordinator::SetLeaseMs(uint32_t lease_ms) {
+  return InTransaction(true, [&](Txn& txn) -> absl::Status {
+    ASSIGN_OR_RETURN(Statement st, db_->Prepare("UPDATE cluster SET lease_ms = ? WHERE id = 1"));
+    st.Bind(1, static_cast<int64_t>(lease_ms));
+    RETURN_IF_ERROR(st.Run());
+    RETURN_IF_ERROR(BumpTopology(txn));
+    RETURN_IF_ERROR(AppendEvent(txn, 0, "set_lease_ms",
+                                absl::StrCat("lease period ", lease_ms_, " ms -> ", lease_ms,
+                                             " ms")));
+    lease_ms_ = lease_ms;  // restored below if the transaction fails
+    return absl::OkStatus();
+  });
+}
+
+// --- transactions and shared helpers ---
+
+absl::Status Coordinator::InTransaction(bool write,
+                                        const std::function<absl::Status(Txn&)>& body) {
+  Txn txn;
+  txn.versions = versions_;
+  const uint32_t lease_before = lease_ms_;
+  RETURN_IF_ERROR(db_->Exec(write ? "BEGIN IMMEDIATE" : "BEGIN"));
+  absl::Status s = body(txn);
+  if (s.ok()) s = db_->Exec("COMMIT");
+  if (!s.ok()) {
+    db_->Exec("ROLLBACK").IgnoreError();
+    lease_ms_ = lease_before;
+    return s;
+  }
+  const bool changed = !(txn.versions == versions_);
+  versions_ = txn.versions;
+  if (changed && listener_) listener_();
+  return absl::OkStatus();
+}
+
+absl::Status Coordinator::AppendEvent(Txn& txn, uint64_t store_id, absl::string_view kind,
+                                      absl::string_view detail) {
+  ASSIGN_OR_RETURN(Statement st, db_->Prepare("INSERT INTO events (time_ms, store_id, kind, "
+                                              "detail) VALUES (?, ?, ?, ?)"));
+  st.Bind(1, Now());
+  st.Bind(2, static_cast<int64_t>(store_id));
+  st.Bind(3, kind);
+  st.Bind(4, detail);
+  return st.Run();
+}
+
+absl::Status Coordinator::BumpTopology(Txn& txn) {
+  if (txn.topology_bumped) return absl::OkStatus();
+  RETURN_IF_ERROR(
+      db_->Exec("UPDATE cluster SET topology_version = topology_version + 1 WHERE id = 1"));
+  txn.topology_bumped = true;
+  ++txn.versions.topology;
+  return absl::OkStatus();
+}
+
+absl::Status Coordinator::BumpDirectory(Txn& txn) {
+  if (txn.directory_bumped) return absl::OkStatus();
+  RETURN_IF_ERROR(
+      db_->Exec("UPDATE cluster SET directory_version = directory_version + 1 WHERE id = 1"));
+  txn.directory_bumped = true;
+  ++txn.versions.directory;
+  return absl::OkStatus();
+}
+
+absl::Status Coordinator::RenewLeases(Txn&, const std::string& host) {
+  ASSIGN_OR_RETURN(
+      Statement st,
+      db_->Prepare("INSERT INTO leases (store_id, slot_id, expires_ms) "
+                   "SELECT st.store_id, st.master_slot_id, ? FROM stores st "
+                   "JOIN slots sl ON sl.slot_id = st.master_slot_id WHERE sl.host = ? "
+                   "ON CONFLICT (store_id) DO UPDATE SET slot_id = excluded.slot_id, "
+                   "expires_ms = excluded.expires_ms"));
+  st.Bind(1, Now() + static_cast<int64_t>(lease_ms_));
+  st.Bind(2, host);
+  return st.Run();
+}
+
+absl::StatusOr<bool> Coordinator::HostExists(const std::string& host) {
+  ASSIGN_OR_RETURN(Statement st, db_->Prepare("SELECT 1 FROM hosts WHERE name = ?"));
+  st.Bind(1, host);
+  return st.Step();
+}
+
+absl::StatusOr<coordpb::SlotInfo> Coordinator::LoadSlot(uint64_t slot_id, bool* found) {
+  ASSIGN_OR_RETURN(Statement st, db_->Prepare(absl::StrCat("SELECT ", kSlotColumns,
+                                                           " FROM slots WHERE slot_id = ?")));
+  st.Bind(1, static_cast<int64_t>(slot_id));
+  ASSIGN_OR_RETURN(*found, st.Step());
+  if (!*found) return coordpb::SlotInfo();
+  return SlotFromRow(st, 0);
+}
+
+absl::StatusOr<coordpb::StoreInfo> Coordinator::LoadStore(uint64_t store_id, bool* found) {
+  coordpb::StoreInfo store;
+  ASSIGN_OR_RETURN(Statement st, db_->Prepare("SELECT master_slot_id, epoch, durability, fenced "
+                                              "FROM stores WHERE store_id = ?"));
+  st.Bind(1, static_cast<int64_t>(store_id));
+  ASSIGN_OR_RETURN(*found, st.Step());
+  if (!*found) return store;
+  store.set_store_id(store_id);
+  store.set_master_slot_id(static_cast<uint64_t>(st.ColumnInt(0)));
+  store.set_epoch(static_cast<uint64_t>(st.ColumnInt(1)));
+  store.set_durability(static_cast<coordpb::Durability>(st.ColumnInt(2)));
+  store.set_fenced(st.ColumnInt(3) != 0);
+  ASSIGN_OR_RETURN(Statement members,
+                   db_->Prepare(absl::StrCat(
+                       "SELECT ", kSlotColumns,
+                       " FROM store_members m JOIN slots USING (slot_id) WHERE m.store_id = ? "
+                       "ORDER BY m.position")));
+  members.Bind(1, static_cast<int64_t>(store_id));
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, members.Step());
+    if (!row) break;
+    *store.add_members() = SlotFromRow(members, 0);
+  }
+  return store;
+}
+
+absl::Status Coordinator::FillAssignments(Txn& txn, const std::string& host, bool include_slots,
+                                          bool include_users, coordpb::Assignments* out) {
+  out->set_version(txn.versions.topology);
+  out->set_cluster_id(cluster_id_);
+  out->set_lease_ms(lease_ms_);
+  out->set_directory_version(txn.versions.directory);
+  if (include_slots) {
+    ASSIGN_OR_RETURN(Statement st,
+                     db_->Prepare("SELECT sl.slot_id, m.store_id FROM slots sl LEFT JOIN "
+                                  "store_members m USING (slot_id) WHERE sl.host = ? "
+                                  "ORDER BY sl.slot_id"));
+    st.Bind(1, host);
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, st.Step());
+      if (!row) break;
+      coordpb::SlotAssignment* a = out->add_slots();
+      a->set_slot_id(static_cast<uint64_t>(st.ColumnInt(0)));
+      if (st.ColumnIsNull(1)) {
+        a->set_role(coordpb::ROLE_NONE);
+        continue;
+      }
+      bool found = false;
+      ASSIGN_OR_RETURN(*a->mutable_store(),
+                       LoadStore(static_cast<uint64_t>(st.ColumnInt(1)), &found));
+      a->set_role(a->store().master_slot_id() == a->slot_id() ? coordpb::MASTER
+                                                              : coordpb::REPLICA);
+    }
+  }
+  if (include_users) {
+    out->set_users_included(true);
+    ASSIGN_OR_RETURN(Statement st, db_->Prepare("SELECT user, store_id FROM users ORDER BY user"));
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, st.Step());
+      if (!row) break;
+      coordpb::UserEntry* u = out->add_users();
+      u->set_user(st.ColumnText(0));
+      u->set_store_id(static_cast<uint64_t>(st.ColumnInt(1)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// --- RegisterHost ---
+
+absl::StatusOr<coordpb::RegisterHostReply> Coordinator::RegisterHost(
+    const coordpb::RegisterHost& request) {
+  const std::string& host = request.host();
+  RETURN_IF_ERROR(ValidateHostName(host));
+  std::set<uint64_t> ids;
+  for (const coordpb::SlotInfo& s : request.slots()) {
+    if (s.slot_id() == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("host ", host, " declares a slot with id 0: slot ids start at 1"));
+    }
+    if (!s.host().empty() && s.host() != host) {
+      return absl::InvalidArgumentError(absl::StrCat("host ", host, " declares slot ",
+                                                     s.slot_id(), " as a slot of host ",
+                                                     s.host(), ": a host registers only its own slots"));
+    }
+    if (!ids.insert(s.slot_id()).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("host ", host, " declares slot ", s.slot_id(), " twice"));
+    }
+  }
+  coordpb::RegisterHostReply reply;
+  RETURN_IF_ERROR(InTransaction(true, [&](Txn& txn) -> absl::Status {
+    std::vector<std::string> notes;
+    bool changed = false;
+    // Refuse slots of other hosts before touching anything.
+    std::vector<std::string> added, updated;
+    for (const coordpb::SlotInfo& s : request.slots()) {
+      bool found = false;
+      ASSIGN_OR_RETURN(coordpb::SlotInfo old, LoadSlot(s.slot_id(), &found));
+      if (found && old.host() != host) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "slot ", s.slot_id(), " is registered by host ", old.host(), ", so host ", host,
+            " cannot claim it: slot ids are unique in the cluster; fix the slot id in ", host,
+            "'s configuration (or retire the slot on ", old.host(), ")"));
+      }
+      coordpb::SlotInfo want = s;
+      want.set_host(host);
+      if (!found) {
+        added.push_back(absl::StrCat(s.slot_id()));
+      } else if (!SameSlot(old, want)) {
+        updated.push_back(absl::StrCat(s.slot_id()));
+      }
+    }
+    ASSIGN_OR_RETURN(Statement old_host,
+                     db_->Prepare("SELECT metrics_address FROM hosts WHERE name = ?"));
+    old_host.Bind(1, host);
+    ASSIGN_OR_RETURN(bool known, old_host.Step());
+    if (!known) {
+      changed = true;
+      notes.push_back("new host");
+    } else if (old_host.ColumnText(0) != request.metrics_address()) {
+      changed = true;
+      notes.push_back(absl::StrCat("metrics address ", old_host.ColumnText(0), " -> ",
+                                   request.metrics_address()));
+    }
+    ASSIGN_OR_RETURN(Statement up,
+                     db_->Prepare("INSERT INTO hosts (name, metrics_address, last_heartbeat_ms) "
+                                  "VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                                  "metrics_address = excluded.metrics_address, "
+                                  "last_heartbeat_ms = excluded.last_heartbeat_ms"));
+    up.Bind(1, host);
+    up.Bind(2, request.metrics_address());
+    up.Bind(3, Now());
+    RETURN_IF_ERROR(up.Run());
+    ASSIGN_OR_RETURN(
+        Statement slot_up,
+        db_->Prepare("INSERT INTO slots (slot_id, host, lmtp_address, api_address, sync_address, "
+                     "data_path, meta_path, spool_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                     "ON CONFLICT (slot_id) DO UPDATE SET lmtp_address = excluded.lmtp_address, "
+                     "api_address = excluded.api_address, sync_address = excluded.sync_address, "
+                     "data_path = excluded.data_path, meta_path = excluded.meta_path, "
+                     "spool_path = excluded.spool_path"));
+    for (const coordpb::SlotInfo& s : request.slots()) {
+      slot_up.Bind(1, static_cast<int64_t>(s.slot_id()));
+      slot_up.Bind(2, host);
+      slot_up.Bind(3, s.lmtp_address());
+      slot_up.Bind(4, s.api_address());
+      slot_up.Bind(5, s.sync_address());
+      slot_up.Bind(6, s.data_path());
+      slot_up.Bind(7, s.meta_path());
+      slot_up.Bind(8, s.spool_path());
+      RETURN_IF_ERROR(slot_up.Run());
+    }
+    if (!added.empty()) {
+      changed = true;
+      notes.push_back(absl::StrCat("new slots ", ShortList(added)));
+    }
+    if (!updated.empty()) {
+      changed = true;
+      notes.push_back(absl::StrCat("changed slots ", ShortList(updated)));
+    }
+    // Slots the host registered before but no longer declares stay (they
+    // may be in stores); say so.
+    ASSIGN_OR_RETURN(Statement mine, db_->Prepare("SELECT slot_id FROM slots WHERE host = ? "
+                                                  "ORDER BY slot_id"));
+    mine.Bind(1, host);
+    std::vector<std::string> missing;
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, mine.Step());
+      if (!row) break;
+      if (!ids.contains(static_cast<uint64_t>(mine.ColumnInt(0)))) {
+        missing.push_back(absl::StrCat(mine.ColumnInt(0)));
+      }
+    }
+    if (!missing.empty()) {
+      notes.push_back(absl::StrCat("registered before but not declared now (kept): ",
+                                   ShortList(missing)));
+    }
+    if (notes.empty()) notes.push_back("unchanged");
+    std::vector<std::string> all;
+    for (uint64_t id : ids) all.push_back(absl::StrCat(id));
+    RETURN_IF_ERROR(AppendEvent(
+        txn, 0, "register_host",
+        absl::StrCat("host ", host, " slots [", ShortList(all, 100), "]: ",
+                     absl::StrJoin(notes, "; "))));
+    if (changed) RETURN_IF_ERROR(BumpTopology(txn));
+    RETURN_IF_ERROR(RenewLeases(txn, host));
+    return FillAssignments(txn, host, true, true, reply.mutable_assignments());
+  }));
+  return reply;
+}
+
+// --- Heartbeat ---
+
+absl::StatusOr<coordpb::HeartbeatReply> Coordinator::Heartbeat(
+    const coordpb::Heartbeat& request) {
+  const std::string& host = request.host();
+  coordpb::HeartbeatReply reply;
+  RETURN_IF_ERROR(InTransaction(true, [&](Txn& txn) -> absl::Status {
+    ASSIGN_OR_RETURN(bool known, HostExists(host));
+    if (!known) {
+      return absl::NotFoundError(absl::StrCat("host '", host,
+                                              "' is not registered: send RegisterHost first"));
+    }
+    ASSIGN_OR_RETURN(Statement owner, db_->Prepare("SELECT host FROM slots WHERE slot_id = ?"));
+    ASSIGN_OR_RETURN(Statement st, db_->Prepare("UPDATE slots SET status = ?, status_ms = ? "
+                                                "WHERE slot_id = ?"));
+    for (const coordpb::SlotStatus& s : request.slots()) {
+      owner.Bind(1, static_cast<int64_t>(s.slot_id()));
+      ASSIGN_OR_RETURN(bool row, owner.Step());
+      const std::string owner_host = row ? owner.ColumnText(0) : "";
+      owner.Reset();
+      if (owner_host != host) {
+        return absl::NotFoundError(absl::StrCat(
+            "host ", host, " reports slot ", s.slot_id(), ", which it has not registered",
+            owner_host.empty() ? "" : absl::StrCat(" (host ", owner_host, " owns it)"),
+            ": send RegisterHost with every slot first"));
+      }
+      st.BindBlob(1, s.SerializeAsString());
+      st.Bind(2, Now());
+      st.Bind(3, static_cast<int64_t>(s.slot_id()));
+      RETURN_IF_ERROR(st.Run());
+    }
+    ASSIGN_OR_RETURN(Statement beat,
+                     db_->Prepare("UPDATE hosts SET last_heartbeat_ms = ? WHERE name = ?"));
+    beat.Bind(1, Now());
+    beat.Bind(2, host);
+    RETURN_IF_ERROR(beat.Run());
+    RETURN_IF_ERROR(RenewLeases(txn, host));
+    const bool topology = request.known_version() != txn.versions.topology;
+    const bool directory = request.known_directory_version() != txn.versions.directory;
+    reply.set_changed(topology);
+    return FillAssignments(txn, host, topology, directory, reply.mutable_assignments());
+  }));
+  return reply;
+}
+
+absl::StatusOr<coordpb::HeartbeatReply> Coordinator::HeartbeatAnswer(
+    const std::string& host, uint64_t known_version, uint64_t known_directory_version) {
+  coordpb::HeartbeatReply reply;
+  RETURN_IF_ERROR(InTransaction(false, [&](Txn& txn) -> absl::Status {
+    const bool topology = known_version != txn.versions.topology;
+    const bool directory = known_directory_version != txn.versions.directory;
+    reply.set_changed(topology);
+    return FillAssignments(txn, host, topology, directory, reply.mutable_assignments());
+  }));
+  return reply;
+}
+
+// --- LookupUser ---
+
+absl::StatusOr<coordpb::LookupUserReply> Coordinator::LookupUser(
+    const coordpb::LookupUser& request) {
+  const std::string user = NormalizeUser(request.user());
+  if (absl::Status s = ValidateUser(user); !s.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot look up '", absl::CEscape(request.user()), "': ", s.message()));
+  }
+  coordpb::LookupUserReply reply;
+  RETURN_IF_ERROR(InTransaction(false, [&](Txn&) -> absl::Status {
+    ASSIGN_OR_RETURN(Statement st, db_->Prepare("SELECT store_id FROM users WHERE user = ?"));
+    st.Bind(1, user);
+    ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) return absl::OkStatus();
+    bool found = false;
+    ASSIGN_OR_RETURN(coordpb::StoreInfo store,
+                     LoadStore(static_cast<uint64_t>(st.ColumnInt(0)), &found));
+    if (!found) return absl::OkStatus();  // cannot happen: foreign key
+    reply.set_found(true);
+    reply.set_store_id(store.store_id());
+    reply.set_epoch(store.epoch());
+    for (const coordpb::SlotInfo& m : store.members()) {
+      if (m.slot_id() == store.master_slot_id()) *reply.mutable_master() = m;
+    }
+    return absl::OkStatus();
+  }));
+  return reply;
+}
+
+// --- CreateStore ---
+
+absl::StatusOr<coordpb::CreateStoreReply> Coordinator::CreateStore(
+    const coordpb::CreateStore& request) {
+  if (request.slot_ids_size() < 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a store needs at least 2 slots (a master and a replica on another host); "
+                     "got ", request.slot_ids_size()));
+  }
+  std::set<uint64_t> unique;
+  for (uint64_t id : request.slot_ids()) {
+    if (id == 0) return absl::InvalidArgumentError("slot id 0 does not exist: ids start at 1");
+    if (!unique.insert(id).second) {
+      return absl::InvalidArgumentError(absl::StrCat("slot ", id, " is listed twice"));
+    }
+  }
+  const uint64_t master = request.master_slot_id() == 0 ? request.slot_ids(0)
+                                                        : request.master_slot_id();
+  if (!unique.contains(master)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "master slot ", master, " is not one of the store's slots: list it in the slot ids"));
+  }
+  if (!coordpb::Durability_IsValid(request.durability())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown durability ", static_cast<int>(request.durability()),
+                     ": use ASYNC or SYNC"));
+  }
+  coordpb::CreateStoreReply reply;
+  RETURN_IF_ERROR(InTransaction(true, [&](Txn& txn) -> absl::Status {
+    std::map<std::string, uint64_t> by_host;
+    std::vector<std::string> replicas;
+    std::string master_host;
+    for (uint64_t id : request.slot_ids()) {
+      bool found = false;
+      ASSIGN_OR_RETURN(coordpb::SlotInfo slot, LoadSlot(id, &found));
+      if (!found) {
+        return absl::NotFoundError(absl::StrCat(
+            "slot ", id, " is not registered: its host must declare it (RegisterHost) first"));
+      }
+      auto [it, inserted] = by_host.emplace(slot.host(), id);
+      if (!inserted) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "slots ", it->second, " and ", id, " are both on host ", slot.host(),
+            ": a store needs its slots on different hosts, so that losing a host loses "
+            "one copy"));
+      }
+      ASSIGN_OR_RETURN(Statement member,
+                       db_->Prepare("SELECT store_id FROM store_members WHERE slot_id = ?"));
+      member.Bind(1, static_cast<int64_t>(id));
+      ASSIGN_OR_RETURN(bool taken, member.Step());
+      if (taken) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "slot ", id, " is already in store ", member.ColumnInt(0),
+            ": a slot holds one store; pick an idle slot"));
+      }
+      if (id == master) {
+        master_host = slot.host();
+      } else {
+        replicas.push_back(absl::StrCat(id, " (", slot.host(), ")"));
+      }
+    }
+    uint64_t store_id = request.store_id();
+    if (store_id == 0) {
+      ASSIGN_OR_RETURN(Statement next,
+                       db_->Prepare("SELECT coalesce(max(store_id), 0) + 1 FROM stores"));
+      ASSIGN_OR_RETURN(bool row, next.Step());
+      (void)row;
+      store_id = static_cast<uint64_t>(next.ColumnInt(0));
+    } else {
+      bool exists = false;
+      ASSIGN_OR_RETURN(coordpb::StoreInfo old, LoadStore(store_id, &exists));
+      if (exists) {
+        return absl::AlreadyExistsError(absl::StrCat(
+            "store ", store_id, " already exists: pick another id, or 0 for the next free one"));
+      }
+    }
+    ASSIGN_OR_RETURN(Statement ins,
+                     db_->Prepare("INSERT INTO stores (store_id, master_slot_id, epoch, "
+                                  "durability, fenced) VALUES (?, ?, 1, ?, 0)"));
+    ins.Bind(1, static_cast<int64_t>(store_id));
+    ins.Bind(2, static_cast<int64_t>(master));
+    ins.Bind(3, static_cast<int64_t>(request.durability()));
+    RETURN_IF_ERROR(ins.Run());
+    ASSIGN_OR_RETURN(Statement mem, db_->Prepare("INSERT INTO store_members (store_id, slot_id, "
+                                                 "position) VALUES (?, ?, ?)"));
+    for (int i = 0; i < request.slot_ids_size(); ++i) {
+      mem.Bind(1, static_cast<int64_t>(store_id));
+      mem.Bind(2, static_cast<int64_t>(request.slot_ids(i)));
+      mem.Bind(3, i);
+      RETURN_IF_ERROR(mem.Run());
+    }
+    ASSIGN_OR_RETURN(Statement lease, db_->Prepare("INSERT INTO leases (store_id, slot_id, "
+                                                   "expires_ms) VALUES (?, ?, 0)"));
+    lease.Bind(1, static_cast<int64_t>(store_id));
+    lease.Bind(2, static_cast<int64_t>(master));
+    RETURN_IF_ERROR(lease.Run());
+    RETURN_IF_ERROR(BumpTopology(txn));
+    RETURN_IF_ERROR(AppendEvent(
+        txn, store_id, "create_store",
+        absl::StrCat("store ", store_id, " created at epoch 1: master slot ", master, " (",
+                     master_host, "), replicas ", absl::StrJoin(replicas, ", "), "; durability ",
+                     DurabilityName(request.durability()))));
+    bool found = false;
+    ASSIGN_OR_RETURN(*reply.mutable_store(), LoadStore(store_id, &found));
+    return absl::OkStatus();
+  }));
+  return reply;
+}
+
+// --- AssignUsers ---
+
+absl::StatusOr<coordpb::AssignUsersReply> Coordinator::AssignUsers(
+    const coordpb::AssignUsers& request) {
+  if (request.users_size() == 0) return absl::InvalidArgumentError("no users given");
+  std::set<std::string> users;
+  for (const std::string& u : request.users()) {
+    RETURN_IF_ERROR(ValidateUser(u));  // nothing is assigned if any name is bad
+    users.insert(u);
+  }
+  coordpb::AssignUsersReply reply;
+  RETURN_IF_ERROR(InTransaction(true, [&](Txn& txn) -> absl::Status {
+    bool exists = false;
+    ASSIGN_OR_RETURN(coordpb::StoreInfo store, LoadStore(request.store_id(), &exists));
+    if (!exists) {
+      return absl::NotFoundError(absl::StrCat("store ", request.store_id(),
+                                              " does not exist: create it first"));
+    }
+    ASSIGN_OR_RETURN(Statement cur, db_->Prepare("SELECT store_id FROM users WHERE user = ?"));
+    ASSIGN_OR_RETURN(Statement put,
+                     db_->Prepare("INSERT INTO users (user, store_id) VALUES (?, ?) ON CONFLICT "
+                                  "(user) DO UPDATE SET store_id = excluded.store_id"));
+    std::vector<std::string> added;
+    std::map<uint64_t, std::vector<std::string>> moved;  // from store -> users
+    for (const std::string& u : users) {
+      cur.Bind(1, u);
+      ASSIGN_OR_RETURN(bool row, cur.Step());
+      const uint64_t from = row ? static_cast<uint64_t>(cur.ColumnInt(0)) : 0;
+      cur.Reset();
+      if (from == request.store_id()) continue;
+      put.Bind(1, u);
+      put.Bind(2, static_cast<int64_t>(request.store_id()));
+      RETURN_IF_ERROR(put.Run());
+      if (from == 0) {
+        added.push_back(u);
+      } else {
+        moved[from].push_back(u);
+      }
+    }
+    reply.set_assigned(static_cast<uint32_t>(users.size()));
+    if (added.empty() && moved.empty()) return absl::OkStatus();
+    std::vector<std::string> parts;
+    if (!added.empty()) parts.push_back(absl::StrCat("new: ", ShortList(added)));
+    for (const auto& [from, list] : moved) {
+      parts.push_back(absl::StrCat("moved from store ", from, ": ", ShortList(list)));
+      RETURN_IF_ERROR(AppendEvent(txn, from, "move_users_out",
+                                  absl::StrCat(list.size(), " users moved to store ",
+                                               request.store_id(), ": ", ShortList(list))));
+    }
+    size_t changed = added.size();
+    for (const auto& [from, list] : moved) changed += list.size();
+    RETURN_IF_ERROR(AppendEvent(txn, request.store_id(), "assign_users",
+                                absl::StrCat(changed, " users assigned to store ",
+                                             request.store_id(), " (",
+                                             absl::StrJoin(parts, "; "), ")")));
+    return BumpDirectory(txn);
+  }));
+  return reply;
+}
+
+// --- SetDurability ---
+
+absl::StatusOr<coordpb::SetDurabilityReply> Coordinator::SetDurability(
+    const coordpb::SetDurability& request) {
+  if (!coordpb::Durability_IsValid(request.durability())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown durability ", static_cast<int>(request.durability()),
+                     ": use ASYNC or SYNC"));
+  }
+  coordpb::SetDurabilityReply reply;
+  RETURN_IF_ERROR(InTransaction(true, [&](Txn& txn) -> absl::Status {
+    bool exists = false;
+    ASSIGN_OR_RETURN(coordpb::StoreInfo store, LoadStore(request.store_id(), &exists));
+    if (!exists) {
+      return absl::NotFoundError(absl::StrCat("store ", request.store_id(), " does not exist"));
+    }
+    if (store.durability() != request.durability()) {
+      ASSIGN_OR_RETURN(Statement st,
+                       db_->Prepare("UPDATE stores SET durability = ? WHERE store_id = ?"));
+      st.Bind(1, static_cast<int64_t>(request.durability()));
+      st.Bind(2, static_cast<int64_t>(request.store_id()));
+      RETURN_IF_ERROR(st.Run());
+      RETURN_IF_ERROR(BumpTopology(txn));
+      RETURN_IF_ERROR(AppendEvent(txn, request.store_id(), "set_durability",
+                                  absl::StrCat("durability ", DurabilityName(store.durability()),
+                                               " -> ", DurabilityName(request.durability()))));
+      store.set_durability(request.durability());
+    }
+    *reply.mutable_store() = store;
+    return absl::OkStatus();
+  }));
+  return reply;
+}
+
+// --- GetStatus ---
+
+absl::StatusOr<coordpb::GetStatusReply> Coordinator::GetStatus(const coordpb::GetStatus&) {
+  coordpb::GetStatusReply reply;
+  const int64_t now = Now();
+  RETURN_IF_ERROR(InTransaction(false, [&](Txn& txn) -> absl::Status {
+    reply.set_cluster_id(cluster_id_);
+    reply.set_version(txn.versions.topology);
+    reply.set_lease_ms(lease_ms_);
+    std::map<std::string, bool> alive;
+    ASSIGN_OR_RETURN(Statement hosts, db_->Prepare("SELECT name, metrics_address, "
+                                                   "last_heartbeat_ms FROM hosts ORDER BY name"));
+    ASSIGN_OR_RETURN(Statement host_slots,
+                     db_->Prepare("SELECT slot_id FROM slots WHERE host = ? ORDER BY slot_id"));
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, hosts.Step());
+      if (!row) break;
+      coordpb::HostStatus* h = reply.add_hosts();
+      h->set_host(hosts.ColumnText(0));
+      h->set_metrics_address(hosts.ColumnText(1));
+      h->set_last_heartbeat_ms(hosts.ColumnInt(2));
+      h->set_alive(h->last_heartbeat_ms() > 0 &&
+                   now - h->last_heartbeat_ms() <= static_cast<int64_t>(lease_ms_));
+      alive[h->host()] = h->alive();
+      host_slots.Bind(1, h->host());
+      while (true) {
+        ASSIGN_OR_RETURN(bool s, host_slots.Step());
+        if (!s) break;
+        h->add_slot_ids(static_cast<uint64_t>(host_slots.ColumnInt(0)));
+      }
+      host_slots.Reset();
+    }
+
+    ASSIGN_OR_RETURN(Statement stores, db_->Prepare("SELECT store_id FROM stores ORDER BY "
+                                                    "store_id"));
+    ASSIGN_OR_RETURN(Statement status, db_->Prepare("SELECT status FROM slots WHERE slot_id = ?"));
+    ASSIGN_OR_RETURN(Statement lease, db_->Prepare("SELECT expires_ms FROM leases WHERE "
+                                                   "store_id = ?"));
+    ASSIGN_OR_RETURN(Statement users, db_->Prepare("SELECT count(*) FROM users WHERE "
+                                                   "store_id = ?"));
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, stores.Step());
+      if (!row) break;
+      const uint64_t store_id = static_cast<uint64_t>(stores.ColumnInt(0));
+      coordpb::StoreStatus* ss = reply.add_stores();
+      bool found = false;
+      ASSIGN_OR_RETURN(*ss->mutable_store(), LoadStore(store_id, &found));
+      const coordpb::StoreInfo& store = ss->store();
+
+      const coordpb::SlotStatus* master_status = nullptr;
+      std::string master_host;
+      for (const coordpb::SlotInfo& m : store.members()) {
+        if (m.slot_id() == store.master_slot_id()) master_host = m.host();
+        status.Bind(1, static_cast<int64_t>(m.slot_id()));
+        ASSIGN_OR_RETURN(bool have, status.Step());
+        std::string blob = have ? status.ColumnBlob(0) : "";
+        status.Reset();
+        if (blob.empty()) continue;
+        coordpb::SlotStatus* s = ss->add_slots();
+        if (!s->ParseFromString(blob)) {
+          return absl::DataLossError(absl::StrCat("coordinator database ", db_->path(),
+                                                  ": the status of slot ", m.slot_id(),
+                                                  " is unparsable"));
+        }
+      }
+      for (const coordpb::SlotStatus& s : ss->slots()) {
+        if (s.slot_id() == store.master_slot_id()) master_status = &s;
+      }
+
+      // Worst replica, from the master's last report.
+      bool replica_missing = false;
+      uint64_t lag_records = 0;
+      double lag_seconds = 0;
+      for (const coordpb::SlotInfo& m : store.members()) {
+        if (m.slot_id() == store.master_slot_id()) continue;
+        if (!alive[m.host()]) replica_missing = true;
+        const coordpb::ReplicaProgress* p = nullptr;
+        if (master_status != nullptr) {
+          for (const coordpb::ReplicaProgress& r : master_status->replicas()) {
+            if (r.slot_id() == m.slot_id()) p = &r;
+          }
+        }
+        if (p == nullptr || !p->connected()) replica_missing = true;
+        if (p == nullptr) continue;
+        const uint64_t behind =
+            master_status->last_lsn() > p->acked_lsn() ? master_status->last_lsn() - p->acked_lsn()
+                                                       : 0;
+        lag_records = std::max(lag_records, behind);
+        lag_seconds = std::max(lag_seconds, p->lag_seconds());
+      }
+      ss->set_lag_records(lag_records);
+      ss->set_lag_seconds(lag_seconds);
+
+      const bool master_down =
+          !alive[master_host] || (master_status != nullptr && !master_status->error().empty());
+      const bool fenced = store.fenced() || (master_status != nullptr && master_status->fenced());
+      if (master_down) {
+        ss->set_state("down");
+      } else if (fenced) {
+        ss->set_state("fenced");
+      } else if (replica_missing || lag_records > kLaggingRecords ||
+                 lag_seconds > kLaggingSeconds) {
+        ss->set_state("lagging");
+      } else {
+        ss->set_state("ok");
+      }
+
+      lease.Bind(1, static_cast<int64_t>(store_id));
+      ASSIGN_OR_RETURN(bool have_lease, lease.Step());
+      ss->set_lease_expires_ms(have_lease ? lease.ColumnInt(0) : 0);
+      lease.Reset();
+      users.Bind(1, static_cast<int64_t>(store_id));
+      ASSIGN_OR_RETURN(bool counted, users.Step());
+      ss->set_users(counted ? static_cast<uint64_t>(users.ColumnInt(0)) : 0);
+      users.Reset();
+    }
+    return absl::OkStatus();
+  }));
+  return reply;
+}
+
+// --- GetHistory ---
+
+absl::StatusOr<coordpb::GetHistoryReply> Coordinator::GetHistory(
+    const coordpb::GetHistory& request) {
+  const uint32_t limit =
+      request.limit() == 0 ? kDefaultHistoryLimit : std::min(request.limit(), kMaxHistoryLimit);
+  coordpb::GetHistoryReply reply;
+  RETURN_IF_ERROR(InTransaction(false, [&](Txn&) -> absl::Status {
+    ASSIGN_OR_RETURN(Statement st,
+                     db_->Prepare("SELECT id, time_ms, store_id, kind, detail FROM events "
+                                  "WHERE ?1 = 0 OR store_id = ?1 ORDER BY id DESC LIMIT ?2"));
+    st.Bind(1, static_cast<int64_t>(request.store_id()));
+    st.Bind(2, static_cast<int64_t>(limit));
+    std::vector<coordpb::Event> events;
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, st.Step());
+      if (!row) break;
+      coordpb::Event e;
+      e.set_id(st.ColumnInt(0));
+      e.set_time_ms(st.ColumnInt(1));
+      e.set_store_id(static_cast<uint64_t>(st.ColumnInt(2)));
+      e.set_kind(st.ColumnText(3));
+      e.set_detail(st.ColumnText(4));
+      events.push_back(std::move(e));
+    }
+    for (auto it = events.rbegin(); it != events.rend(); ++it) *reply.add_events() = *it;
+    return absl::OkStatus();
+  }));
+  return reply;
+}
+
+}  // namespace mailrepl::coord

@@ -1,0 +1,152 @@
+// File: coordinator/coordinator.h
+//
+// The coordinator's state machine: the authority on topology (hosts, slots,
+// stores, masters, epochs), the user directory and the master leases, kept
+// in the SQLite database of coordinator/schema.h. One method per
+// coordpb request; each runs in ONE SQLite transaction, so a request either
+// happens completely or not at all (bad input changes nothing). Every
+// topology change bumps the topology version, every directory change the
+// directory version, and each appends an event. Waiting (the heartbeat long
+// poll) is not done here: see CoordinatorService.
+//
+// Thread-compatible: one thread at a time (coordinatord calls it from its
+// io thread). One Coordinator per database file: Open() takes an exclusive
+// flock on the file, so a second coordinatord on the same file is refused.
+//
+// Example:
+//   ASSIGN_OR_RETURN(std::unique_ptr<Coordinator> c,
+//                    Coordinator::Open(path, {.lease_ms = 6000}));
+//   ASSIGN_OR_RETURN(coordpb::CreateStoreReply r, c->CreateStore(request));
+#ifndef MAILREPL_COORDINATOR_COORDINATOR_H_
+#define MAILREPL_COORDINATOR_COORDINATOR_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "common/sqlite.h"
+#include "proto/coord.pb.h"
+
+namespace mailrepl::coord {
+
+// Replicas further behind than this (records or seconds) make a store
+// "lagging" in GetStatus.
+inline constexpr uint64_t kLaggingRecords = 1000;
+inline constexpr double kLaggingSeconds = 5.0;
+// User names: at most this many bytes.
+inline constexpr size_t kMaxUserNameBytes = 64;
+// GetHistory without a limit returns this many events; no more than
+// kMaxHistoryLimit in any case.
+inline constexpr uint32_t kDefaultHistoryLimit = 1000;
+inline constexpr uint32_t kMaxHistoryLimit = 100000;
+
+struct CoordinatorOptions {
+  // Used only when the database is created; if set and the database
+  // belongs to another cluster, Open() fails (kFailedPrecondition).
+  std::string cluster_id;
+  // The master lease period. 0: keep the database's. A different value is
+  // written to the database (a topology change: hosts receive it).
+  uint32_t lease_ms = 0;
+  // Unix milliseconds now; tests pass a fake clock. Default: the wall clock.
+  std::function<int64_t()> now_ms;
+};
+
+// The two versions a heartbeat compares.
+struct Versions {
+  uint64_t topology = 0;
+  uint64_t directory = 0;
+  bool operator==(const Versions&) const = default;
+};
+
+class Coordinator {
+ public:
+  // Opens or creates the database (coordinator/schema.h) and takes an
+  // exclusive lock on it. Errors name the file and say what to do.
+  static absl::StatusOr<std::unique_ptr<Coordinator>> Open(const std::string& path,
+                                                           CoordinatorOptions options);
+  ~Coordinator();
+  Coordinator(const Coordinator&) = delete;
+  Coordinator& operator=(const Coordinator&) = delete;
+
+  // --- one method per coordpb request ---
+
+  // Upserts the host and its slots (a slot id owned by another host is
+  // refused, naming both hosts), counts as a heartbeat (renews the leases of
+  // the stores whose master is on the host). The reply is complete.
+  absl::StatusOr<coordpb::RegisterHostReply> RegisterHost(const coordpb::RegisterHost& request);
+  // Records the host's heartbeat and slot statuses, renews its masters'
+  // leases, and answers against the known versions (never waits).
+  // kNotFound if the host never registered.
+  absl::StatusOr<coordpb::HeartbeatReply> Heartbeat(const coordpb::Heartbeat& request);
+  absl::StatusOr<coordpb::LookupUserReply> LookupUser(const coordpb::LookupUser& request);
+  absl::StatusOr<coordpb::CreateStoreReply> CreateStore(const coordpb::CreateStore& request);
+  absl::StatusOr<coordpb::AssignUsersReply> AssignUsers(const coordpb::AssignUsers& request);
+  absl::StatusOr<coordpb::SetDurabilityReply> SetDurability(
+      const coordpb::SetDurability& request);
+  absl::StatusOr<coordpb::GetStatusReply> GetStatus(const coordpb::GetStatus& request);
+  absl::StatusOr<coordpb::GetHistoryReply> GetHistory(const coordpb::GetHistory& request);
+
+  // The reply a heartbeat of `host` gets for the known versions, without
+  // recording anything (the long poll's answer after it waited).
+  absl::StatusOr<coordpb::HeartbeatReply> HeartbeatAnswer(const std::string& host,
+                                                          uint64_t known_version,
+                                                          uint64_t known_directory_version);
+
+  // The committed versions (cached; only this object writes the database).
+  Versions versions() const { return versions_; }
+  const std::string& cluster_id() const { return cluster_id_; }
+  uint32_t lease_ms() const { return lease_ms_; }
+  const std::string& path() const { return db_->path(); }
+
+  // Called after every commit that changed a version (on the calling
+  // thread, after the transaction ended).
+  void SetChangeListener(std::function<void()> listener) { listener_ = std::move(listener); }
+
+ private:
+  struct Txn;  // the state of one transaction (coordinator.cc)
+
+  Coordinator(int lock_fd, std::unique_ptr<sqlite::Database> db, CoordinatorOptions options);
+  absl::Status Load();
+  // Runs body in one transaction (BEGIN IMMEDIATE when write); commits if
+  // it succeeded, rolls back otherwise; then publishes new versions.
+  absl::Status InTransaction(bool write, const std::function<absl::Status(Txn&)>& body);
+  int64_t Now() const { return options_.now_ms(); }
+
+  // Helpers used inside a transaction.
+  absl::Status AppendEvent(Txn& txn, uint64_t store_id, absl::string_view kind,
+                           absl::string_view detail);
+  absl::Status BumpTopology(Txn& txn);
+  absl::Status BumpDirectory(Txn& txn);
+  absl::Status RenewLeases(Txn& txn, const std::string& host);
+  absl::Status SetLeaseMs(uint32_t lease_ms);
+  absl::StatusOr<bool> HostExists(const std::string& host);
+  absl::StatusOr<coordpb::SlotInfo> LoadSlot(uint64_t slot_id, bool* found);
+  absl::StatusOr<coordpb::StoreInfo> LoadStore(uint64_t store_id, bool* found);
+  absl::Status FillAssignments(Txn& txn, const std::string& host, bool include_slots,
+                               bool include_users, coordpb::Assignments* out);
+
+  int lock_fd_;  // flock'ed; closed after db_ (declared first)
+  std::unique_ptr<sqlite::Database> db_;
+  CoordinatorOptions options_;
+  std::string cluster_id_;
+  uint32_t lease_ms_ = 0;
+  Versions versions_;
+  std::function<void()> listener_;
+};
+
+// Normalizes a LookupUser name ("Bob", "bob+lists", "Bob@example.com") to
+// the lower-case local part before '+' ("bob"). Does not validate.
+std::string NormalizeUser(absl::string_view user);
+
+// OK, or kInvalidArgument saying what is wrong: a user name is 1..64
+// lower-case letters, digits, '.', '_' and '-', starting with a letter or a
+// digit.
+absl::Status ValidateUser(absl::string_view user);
+
+}  // namespace mailrepl::coord
+
+#endif  // MAILREPL_COORDINATOR_COORDINATOR_H_

@@ -1,0 +1,1078 @@
+// The coordinator: the Coordinator state machine on a real SQLite file in a
+// temporary directory (with a fake clock for leases and liveness), the
+// CoordinatorService long poll in-process, and the real `coordinatord`
+// binary end to end over loopback with rpc::CallOnce.
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "asio.hpp"
+#include "catch2/catch.hpp"
+#include "common/sqlite.h"
+#include "coordinator/coordinator.h"
+#include "coordinator/coordinator_service.h"
+#include "coordinator/schema.h"
+#include "proto/coord.pb.h"
+#include "rpc/rpc_client.h"
+#include "test/process_util.h"
+#include "test/test_util.h"
+
+namespace mailrepl::coord {
+namespace {
+
+using testing::Process;
+using testing::TempDir;
+using testing::WaitFor;
+
+constexpr int64_t kStart = 1'800'000'000'000;  // Unix ms
+
+coordpb::SlotInfo Slot(uint64_t id) {
+  coordpb::SlotInfo s;
+  s.set_slot_id(id);
+  s.set_lmtp_address(absl::StrCat("10.0.0.", id, ":24"));
+  s.set_api_address(absl::StrCat("10.0.0.", id, ":7100"));
+  s.set_sync_address(absl::StrCat("10.0.0.", id, ":7200"));
+  s.set_data_path(absl::StrCat("/srv/slot", id));
+  return s;
+}
+
+coordpb::RegisterHost Host(const std::string& name, std::vector<uint64_t> slot_ids) {
+  coordpb::RegisterHost r;
+  r.set_host(name);
+  r.set_metrics_address(name + ":9100");
+  for (uint64_t id : slot_ids) *r.add_slots() = Slot(id);
+  return r;
+}
+
+coordpb::CreateStore Store(std::vector<uint64_t> slot_ids, uint64_t store_id = 0) {
+  coordpb::CreateStore r;
+  r.set_store_id(store_id);
+  for (uint64_t id : slot_ids) r.add_slot_ids(id);
+  return r;
+}
+
+coordpb::AssignUsers Users(std::vector<std::string> users, uint64_t store_id) {
+  coordpb::AssignUsers r;
+  for (auto& u : users) r.add_users(u);
+  r.set_store_id(store_id);
+  return r;
+}
+
+coordpb::Heartbeat Beat(const std::string& host, uint64_t known_version = 0,
+                        uint64_t known_directory = 0) {
+  coordpb::Heartbeat h;
+  h.set_host(host);
+  h.set_known_version(known_version);
+  h.set_known_directory_version(known_directory);
+  return h;
+}
+
+// A master's report: one replica at acked_lsn.
+coordpb::SlotStatus MasterStatus(uint64_t slot, uint64_t last_lsn, uint64_t replica,
+                                 uint64_t acked_lsn, bool connected = true,
+                                 double lag_seconds = 0) {
+  coordpb::SlotStatus s;
+  s.set_slot_id(slot);
+  s.set_role(coordpb::MASTER);
+  s.set_epoch(1);
+  s.set_last_lsn(last_lsn);
+  coordpb::ReplicaProgress* p = s.add_replicas();
+  p->set_slot_id(replica);
+  p->set_acked_lsn(acked_lsn);
+  p->set_connected(connected);
+  p->set_lag_seconds(lag_seconds);
+  return s;
+}
+
+// A Coordinator on a file in a fresh directory, with a clock the test moves.
+class Fixture {
+ public:
+  explicit Fixture(uint32_t lease_ms = 6000) : lease_ms_(lease_ms) { Open(); }
+
+  void Open() {
+    coordinator_.reset();
+    auto c = Coordinator::Open(path(), {.cluster_id = "test", .lease_ms = lease_ms_,
+                                        .now_ms = [this] { return now; }});
+    INFO(c.status().ToString());
+    REQUIRE(c.ok());
+    coordinator_ = std::move(c).value();
+  }
+  void Close() { coordinator_.reset(); }
+
+  std::string path() const { return dir_.Sub("coord.db"); }
+  Coordinator& c() { return *coordinator_; }
+
+  // h1: slots 1, 2; h2: slots 3, 4; h3: slots 5, 6.
+  void RegisterThreeHosts() {
+    REQUIRE(c().RegisterHost(Host("h1", {1, 2})).ok());
+    REQUIRE(c().RegisterHost(Host("h2", {3, 4})).ok());
+    REQUIRE(c().RegisterHost(Host("h3", {5, 6})).ok());
+  }
+
+  std::vector<coordpb::Event> Events(uint64_t store_id = 0) {
+    coordpb::GetHistory h;
+    h.set_store_id(store_id);
+    auto r = c().GetHistory(h);
+    REQUIRE(r.ok());
+    return {r->events().begin(), r->events().end()};
+  }
+
+  coordpb::StoreStatus StoreState(uint64_t store_id) {
+    auto r = c().GetStatus({});
+    REQUIRE(r.ok());
+    for (const auto& s : r->stores()) {
+      if (s.store().store_id() == store_id) return s;
+    }
+    FAIL("no store " << store_id);
+    return {};
+  }
+
+  int64_t now = kStart;
+
+ private:
+  TempDir dir_;
+  uint32_t lease_ms_;
+  std::unique_ptr<Coordinator> coordinator_;
+};
+
+// --- schema ---
+
+TEST_CASE("a new database is migrated to the current schema version with one cluster row",
+          "[coordinator]") {
+  Fixture f;
+  CHECK(f.c().cluster_id() == "test");
+  CHECK(f.c().lease_ms() == 6000);
+  CHECK(f.c().versions() == Versions{1, 1});
+  f.Close();
+  auto db = sqlite::Database::Open(f.path(), true);
+  REQUIRE(db.ok());
+  CHECK(SchemaVersion(**db).value() == CurrentSchemaVersion());
+  CHECK(CurrentSchemaVersion() >= 1);
+}
+
+TEST_CASE("a database with a newer schema version is refused, naming the file",
+          "[coordinator]") {
+  TempDir dir;
+  const std::string path = dir.Sub("coord.db");
+  REQUIRE(Coordinator::Open(path, {}).ok());
+  {
+    auto db = sqlite::Database::Open(path, true);
+    REQUIRE(db.ok());
+    REQUIRE((*db)->Exec(absl::StrCat("PRAGMA user_version = ", CurrentSchemaVersion() + 1)).ok());
+  }
+  auto c = Coordinator::Open(path, {});
+  REQUIRE(absl::IsFailedPrecondition(c.status()));
+  CHECK(absl::StrContains(c.status().message(), path));
+  CHECK(absl::StrContains(c.status().message(), "newer"));
+  // Untouched: still the newer version.
+  auto db = sqlite::Database::Open(path, true);
+  REQUIRE(db.ok());
+  CHECK(SchemaVersion(**db).value() == CurrentSchemaVersion() + 1);
+}
+
+TEST_CASE("an SQLite file of something else is refused", "[coordinator]") {
+  TempDir dir;
+  const std::string path = dir.Sub("other.db");
+  {
+    auto db = sqlite::Database::Open(path, true);
+    REQUIRE(db.ok());
+    REQUIRE((*db)->Exec("CREATE TABLE mail (x)").ok());
+  }
+  auto c = Coordinator::Open(path, {});
+  REQUIRE(absl::IsFailedPrecondition(c.status()));
+  CHECK(absl::StrContains(c.status().message(), path));
+}
+
+TEST_CASE("a second coordinator on the same database is refused", "[coordinator]") {
+  Fixture f;
+  auto second = Coordinator::Open(f.path(), {});
+  REQUIRE(absl::IsFailedPrecondition(second.status()));
+  CHECK(absl::StrContains(second.status().message(), "another coordinatord"));
+}
+
+TEST_CASE("a database of another cluster is refused", "[coordinator]") {
+  Fixture f;
+  f.Close();
+  auto c = Coordinator::Open(f.path(), {.cluster_id = "other"});
+  REQUIRE(absl::IsFailedPrecondition(c.status()));
+  CHECK(absl::StrContains(c.status().message(), "'test'"));
+}
+
+// --- hosts and stores ---
+
+TEST_CASE("a slot id owned by another host is refused, naming both hosts", "[coordinator]") {
+  Fixture f;
+  REQUIRE(f.c().RegisterHost(Host("h1", {1, 2})).ok());
+  const Versions before = f.c().versions();
+  auto r = f.c().RegisterHost(Host("h2", {3, 2}));
+  REQUIRE(absl::IsFailedPrecondition(r.status()));
+  CHECK(absl::StrContains(r.status().message(), "h1"));
+  CHECK(absl::StrContains(r.status().message(), "h2"));
+  CHECK(absl::StrContains(r.status().message(), "slot 2"));
+  // Nothing changed: h2 and its slot 3 were not recorded.
+  CHECK(f.c().versions() == before);
+  auto status = f.c().GetStatus({});
+  REQUIRE(status.ok());
+  REQUIRE(status->hosts_size() == 1);
+  CHECK(status->hosts(0).host() == "h1");
+}
+
+TEST_CASE("registering a host returns its slots, all idle, and the whole directory",
+          "[coordinator]") {
+  Fixture f;
+  auto r = f.c().RegisterHost(Host("h1", {2, 1}));
+  REQUIRE(r.ok());
+  const coordpb::Assignments& a = r->assignments();
+  CHECK(a.cluster_id() == "test");
+  CHECK(a.lease_ms() == 6000);
+  CHECK(a.version() == 2);
+  CHECK(a.users_included());
+  REQUIRE(a.slots_size() == 2);
+  CHECK(a.slots(0).slot_id() == 1);
+  CHECK(a.slots(0).role() == coordpb::ROLE_NONE);
+  CHECK_FALSE(a.slots(0).has_store());
+  // Registering again unchanged does not change the topology.
+  REQUIRE(f.c().RegisterHost(Host("h1", {1, 2})).ok());
+  CHECK(f.c().versions().topology == 2);
+  // A changed address does.
+  coordpb::RegisterHost changed = Host("h1", {1, 2});
+  changed.mutable_slots(0)->set_lmtp_address("10.9.9.9:24");
+  REQUIRE(f.c().RegisterHost(changed).ok());
+  CHECK(f.c().versions().topology == 3);
+}
+
+TEST_CASE("a new store starts at epoch 1 with the first slot as master", "[coordinator]") {
+  Fixture f;
+  f.RegisterThreeHosts();
+  auto r = f.c().CreateStore(Store({3, 1, 5}));
+  REQUIRE(r.ok());
+  const coordpb::StoreInfo& s = r->store();
+  CHECK(s.store_id() == 1);
+  CHECK(s.epoch() == 1);
+  CHECK(s.master_slot_id() == 3);
+  CHECK_FALSE(s.fenced());
+  CHECK(s.durability() == coordpb::ASYNC);
+  REQUIRE(s.members_size() == 3);
+  CHECK(s.members(0).slot_id() == 3);
+  CHECK(s.members(0).host() == "h2");
+  CHECK(s.members(0).lmtp_address() == "10.0.0.3:24");
+
+  // The next one gets the next id; an explicit master is honoured.
+  coordpb::CreateStore second = Store({2, 4});
+  second.set_master_slot_id(4);
+  second.set_durability(coordpb::SYNC);
+  auto r2 = f.c().CreateStore(second);
+  REQUIRE(r2.ok());
+  CHECK(r2->store().store_id() == 2);
+  CHECK(r2->store().master_slot_id() == 4);
+  CHECK(r2->store().durability() == coordpb::SYNC);
+
+  // Host h1's assignments: slot 1 replica of store 1, slot 2 replica of store 2.
+  auto a = f.c().HeartbeatAnswer("h1", 0, 0);
+  REQUIRE(a.ok());
+  REQUIRE(a->assignments().slots_size() == 2);
+  CHECK(a->assignments().slots(0).role() == coordpb::REPLICA);
+  CHECK(a->assignments().slots(0).store().store_id() == 1);
+  CHECK(a->assignments().slots(1).role() == coordpb::REPLICA);
+  CHECK(a->assignments().slots(1).store().store_id() == 2);
+  auto b = f.c().HeartbeatAnswer("h2", 0, 0);
+  REQUIRE(b.ok());
+  CHECK(b->assignments().slots(0).role() == coordpb::MASTER);   // slot 3
+  CHECK(b->assignments().slots(1).role() == coordpb::MASTER);   // slot 4
+  auto c = f.c().HeartbeatAnswer("h3", 0, 0);
+  REQUIRE(c.ok());
+  CHECK(c->assignments().slots(0).role() == coordpb::REPLICA);  // slot 5
+  CHECK(c->assignments().slots(1).role() == coordpb::ROLE_NONE);  // slot 6
+}
+
+TEST_CASE("a store cannot have two slots on one host", "[coordinator]") {
+  Fixture f;
+  f.RegisterThreeHosts();
+  const Versions before = f.c().versions();
+  auto r = f.c().CreateStore(Store({1, 3, 2}));
+  REQUIRE(absl::IsFailedPrecondition(r.status()));
+  CHECK(absl::StrContains(r.status().message(), "h1"));
+  CHECK(absl::StrContains(r.status().message(), "different hosts"));
+  CHECK(f.c().versions() == before);
+  CHECK(f.c().GetStatus({})->stores_size() == 0);
+}
+
+TEST_CASE("a store needs at least two slots", "[coordinator]") {
+  Fixture f;
+  f.RegisterThreeHosts();
+  CHECK(absl::IsInvalidArgument(f.c().CreateStore(Store({1})).status()));
+  CHECK(absl::IsInvalidArgument(f.c().CreateStore(Store({})).status()));
+  CHECK(absl::IsInvalidArgument(f.c().CreateStore(Store({1, 1})).status()));
+  CHECK(f.c().GetStatus({})->stores_size() == 0);
+}
+
+TEST_CASE("a store refuses an unknown slot and a master that is not a member",
+          "[coordinator]") {
+  Fixture f;
+  f.RegisterThreeHosts();
+  auto unknown = f.c().CreateStore(Store({1, 99}));
+  REQUIRE(absl::IsNotFound(unknown.status()));
+  CHECK(absl::StrContains(unknown.status().message(), "slot 99"));
+  coordpb::CreateStore bad_master = Store({1, 3});
+  bad_master.set_master_slot_id(5);
+  CHECK(absl::IsInvalidArgument(f.c().CreateStore(bad_master).status()));
+  CHECK(f.c().GetStatus({})->stores_size() == 0);
+}
+
+TEST_CASE("a slot belongs to at most one store", "[coordinator]") {
+  Fixture f;
+  f.RegisterThreeHosts();
+  REQUIRE(f.c().CreateStore(Store({1, 3})).ok());
+  auto r = f.c().CreateStore(Store({5, 3}));
+  REQUIRE(absl::IsFailedPrecondition(r.status()));
+  CHECK(absl::StrContains(r.status().message(), "slot 3 is already in store 1"));
+  auto dup = f.c().CreateStore(Store({2, 4}, 1));
+  CHECK(absl::IsAlreadyExists(dup.status()));
+  CHECK(f.c().GetStatus({})->stores_size() == 1);
+}
+
+// --- users ---
+
+TEST_CASE("assigning users moves them between stores and records both sides",
+          "[coordinator]") {
+  Fixture f;
+  f.RegisterThreeHosts();
+  REQUIRE(f.c().CreateStore(Store({1, 3})).ok());
+  REQUIRE(f.c().CreateStore(Store({2, 5})).ok());
+  const uint64_t dir0 = f.c().versions().directory;
+  auto r = f.c().AssignUsers(Users({"alice", "bob", "carol.x_y-z"}, 1));
+  REQUIRE(r.ok());
+  CHECK(r->assigned() == 3);
+  CHECK(f.c().versions().directory == dir0 + 1);
+  auto moved = f.c().AssignUsers(Users({"bob", "dave"}, 2));
+  REQUIRE(moved.ok());
+  CHECK(f.c().versions().directory == dir0 + 2);
+
+  auto bob = f.c().LookupUser([] { coordpb::LookupUser l; l.set_user("bob"); return l; }());
+  REQUIRE(bob.ok());
+  CHECK(bob->found());
+  CHECK(bob->store_id() == 2);
+  CHECK(bob->epoch() == 1);
+  CHECK(bob->master().slot_id() == 2);
+  CHECK(bob->master().host() == "h1");
+  CHECK(f.StoreState(1).users() == 2);
+  CHECK(f.StoreState(2).users() == 2);
+
+  // Events on both stores.
+  auto to2 = f.Events(2);
+  REQUIRE_FALSE(to2.empty());
+  CHECK(to2.back().kind() == "assign_users");
+  CHECK(absl::StrContains(to2.back().detail(), "moved from store 1: bob"));
+  auto from1 = f.Events(1);
+  CHECK(from1.back().kind() == "move_users_out");
+  CHECK(absl::StrContains(from1.back().detail(), "bob"));
+
+  // Assigning users where they already are changes nothing.
+  const size_t events = f.Events().size();
+  REQUIRE(f.c().AssignUsers(Users({"alice"}, 1)).ok());
+  CHECK(f.c().versions().directory == dir0 + 2);
+  CHECK(f.Events().size() == events);
+}
+
+TEST_CASE("a bad user name is refused and nothing is assigned", "[coordinator]") {
+  Fixture f;
+  f.RegisterThreeHosts();
+  REQUIRE(f.c().CreateStore(Store({1, 3})).ok());
+  const Versions before = f.c().versions();
+  const size_t events = f.Events().size();
+  const std::vector<std::string> bad_names = {
+      "Alice", "bob+x", "a/b", "..", ".hidden", "", "eve@example.com", std::string(65, 'a'),
+      std::string("nul\0x", 5), "sp ace"};
+  for (const std::string& bad : bad_names) {
+    INFO(bad);
+    auto r = f.c().AssignUsers(Users({"good", bad}, 1));
+    REQUIRE(absl::IsInvalidArgument(r.status()));
+    CHECK(absl::StrContains(r.status().message(), "user name"));
+  }
+  CHECK(absl::IsNotFound(f.c().AssignUsers(Users({"good"}, 7)).status()));
+  CHECK(f.c().versions() == before);
+  CHECK(f.Events().size() == events);
+  coordpb::LookupUser l;
+  l.set_user("good");
+  CHECK_FALSE(f.c().LookupUser(l)->found());
+  CHECK(f.c().AssignUsers(Users({std::string(64, 'a')}, 1)).ok());
+}
+
+TEST_CASE("lookup accepts user, user+folder and user@domain in any case", "[coordinator]") {
+  Fixture f;
+  f.RegisterThreeHosts();
+  REQUIRE(f.c().CreateStore(Store({1, 3})).ok());
+  REQUIRE(f.c().AssignUsers(Users({"alice"}, 1)).ok());
+  for (const char* name : {"alice", "alice+lists", "Alice@Example.COM", "ALICE+x@example.com"}) {
+    INFO(name);
+    coordpb::LookupUser l;
+    l.set_user(name);
+    auto r = f.c().LookupUser(l);
+    REQUIRE(r.ok());
+    CHECK(r->found());
+    CHECK(r->store_id() == 1);
+    CHECK(r->master().slot_id() == 1);
+  }
+  coordpb::LookupUser missing;
+  missing.set_user("nobody@example.com");
+  auto r = f.c().LookupUser(missing);
+  REQUIRE(r.ok());
+  CHECK_FALSE(r->found());
+  coordpb::LookupUser bad;
+  bad.set_user("a/b@example.com");
+  CHECK(absl::IsInvalidArgument(f.c().LookupUser(bad).status()));
+  CHECK(NormalizeUser("Bob+Folder@Domain") == "bob");
+}
+
+// --- heartbeats, leases, state ---
+
+TEST_CASE("a heartbeat from an unregistered host is refused", "[coordinator]") {
+  Fixture f;
+  REQUIRE(f.c().RegisterHost(Host("h1", {1})).ok());
+  REQUIRE(f.c().RegisterHost(Host("h2", {3})).ok());
+  CHECK(absl::IsNotFound(f.c().Heartbeat(Beat("nobody")).status()));
+  // A status for a slot of another host is refused too, and not recorded.
+  coordpb::Heartbeat wrong = Beat("h1");
+  *wrong.add_slots() = MasterStatus(3, 10, 1, 10);
+  auto r = f.c().Heartbeat(wrong);
+  REQUIRE(absl::IsNotFound(r.status()));
+  CHECK(absl::StrContains(r.status().message(), "h2"));
+}
+
+TEST_CASE("a heartbeat renews the leases of the stores mastered on its host",
+          "[coordinator]") {
+  Fixture f;
+  f.RegisterThreeHosts();
+  REQUIRE(f.c().CreateStore(Store({1, 3})).ok());   // master on h1
+  REQUIRE(f.c().CreateStore(Store({4, 2})).ok());   // master on h2
+  CHECK(f.StoreState(1).lease_expires_ms() == 0);   // no heartbeat since
+  f.now += 1000;
+  REQUIRE(f.c().Heartbeat(Beat("h1")).ok());
+  CHECK(f.StoreState(1).lease_expires_ms() == f.now + 6000);
+  CHECK(f.StoreState(2).lease_expires_ms() == 0);   // h2 did not beat
+  f.now += 2000;
+  REQUIRE(f.c().RegisterHost(Host("h2", {3, 4})).ok());  // registering renews too
+  CHECK(f.StoreState(2).lease_expires_ms() == f.now + 6000);
+  CHECK(f.StoreState(1).lease_expires_ms() == f.now - 2000 + 6000);
+  // Leases are not topology: the version did not move.
+  const Versions v = f.c().versions();
+  f.now += 10;
+  REQUIRE(f.c().Heartbeat(Beat("h1", v.topology, v.directory)).ok());
+  CHECK(f.c().versions() == v);
+}
+
+TEST_CASE("a heartbeat reply carries slots only when the topology changed and users only "
+          "when the directory changed",
+          "[coordinator]") {
+  Fixture f;
+  f.RegisterThreeHosts();
+  REQUIRE(f.c().CreateStore(Store({1, 3})).ok());
+  Versions v = f.c().versions();
+  auto same = f.c().Heartbeat(Beat("h1", v.topology, v.directory));
+  REQUIRE(same.ok());
+  CHECK_FALSE(same->changed());
+  CHECK(same->assignments().slots_size() == 0);
+  CHECK_FALSE(same->assignments().users_included());
+  CHECK(same->assignments().version() == v.topology);
+  CHECK(same->assignments().directory_version() == v.directory);
+  CHECK(same->assignments().lease_ms() == 6000);
+  CHECK(same->assignments().cluster_id() == "test");
+
+  REQUIRE(f.c().AssignUsers(Users({"alice"}, 1)).ok());
+  auto dir = f.c().Heartbeat(Beat("h1", v.topology, v.directory));
+  REQUIRE(dir.ok());
+  CHECK_FALSE(dir->changed());
+  CHECK(dir->assignments().slots_size() == 0);
+  CHECK(dir->assignments().users_included());
+  REQUIRE(dir->assignments().users_size() == 1);
+  CHECK(dir->assignments().users(0).user() == "alice");
+
+  v = f.c().versions();
+  coordpb::SetDurability d;
+  d.set_store_id(1);
+  d.set_durability(coordpb::SYNC);
+  REQUIRE(f.c().SetDurability(d).ok());
+  auto topo = f.c().Heartbeat(Beat("h1", v.topology, v.directory));
+  REQUIRE(topo.ok());
+  CHECK(topo->changed());
+  CHECK_FALSE(topo->assignments().users_included());
+  REQUIRE(topo->assignments().slots_size() == 2);
+  CHECK(topo->assignments().slots(0).store().durability() == coordpb::SYNC);
+}
+
+TEST_CASE("store state is ok, lagging, fenced or down from the hosts' reports",
+          "[coordinator]") {
+  Fixture f;
+  f.RegisterThreeHosts();
+  REQUIRE(f.c().CreateStore(Store({1, 3})).ok());  // master slot 1 on h1, replica 3 on h2
+  auto beat = [&](const std::string& host, std::optional<coordpb::SlotStatus> s) {
+    coordpb::Heartbeat h = Beat(host);
+    if (s) *h.add_slots() = *s;
+    auto r = f.c().Heartbeat(h);
+    INFO(r.status().ToString());
+    REQUIRE(r.ok());
+  };
+  beat("h2", std::nullopt);
+  beat("h1", MasterStatus(1, 5000, 3, 4500));
+  CHECK(f.StoreState(1).state() == "ok");
+  CHECK(f.StoreState(1).lag_records() == 500);
+  CHECK(f.StoreState(1).slots_size() == 1);
+
+  beat("h1", MasterStatus(1, 5000, 3, 3999));
+  CHECK(f.StoreState(1).state() == "lagging");
+  CHECK(f.StoreState(1).lag_records() == 1001);
+
+  beat("h1", MasterStatus(1, 5000, 3, 5000, true, 5.5));
+  CHECK(f.StoreState(1).state() == "lagging");
+  CHECK(f.StoreState(1).lag_seconds() == 5.5);
+
+  beat("h1", MasterStatus(1, 5000, 3, 5000, /*connected=*/false));
+  CHECK(f.StoreState(1).state() == "lagging");
+
+  coordpb::SlotStatus fenced = MasterStatus(1, 5000, 3, 5000);
+  fenced.set_fenced(true);
+  beat("h1", fenced);
+  CHECK(f.StoreState(1).state() == "fenced");
+
+  beat("h1", MasterStatus(1, 5000, 3, 5000));
+  CHECK(f.StoreState(1).state() == "ok");
+
+  // The replica's host stops heartbeating: lagging.
+  f.now += 4000;
+  beat("h1", MasterStatus(1, 5000, 3, 5000));
+  f.now += 3000;  // h2 last heard 7 s ago, h1 3 s ago; lease 6 s
+  beat("h1", MasterStatus(1, 5000, 3, 5000));
+  CHECK(f.StoreState(1).state() == "lagging");
+
+  // The master's host stops heartbeating: down.
+  f.now += 6001;
+  auto status = f.c().GetStatus({});
+  REQUIRE(status.ok());
+  CHECK(status->stores(0).state() == "down");
+  for (const auto& h : status->hosts()) CHECK_FALSE(h.alive());
+  beat("h1", MasterStatus(1, 5000, 3, 5000));
+  CHECK(f.c().GetStatus({})->hosts(0).alive());
+}
+
+// --- events and durability of the database ---
+
+TEST_CASE("every change appends an event and bumps a version; history is newest last",
+          "[coordinator]") {
+  Fixture f;
+  CHECK(f.Events().empty());
+  f.RegisterThreeHosts();  // 3 events, topology 1 -> 4
+  CHECK(f.c().versions().topology == 4);
+  REQUIRE(f.c().CreateStore(Store({1, 3})).ok());
+  REQUIRE(f.c().CreateStore(Store({2, 5})).ok());
+  REQUIRE(f.c().AssignUsers(Users({"alice"}, 2)).ok());
+  coordpb::SetDurability d;
+  d.set_store_id(1);
+  d.set_durability(coordpb::SYNC);
+  REQUIRE(f.c().SetDurability(d).ok());
+  REQUIRE(f.c().SetDurability(d).ok());  // no change: no event, no bump
+  CHECK(f.c().versions() == Versions{7, 2});
+
+  auto all = f.Events();
+  REQUIRE(all.size() == 7);
+  std::vector<std::string> kinds;
+  for (const auto& e : all) kinds.push_back(e.kind());
+  CHECK(kinds == std::vector<std::string>{"register_host", "register_host", "register_host",
+                                          "create_store", "create_store", "assign_users",
+                                          "set_durability"});
+  for (size_t i = 1; i < all.size(); ++i) CHECK(all[i].id() > all[i - 1].id());
+  CHECK(all[3].store_id() == 1);
+  CHECK(absl::StrContains(all[3].detail(), "epoch 1"));
+  CHECK(all[3].time_ms() == kStart);
+
+  auto store1 = f.Events(1);
+  REQUIRE(store1.size() == 2);
+  CHECK(store1[0].kind() == "create_store");
+  CHECK(store1[1].kind() == "set_durability");
+  coordpb::GetHistory limited;
+  limited.set_limit(2);
+  auto last2 = f.c().GetHistory(limited);
+  REQUIRE(last2.ok());
+  REQUIRE(last2->events_size() == 2);
+  CHECK(last2->events(0).kind() == "assign_users");
+  CHECK(last2->events(1).kind() == "set_durability");
+}
+
+TEST_CASE("the events table refuses updates and deletes", "[coordinator]") {
+  Fixture f;
+  REQUIRE(f.c().RegisterHost(Host("h1", {1})).ok());
+  f.Close();
+  auto db = sqlite::Database::Open(f.path(), true);
+  REQUIRE(db.ok());
+  CHECK_FALSE((*db)->Exec("UPDATE events SET detail = 'x'").ok());
+  CHECK_FALSE((*db)->Exec("DELETE FROM events").ok());
+}
+
+TEST_CASE("reopening the database keeps everything", "[coordinator]") {
+  Fixture f;
+  f.RegisterThreeHosts();
+  REQUIRE(f.c().CreateStore(Store({1, 3, 5})).ok());
+  REQUIRE(f.c().AssignUsers(Users({"alice", "bob"}, 1)).ok());
+  coordpb::Heartbeat h = Beat("h1");
+  *h.add_slots() = MasterStatus(1, 77, 3, 70);
+  REQUIRE(f.c().Heartbeat(h).ok());
+  const Versions v = f.c().versions();
+  auto before = f.c().GetStatus({});
+  REQUIRE(before.ok());
+  const size_t events = f.Events().size();
+
+  f.Open();  // closes, then opens again
+  CHECK(f.c().versions() == v);
+  CHECK(f.c().cluster_id() == "test");
+  auto after = f.c().GetStatus({});
+  REQUIRE(after.ok());
+  CHECK(after->SerializeAsString() == before->SerializeAsString());
+  CHECK(f.Events().size() == events);
+  coordpb::LookupUser l;
+  l.set_user("bob");
+  CHECK(f.c().LookupUser(l)->store_id() == 1);
+}
+
+TEST_CASE("a new lease period is stored, sent to hosts and recorded", "[coordinator]") {
+  Fixture f;
+  REQUIRE(f.c().RegisterHost(Host("h1", {1})).ok());
+  const Versions v = f.c().versions();
+  f.Close();
+  auto c = Coordinator::Open(f.path(), {.lease_ms = 9000});
+  REQUIRE(c.ok());
+  CHECK((*c)->lease_ms() == 9000);
+  CHECK((*c)->versions().topology == v.topology + 1);
+  auto hb = (*c)->Heartbeat(Beat("h1", v.topology, v.directory));
+  REQUIRE(hb.ok());
+  CHECK(hb->changed());
+  CHECK(hb->assignments().lease_ms() == 9000);
+  coordpb::GetHistory all;
+  CHECK((*c)->GetHistory(all)->events().rbegin()->kind() == "set_lease_ms");
+}
+
+// --- the long poll, in-process ---
+
+// Runs service.Handle(request) as a coroutine on io; done tells when it ended.
+struct PendingCall {
+  absl::StatusOr<std::string> result = absl::UnknownError("not finished");
+  bool done = false;
+};
+
+void StartCall(asio::io_context& io, CoordinatorService& service, const coordpb::Request& r,
+               PendingCall* call) {
+  asio::co_spawn(
+      io,
+      [&service, bytes = r.SerializeAsString(), call]() -> asio::awaitable<void> {
+        // Named first: GCC 12 mishandles temporaries inside co_await.
+        const rpc::RpcPeer peer{"test", "test"};
+        asio::awaitable<absl::StatusOr<std::string>> pending = service.Handle(bytes, peer);
+        call->result = co_await std::move(pending);
+        call->done = true;
+      },
+      asio::detached);
+}
+
+coordpb::Response Parse(const absl::StatusOr<std::string>& bytes) {
+  INFO(bytes.status().ToString());
+  REQUIRE(bytes.ok());
+  coordpb::Response r;
+  REQUIRE(r.ParseFromString(*bytes));
+  return r;
+}
+
+TEST_CASE("a waiting heartbeat is woken by a change and answers with the new assignments",
+          "[coordinator]") {
+  Fixture f(60000);
+  f.RegisterThreeHosts();
+  REQUIRE(f.c().CreateStore(Store({1, 3})).ok());
+  asio::io_context io;
+  CoordinatorService service(io, f.c());
+  const Versions v = f.c().versions();
+  coordpb::Request req;
+  *req.mutable_heartbeat() = Beat("h1", v.topology, v.directory);
+  req.mutable_heartbeat()->set_wait_ms(10000);
+  PendingCall call;
+  const absl::Time start = absl::Now();
+  StartCall(io, service, req, &call);
+  io.poll();
+  REQUIRE_FALSE(call.done);
+  REQUIRE(service.waiting() == 1);
+
+  coordpb::SetDurability d;  // a topology change
+  d.set_store_id(1);
+  d.set_durability(coordpb::SYNC);
+  REQUIRE(f.c().SetDurability(d).ok());
+  io.run();
+  REQUIRE(call.done);
+  CHECK(absl::Now() - start < absl::Seconds(5));
+  coordpb::Response r = Parse(call.result);
+  CHECK(r.heartbeat().changed());
+  CHECK(r.heartbeat().assignments().version() == v.topology + 1);
+  REQUIRE(r.heartbeat().assignments().slots_size() == 2);
+  CHECK(r.heartbeat().assignments().slots(0).store().durability() == coordpb::SYNC);
+  CHECK(service.waiting() == 0);
+  CHECK(service.stats().heartbeats_woken == 1);
+}
+
+TEST_CASE("a heartbeat waits at most half the lease period, then answers unchanged",
+          "[coordinator]") {
+  Fixture f(200);  // wait capped at 100 ms
+  REQUIRE(f.c().RegisterHost(Host("h1", {1})).ok());
+  asio::io_context io;
+  CoordinatorService service(io, f.c());
+  const Versions v = f.c().versions();
+  coordpb::Request req;
+  *req.mutable_heartbeat() = Beat("h1", v.topology, v.directory);
+  req.mutable_heartbeat()->set_wait_ms(10000);
+  PendingCall call;
+  const absl::Time start = absl::Now();
+  StartCall(io, service, req, &call);
+  io.run();
+  REQUIRE(call.done);
+  const absl::Duration took = absl::Now() - start;
+  CHECK(took >= absl::Milliseconds(90));
+  CHECK(took < absl::Seconds(5));
+  coordpb::Response r = Parse(call.result);
+  CHECK_FALSE(r.heartbeat().changed());
+  CHECK(r.heartbeat().assignments().slots_size() == 0);
+}
+
+TEST_CASE("shutting the service down answers every waiting heartbeat", "[coordinator]") {
+  Fixture f(60000);
+  REQUIRE(f.c().RegisterHost(Host("h1", {1})).ok());
+  REQUIRE(f.c().RegisterHost(Host("h2", {2})).ok());
+  asio::io_context io;
+  CoordinatorService service(io, f.c());
+  const Versions v = f.c().versions();
+  PendingCall a, b;
+  for (auto [host, call] : {std::pair{"h1", &a}, std::pair{"h2", &b}}) {
+    coordpb::Request req;
+    *req.mutable_heartbeat() = Beat(host, v.topology, v.directory);
+    req.mutable_heartbeat()->set_wait_ms(10000);
+    StartCall(io, service, req, call);
+  }
+  io.poll();
+  REQUIRE(service.waiting() == 2);
+  const absl::Time start = absl::Now();
+  service.Shutdown();
+  io.run();
+  CHECK(absl::Now() - start < absl::Seconds(5));
+  CHECK(a.done);
+  CHECK(b.done);
+  CHECK_FALSE(Parse(a.result).heartbeat().changed());
+}
+
+TEST_CASE("an unparsable or empty request is refused", "[coordinator]") {
+  Fixture f;
+  asio::io_context io;
+  CoordinatorService service(io, f.c());
+  PendingCall garbage, empty;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        const rpc::RpcPeer peer;
+        asio::awaitable<absl::StatusOr<std::string>> first =
+            service.Handle("\xff\xff\xff\xff garbage", peer);
+        garbage.result = co_await std::move(first);
+        asio::awaitable<absl::StatusOr<std::string>> second = service.Handle("", peer);
+        empty.result = co_await std::move(second);
+      },
+      asio::detached);
+  io.run();
+  CHECK(absl::IsInvalidArgument(garbage.result.status()));
+  CHECK(absl::IsInvalidArgument(empty.result.status()));
+}
+
+// --- the real coordinatord ---
+
+std::string Bin(const std::string& name) {
+  const char* bin = std::getenv("MAILREPL_BIN");
+  if (bin == nullptr) throw std::runtime_error("MAILREPL_BIN is not set");
+  return absl::StrCat(bin, "/", name);
+}
+
+void WriteSecret(const std::string& path, const std::string& secret) {
+  {
+    std::ofstream out(path, std::ios::trunc);
+    out << secret << "\n";
+  }
+  REQUIRE(::chmod(path.c_str(), 0600) == 0);
+}
+
+constexpr char kSecret[] = "e2e-secret-0123456789abcdef";
+
+// coordinatord on a fresh database with lease 60 s (so the long poll may
+// wait the full 10 s), its port parsed from its log line.
+class Daemon {
+ public:
+  explicit Daemon(std::vector<std::string> extra = {}) {
+    WriteSecret(secret_file(), kSecret);
+    std::vector<std::string> argv = {Bin("coordinatord"), "--db",          db(),
+                                     "--listen",          "127.0.0.1:0",   "--secret-file",
+                                     secret_file(),       "--cluster-id",  "e2e",
+                                     "--lease-ms",        "60000"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    process_ = std::make_unique<Process>(argv);
+    REQUIRE(WaitFor([&] { return absl::StrContains(process_->Stderr(), "port=<") ||
+                                 !process_->Running(); },
+                    absl::Seconds(30)));
+    const std::string err = process_->Stderr();
+    INFO(process_->Describe());
+    REQUIRE(absl::StrContains(err, "coordinatord listening"));
+    const size_t at = err.find("port=<");
+    REQUIRE(at != std::string::npos);
+    REQUIRE(absl::SimpleAtoi(err.substr(at + 6, err.find('>', at) - at - 6), &port_));
+  }
+  ~Daemon() {
+    if (process_->Running()) Stop();
+  }
+
+  // SIGTERM; coordinatord must exit 0.
+  void Stop() {
+    process_->Signal(SIGTERM);
+    const std::optional<int> code = process_->Wait(absl::Seconds(20));
+    INFO(process_->Describe());
+    CHECK(code == 0);
+  }
+
+  std::string db() const { return dir_.Sub("coord.db"); }
+  std::string secret_file() const { return dir_.Sub("secret"); }
+  int port() const { return port_; }
+  Process& process() { return *process_; }
+
+  rpc::RpcClientOptions Options(const std::string& secret = kSecret) const {
+    return {.address = absl::StrCat("127.0.0.1:", port_), .service = "coordinator",
+            .secret = secret, .client = "coordinator_test"};
+  }
+  absl::StatusOr<coordpb::Response> Call(const coordpb::Request& r,
+                                         absl::Duration timeout = absl::Seconds(10)) const {
+    return rpc::CallOnce<coordpb::Response>(Options(), r, timeout);
+  }
+  coordpb::Response MustCall(const coordpb::Request& r) const {
+    auto resp = Call(r);
+    INFO(resp.status().ToString());
+    REQUIRE(resp.ok());
+    return *resp;
+  }
+
+ private:
+  TempDir dir_;
+  std::unique_ptr<Process> process_;
+  int port_ = 0;
+};
+
+coordpb::Request Req(const coordpb::RegisterHost& r) {
+  coordpb::Request q;
+  *q.mutable_register_host() = r;
+  return q;
+}
+coordpb::Request Req(const coordpb::CreateStore& r) {
+  coordpb::Request q;
+  *q.mutable_create_store() = r;
+  return q;
+}
+coordpb::Request Req(const coordpb::Heartbeat& r) {
+  coordpb::Request q;
+  *q.mutable_heartbeat() = r;
+  return q;
+}
+coordpb::Request StatusReq() {
+  coordpb::Request q;
+  q.mutable_get_status();
+  return q;
+}
+
+TEST_CASE("coordinatord: a heartbeat long poll returns promptly when the topology changes",
+          "[coordinator][e2e]") {
+  Daemon d;
+  auto reg = d.MustCall(Req(Host("h1", {1})));
+  CHECK(reg.register_host().assignments().cluster_id() == "e2e");
+  CHECK(reg.register_host().assignments().lease_ms() == 60000);
+  d.MustCall(Req(Host("h2", {2})));
+  auto created = d.MustCall(Req(Store({1, 2})));
+  CHECK(created.create_store().store().epoch() == 1);
+  const coordpb::GetStatusReply status = d.MustCall(StatusReq()).get_status();
+  const uint64_t version = status.version();
+
+  // h1 polls with the current versions; its report carries a marker LSN so
+  // that the test can see the poll has reached the coordinator.
+  coordpb::Heartbeat beat = Beat("h1", version, 1);
+  beat.set_wait_ms(10000);
+  *beat.add_slots() = MasterStatus(1, 4242, 2, 4242);
+  std::atomic<bool> done{false};
+  absl::StatusOr<coordpb::Response> polled = absl::UnknownError("not finished");
+  absl::Time returned;
+  std::thread poller([&] {
+    polled = d.Call(Req(beat), absl::Seconds(30));
+    returned = absl::Now();
+    done = true;
+  });
+  const bool waiting = WaitFor(
+      [&] {
+        auto s = d.Call(StatusReq());
+        if (!s.ok() || s->get_status().stores_size() != 1) return false;
+        for (const auto& slot : s->get_status().stores(0).slots()) {
+          if (slot.last_lsn() == 4242) return true;
+        }
+        return false;
+      },
+      absl::Seconds(10), absl::Milliseconds(20));
+  CHECK(waiting);
+  CHECK_FALSE(done.load());
+
+  const absl::Time changed_at = absl::Now();
+  coordpb::Request dur;
+  dur.mutable_set_durability()->set_store_id(1);
+  dur.mutable_set_durability()->set_durability(coordpb::SYNC);
+  d.MustCall(dur);
+  const bool returned_promptly = WaitFor([&] { return done.load(); }, absl::Seconds(5));
+  poller.join();
+  CHECK(returned_promptly);
+  CHECK(returned - changed_at < absl::Seconds(5));  // the poll asked for 10 s
+  INFO(polled.status().ToString());
+  REQUIRE(polled.ok());
+  const coordpb::HeartbeatReply& hb = polled->heartbeat();
+  CHECK(hb.changed());
+  CHECK(hb.assignments().version() > version);
+  REQUIRE(hb.assignments().slots_size() == 1);
+  CHECK(hb.assignments().slots(0).role() == coordpb::MASTER);
+  CHECK(hb.assignments().slots(0).store().durability() == coordpb::SYNC);
+  CHECK_FALSE(hb.assignments().users_included());
+
+  // The lease of store 1 was renewed by the heartbeat.
+  const auto after = d.MustCall(StatusReq()).get_status();
+  CHECK(after.stores(0).lease_expires_ms() > 0);
+  d.Stop();
+}
+
+TEST_CASE("coordinatord refuses a wrong secret and survives garbage bytes",
+          "[coordinator][e2e]") {
+  Daemon d;
+  auto wrong = rpc::CallOnce<coordpb::Response>(d.Options("not-the-secret-0123456789"),
+                                                StatusReq(), absl::Seconds(10));
+  REQUIRE_FALSE(wrong.ok());
+  CHECK(absl::IsUnauthenticated(wrong.status()));
+
+  // Garbage on a raw connection: the coordinator closes that connection.
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(d.port()));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  timeval tv{.tv_sec = 10, .tv_usec = 0};
+  REQUIRE(::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0);
+  const std::string garbage = "GET / HTTP/1.0\r\n\r\n\x01\x02\x03 not a frame at all";
+  REQUIRE(::send(fd, garbage.data(), garbage.size(), MSG_NOSIGNAL) ==
+          static_cast<ssize_t>(garbage.size()));
+  bool closed = false;
+  char buf[4096];
+  while (true) {
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n > 0) continue;  // the hello, then a reply naming the error
+    closed = n == 0 || errno == ECONNRESET;
+    break;  // EAGAIN: not closed within 10 s
+  }
+  ::close(fd);
+  CHECK(closed);
+
+  // The next good client works, and the daemon still runs.
+  auto ok = d.Call(StatusReq());
+  INFO(ok.status().ToString());
+  CHECK(ok.ok());
+  CHECK(ok->get_status().cluster_id() == "e2e");
+  CHECK(d.process().Running());
+  d.Stop();
+  CHECK(absl::StrContains(d.process().Stderr(), "coordinatord stopped"));
+}
+
+TEST_CASE("coordinatord answers a waiting heartbeat and exits 0 on SIGTERM",
+          "[coordinator][e2e]") {
+  Daemon d;
+  d.MustCall(Req(Host("h1", {1})));
+  d.MustCall(Req(Host("h2", {2})));
+  d.MustCall(Req(Store({1, 2})));
+  const uint64_t version = d.MustCall(StatusReq()).get_status().version();
+  coordpb::Heartbeat beat = Beat("h1", version, 1);
+  beat.set_wait_ms(10000);
+  *beat.add_slots() = MasterStatus(1, 777, 2, 777);
+  std::atomic<bool> done{false};
+  std::thread poller([&] {
+    d.Call(Req(beat), absl::Seconds(30)).IgnoreError();
+    done = true;
+  });
+  CHECK(WaitFor(
+      [&] {
+        auto s = d.Call(StatusReq());
+        return s.ok() && s->get_status().stores_size() == 1 &&
+               s->get_status().stores(0).slots_size() == 1 &&
+               s->get_status().stores(0).slots(0).last_lsn() == 777;
+      },
+      absl::Seconds(10), absl::Milliseconds(20)));
+  const absl::Time start = absl::Now();
+  d.process().Signal(SIGTERM);
+  const std::optional<int> code = d.process().Wait(absl::Seconds(5));
+  CHECK(absl::Now() - start < absl::Seconds(5));
+  INFO(d.process().Describe());
+  CHECK(code == 0);
+  CHECK(WaitFor([&] { return done.load(); }, absl::Seconds(10)));
+  poller.join();
+}
+
+TEST_CASE("coordinatord exits 2 on bad flags, a bad secret file and a newer database",
+          "[coordinator][e2e]") {
+  TempDir dir;
+  const std::string secret = dir.Sub("secret");
+  WriteSecret(secret, kSecret);
+  auto run = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), Bin("coordinatord"));
+    Process p(args);
+    const std::optional<int> code = p.Wait(absl::Seconds(20));
+    return std::pair{code.value_or(-1), p.Stderr()};
+  };
+  const std::string db = dir.Sub("coord.db");
+  auto [c1, e1] = run({"--db", db, "--listen", "127.0.0.1:0"});
+  CHECK(c1 == 2);
+  CHECK(absl::StrContains(e1, "--secret-file"));
+  auto [c2, e2] = run({"--db", db, "--listen", "127.0.0.1:0", "--secret-file", secret,
+                       "--lease-ms", "abc"});
+  CHECK(c2 == 2);
+  CHECK(absl::StrContains(e2, "--lease-ms"));
+  auto [c3, e3] = run({"--db", db, "--listen", "127.0.0.1:0", "--secret-file",
+                       dir.Sub("missing")});
+  CHECK(c3 == 2);
+  CHECK(absl::StrContains(e3, "missing"));
+  REQUIRE(Coordinator::Open(db, {}).ok());
+  {
+    auto sdb = sqlite::Database::Open(db, true);
+    REQUIRE(sdb.ok());
+    REQUIRE((*sdb)->Exec("PRAGMA user_version = 99").ok());
+  }
+  auto [c4, e4] = run({"--db", db, "--listen", "127.0.0.1:0", "--secret-file", secret});
+  CHECK(c4 == 2);
+  CHECK(absl::StrContains(e4, db));
+  CHECK(absl::StrContains(e4, "newer"));
+  auto [c5, e5] = run({"--help"});
+  CHECK(c5 == 0);
+}
+
+}  // namespace
+}  // namespace mailrepl::coord
