@@ -1,0 +1,103 @@
+// File: test/cluster_harness.h
+//
+// A dev cluster for end-to-end tests: `replctl dev-cluster up` in a fresh
+// directory on its own loopback net, stopped (`down`, then SIGKILL of
+// anything left, restarted processes included) when the harness goes.
+// Helpers to stop, freeze and restart hosts and the coordinator, to read
+// the coordinator's status, to call a slot's client API, and to deliver
+// with real LMTP clients (tools/lmtp_deliver.py on smtplib.LMTP, swaks).
+// Thread-compatible.
+#ifndef MAILREPL_TEST_CLUSTER_HARNESS_H_
+#define MAILREPL_TEST_CLUSTER_HARNESS_H_
+
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "proto/api.pb.h"
+#include "proto/config.pb.h"
+#include "proto/coord.pb.h"
+#include "test/process_util.h"
+#include "test/test_util.h"
+
+namespace mailrepl::testing {
+
+std::string Bin(const std::string& name);
+// Runs argv to completion (at most timeout); returns exit code and stdout.
+struct RunResult {
+  int exit = -1;
+  std::string out;
+  std::string err;
+};
+RunResult Run(const std::vector<std::string>& argv, absl::Duration timeout = absl::Seconds(120));
+
+struct ClusterOptions {
+  std::string net;  // unique per test: "127.0.3"
+  int hosts = 3;
+  int slots_per_host = 2;
+  int lease_ms = 3000;
+  std::string durability = "async";
+};
+
+class Cluster {
+ public:
+  explicit Cluster(ClusterOptions options);
+  ~Cluster();
+
+  const configpb::DevCluster& info() const { return info_; }
+  const std::string& dir() const { return info_.dir(); }
+  const configpb::DevStore& store(uint64_t id) const;
+  const configpb::DevSlot& slot(uint64_t id) const;
+  const configpb::DevHost& host(const std::string& name) const;
+  uint64_t StoreOf(const std::string& user) const { return info_.users().at(user); }
+
+  absl::StatusOr<coordpb::GetStatusReply> Status();
+  // Until every store is "ok" with no replica behind (or timeout).
+  bool WaitCaughtUp(absl::Duration timeout);
+
+  // Processes: SIGKILL / SIGSTOP / SIGCONT / restart (a restarted process
+  // belongs to the harness and is stopped with it).
+  void Signal(const std::string& host_or_coordinator, int sig);
+  void Restart(const std::string& host_or_coordinator);
+
+  // A call to a slot's client API.
+  absl::StatusOr<apipb::Response> Api(uint64_t slot_id, const apipb::Request& request);
+  // Indexes (X-Bench-Index) of the messages in USER's INBOX on the slot.
+  std::set<int> IndexesOn(uint64_t slot_id, const std::string& user);
+
+  // tools/lmtp_deliver.py over messages [start, start+count) of eml_dir.
+  // Returns the per-message results (index -> user, code).
+  struct Outcome {
+    std::string user;
+    int code = 0;
+  };
+  std::map<int, Outcome> Deliver(const std::string& eml_dir, int start, int count, int conns,
+                             double retry_seconds, std::string* summary = nullptr);
+  std::unique_ptr<Process> StartDelivery(const std::string& eml_dir, int start, int count,
+                                         int conns, double retry_seconds,
+                                         const std::string& record);
+  static std::map<int, Outcome> ReadRecord(const std::string& record);
+  // The text of a host's /metrics or /health (fetched with Python's urllib).
+  std::string Http(const std::string& host, const std::string& path);
+
+ private:
+  int PidOf(const std::string& name) const;
+
+  ClusterOptions options_;
+  TempDir tmp_;
+  configpb::DevCluster info_;
+  std::string secret_;
+  std::map<std::string, std::unique_ptr<Process>> restarted_;
+};
+
+// The standard workload's messages [0, count) as .eml files, made once
+// per test run (workload dump).
+std::string WorkloadEml(int count);
+
+}  // namespace mailrepl::testing
+
+#endif  // MAILREPL_TEST_CLUSTER_HARNESS_H_
