@@ -1,14 +1,17 @@
 #!/bin/bash
 # demo.sh: the main job. Installs dependencies, builds, and runs a local
-# two-slot replication demo doing real work:
-#   1. creates a master slot and a replica slot (one store, two slots),
-#   2. starts sync_server on the replica and a rolling sync_client (-r -z),
-#   3. delivers the standard workload (10,000 messages, 100 users, seed 42)
-#      into the master with 16 concurrent writers (durable, group commit),
-#   4. stops the rolling client (SIGTERM) and runs a catch-up client, which
-#      exits once the replica has everything,
-#   5. verifies both slots (bodies hash to their GUIDs, index matches log),
-#      compares their digests, and prints what the log holds and the figures.
+# cluster doing real work:
+#   1. `replctl dev-cluster up`: a coordinatord and 3 replicad hosts with 4
+#      slots each on loopback addresses (127.0.2.x), paired into 6 stores
+#      (master and replica on different hosts), 100 users spread over them;
+#   2. delivers the standard workload (10,000 messages, seed 42) over LMTP
+#      with Python's smtplib.LMTP, 8 connections, each message to its
+#      user's master (tools/lmtp_deliver.py);
+#   3. waits until every replica has acknowledged everything, printing
+#      `replctl status` (lag per store) while it catches up;
+#   4. stops the cluster, verifies every slot (bodies hash to their GUIDs,
+#      index matches log) and compares each store's master and replica
+#      digests.
 # Environment: DEMO_DIR (default ./demo), DEMO_MESSAGES (default 10000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,65 +20,61 @@ bash scripts/build.sh release >/dev/null
 B=$PWD/build/bin
 DIR=${DEMO_DIR:-$PWD/demo}
 N=${DEMO_MESSAGES:-10000}
+"$B/replctl" dev-cluster down --dir "$DIR/cluster" >/dev/null 2>&1 || true
 rm -rf "$DIR"
 mkdir -p "$DIR"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
+trap '"$B/replctl" dev-cluster down --dir "$DIR/cluster" >/dev/null 2>&1 || true' EXIT
+export MAILREPL_CLUSTER=$DIR/cluster
 
-echo "== slots"
-"$B/mailctl" --slot "$DIR/master" init --cluster-id demo --store-id 1 --slot-id 1
-"$B/mailctl" --slot "$DIR/replica" init --cluster-id demo --store-id 1 --slot-id 2
-head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$DIR/secret"
-chmod 600 "$DIR/secret"
+echo "== starting a cluster: 3 hosts x 4 slots"
+"$B/replctl" dev-cluster up --dir "$DIR/cluster" --hosts 3 --slots-per-host 4 --users 100
+"$B/replctl" status
 
-echo "== replication: sync_server on the replica, rolling sync_client on the master"
-"$B/sync_server" --slot "$DIR/replica" --listen 127.0.0.1:0 --secret-file "$DIR/secret" \
-  2> "$DIR/sync_server.log" &
-pids+=($!)
-port=""
-for _ in $(seq 1 200); do
-  port=$(sed -n 's/.*listening.* port=<\([0-9]*\)>.*/\1/p' "$DIR/sync_server.log")
-  [ -n "$port" ] && break
-  sleep 0.05
-done
-[ -n "$port" ] || { echo "sync_server did not start:"; cat "$DIR/sync_server.log"; exit 1; }
-"$B/sync_client" --slot "$DIR/master" --server "127.0.0.1:$port" --secret-file "$DIR/secret" \
-  -r -z --stats > "$DIR/rolling.stats" 2> "$DIR/rolling.log" &
-rolling=$!
-pids+=($rolling)
+echo
+echo "== delivering the standard workload over LMTP: $N messages, 8 connections (smtplib.LMTP)"
+"$B/workload" dump --dir "$DIR/eml" --count "$N"
+python3 tools/lmtp_deliver.py --cluster "$DIR/cluster" --eml-dir "$DIR/eml" --count "$N" \
+  --conns 8 --record "$DIR/delivered.txt" | tee "$DIR/deliver.json"
 
-echo "== delivering the standard workload: $N messages, 16 writers"
-"$B/workload" deliver --slot "$DIR/master" --count "$N" --threads 16 | tee "$DIR/deliver.json"
+echo
+echo "== replication catching up"
+caught_up() {
+  "$B/replctl" status --json | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+sys.exit(0 if all(st["state"] == "ok" and int(st["lag_records"]) == 0 for st in s["stores"]) else 1)'
+}
+for _ in $(seq 1 600); do caught_up && break; sleep 0.1; done
+"$B/replctl" status
+echo "-- host1's /metrics (excerpt):"
+python3 -c 'import urllib.request, json, sys
+c = json.load(open(sys.argv[1]))
+text = urllib.request.urlopen("http://" + c["hosts"][0]["metrics"] + "/metrics").read().decode()
+print("\n".join("   " + l for l in text.splitlines() if l.startswith(("mailrepl_replica_lag", "mailrepl_slot_lsn"))))' \
+  "$DIR/cluster/cluster.json"
 
-kill -TERM "$rolling"
-wait "$rolling" || true
-echo "== rolling client stopped (SIGTERM); its figures:"
-sed 's/^/   /' "$DIR/rolling.stats"
-echo "== catch-up client (exits when the replica holds every record)"
-start=$(date +%s%N)
-"$B/sync_client" --slot "$DIR/master" --server "127.0.0.1:$port" --secret-file "$DIR/secret" \
-  --stats | grep -E "records_sent|replica_acked_lsn|lag_lsns" | sed 's/^/   /'
-end=$(date +%s%N)
-echo "   catch-up took $(( (end - start) / 1000000 )) ms"
-kill -TERM "${pids[0]}"
-wait "${pids[0]}" || true
-
-echo "== verify both slots"
-"$B/mailctl" --slot "$DIR/master" verify
-"$B/mailctl" --slot "$DIR/replica" verify
-m=$("$B/mailctl" --slot "$DIR/master" digest | head -2 | tr '\n' ' ')
-r=$("$B/mailctl" --slot "$DIR/replica" digest | head -2 | tr '\n' ' ')
-echo "   master : $m"
-echo "   replica: $r"
-if [ "$m" != "$r" ]; then echo "DIGESTS DIFFER"; exit 1; fi
-echo "   digests match"
-
-echo "== what the master's log holds"
-"$B/mailctl" --slot "$DIR/master" dump-log > "$DIR/dump.txt"
-awk '$1 ~ /^lsn=/ {n[$3]++} END {for (t in n) printf "   %-8s %d records\n", t, n[t]}' "$DIR/dump.txt" | sort
-tail -3 "$DIR/dump.txt" | sed 's/^/   /'
-echo "   first records:"
-head -3 "$DIR/dump.txt" | cut -c1-140 | sed 's/^/     /'
-echo "   log segments: $(ls "$DIR/master/log" | wc -l), $(du -sh "$DIR/master/log" | cut -f1); spool $(du -sh "$DIR/master/spool" | cut -f1)"
-echo "== done: $DIR"
+echo
+echo "== stopping the cluster; verifying every slot and comparing master and replica digests"
+"$B/replctl" dev-cluster down --dir "$DIR/cluster"
+python3 - "$DIR/cluster/cluster.json" "$B/mailctl" <<'PY'
+import json, subprocess, sys
+cluster, mailctl = json.load(open(sys.argv[1])), sys.argv[2]
+slots = {s["slot_id"]: s for s in cluster["slots"]}
+bad = 0
+for st in cluster["stores"]:
+    digests = {}
+    for sid in [st["master_slot_id"]] + st["replica_slot_ids"]:
+        s = slots[sid]
+        v = subprocess.run([mailctl, "--slot", s["data"], "verify"], capture_output=True, text=True)
+        d = subprocess.run([mailctl, "--slot", s["data"], "digest"], capture_output=True, text=True)
+        digests[sid] = d.stdout.splitlines()[:2]
+        bad += v.returncode != 0
+        print("   store %s slot %-3s %-7s verify: %s" % (st["store_id"], sid, s["role"],
+              "clean" if v.returncode == 0 else v.stdout + v.stderr))
+    same = len({tuple(d) for d in digests.values()}) == 1
+    bad += not same
+    print("   store %s: %s  %s" % (st["store_id"], "digests match" if same else "DIGESTS DIFFER",
+                                  digests[st["master_slot_id"]][0]))
+sys.exit(1 if bad else 0)
+PY
+echo "== done: every slot verified, every replica equal to its master"
