@@ -1,6 +1,7 @@
 #include "replicad/coordinator_link.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
@@ -12,12 +13,13 @@ using asio::awaitable;
 
 CoordinatorLink::CoordinatorLink(asio::io_context& io, CoordinatorLinkOptions options)
     : io_(io), options_(std::move(options)), pause_(io) {
-  client_ = std::make_unique<rpc::RpcClient>(
-      io_, rpc::RpcClientOptions{.address = options_.coordinator,
-                                 .service = "coordinator",
-                                 .secret = options_.secret,
-                                 .client = absl::StrCat("replicad ",
-                                                        options_.registration.host())});
+  const rpc::RpcClientOptions o{.address = options_.coordinator,
+                                .service = "coordinator",
+                                .secret = options_.secret,
+                                .client = absl::StrCat("replicad ", options_.registration.host()),
+                                .connect_timeout = absl::Seconds(1)};
+  client_ = std::make_unique<rpc::RpcClient>(io_, o);
+  reporter_ = std::make_unique<rpc::RpcClient>(io_, o);
 }
 
 CoordinatorLink::~CoordinatorLink() = default;
@@ -26,6 +28,61 @@ void CoordinatorLink::Stop() {
   stopping_ = true;
   pause_.cancel();
   client_->Close();
+  reporter_->Close();
+}
+
+void CoordinatorLink::ReportNow() {
+  if (!registered_ || stopping_) return;
+  if (reporting_) {
+    report_again_ = true;
+    return;
+  }
+  reporting_ = true;
+  asio::co_spawn(io_, Report(), asio::detached);
+}
+
+awaitable<void> CoordinatorLink::Report() {
+  do {
+    report_again_ = false;
+    const absl::Time sent = absl::Now();
+    absl::StatusOr<coordpb::Response> r = co_await reporter_->Call<coordpb::Response>(
+        HeartbeatRequest(absl::ZeroDuration()), absl::Seconds(3));
+    if (stopping_) break;
+    if (r.ok() && r->has_heartbeat()) Absorb(r->heartbeat(), sent);
+  } while (report_again_ && !stopping_);
+  reporting_ = false;
+}
+
+coordpb::Request CoordinatorLink::HeartbeatRequest(absl::Duration wait) {
+  coordpb::Request request;
+  coordpb::Heartbeat* h = request.mutable_heartbeat();
+  h->set_host(options_.registration.host());
+  h->set_known_version(version_);
+  h->set_known_directory_version(directory_version_);
+  h->set_wait_ms(static_cast<uint32_t>(absl::ToInt64Milliseconds(wait)));
+  for (coordpb::SlotStatus& s : options_.status()) *h->add_slots() = std::move(s);
+  return request;
+}
+
+void CoordinatorLink::Absorb(const coordpb::HeartbeatReply& reply, absl::Time sent) {
+  last_heard_ = std::max(last_heard_, sent);
+  options_.on_heard(sent);
+  coordpb::Assignments a = reply.assignments();
+  bool apply = false;
+  if (reply.changed() && a.version() > version_) {
+    version_ = a.version();
+    apply = true;
+  } else {
+    a.clear_slots();  // older than (or equal to) what is applied
+  }
+  if (a.users_included() && a.directory_version() > directory_version_) {
+    directory_version_ = a.directory_version();
+    apply = true;
+  } else {
+    a.set_users_included(false);
+    a.clear_users();
+  }
+  if (apply) options_.on_assignments(a);
 }
 
 awaitable<absl::Status> CoordinatorLink::Register() {
@@ -50,26 +107,12 @@ awaitable<absl::Status> CoordinatorLink::Register() {
 }
 
 awaitable<absl::Status> CoordinatorLink::Beat() {
-  coordpb::Request request;
-  coordpb::Heartbeat* h = request.mutable_heartbeat();
-  h->set_host(options_.registration.host());
-  h->set_known_version(version_);
-  h->set_known_directory_version(directory_version_);
-  h->set_wait_ms(static_cast<uint32_t>(absl::ToInt64Milliseconds(options_.poll)));
-  for (coordpb::SlotStatus& s : options_.status()) *h->add_slots() = std::move(s);
   const absl::Time sent = absl::Now();
-  absl::StatusOr<coordpb::Response> r =
-      co_await client_->Call<coordpb::Response>(request, options_.poll + absl::Seconds(5));
+  absl::StatusOr<coordpb::Response> r = co_await client_->Call<coordpb::Response>(
+      HeartbeatRequest(options_.poll), options_.poll + absl::Seconds(5));
   if (!r.ok()) co_return r.status();
   if (!r->has_heartbeat()) co_return absl::InternalError("coordinator answered another call");
-  last_heard_ = sent;
-  options_.on_heard(sent);
-  const coordpb::Assignments& a = r->heartbeat().assignments();
-  if (r->heartbeat().changed() || a.users_included()) {
-    if (r->heartbeat().changed()) version_ = a.version();
-    if (a.users_included()) directory_version_ = a.directory_version();
-    options_.on_assignments(a);
-  }
+  Absorb(r->heartbeat(), sent);
   co_return absl::OkStatus();
 }
 

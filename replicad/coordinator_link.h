@@ -53,6 +53,10 @@ class CoordinatorLink {
   // Until Stop().
   asio::awaitable<void> Run();
   void Stop();
+  // Sends the slots' status now, on a second connection, without waiting
+  // for the long poll (coalesced: one report in flight, one more after it
+  // if asked again meanwhile). Its reply's assignments are applied too.
+  void ReportNow();
   // Poll length, adjusted once the lease period is known (a third of it).
   void set_poll(absl::Duration poll) { options_.poll = poll; }
   bool connected() const { return connected_; }
@@ -61,10 +65,18 @@ class CoordinatorLink {
  private:
   asio::awaitable<absl::Status> Register();
   asio::awaitable<absl::Status> Beat();
+  asio::awaitable<void> Report();
+  // Applies a heartbeat reply's assignments unless they are older than
+  // what was applied already (the long poll and a report may cross).
+  void Absorb(const coordpb::HeartbeatReply& reply, absl::Time sent);
+  coordpb::Request HeartbeatRequest(absl::Duration wait);
 
   asio::io_context& io_;
   CoordinatorLinkOptions options_;
   std::unique_ptr<rpc::RpcClient> client_;
+  std::unique_ptr<rpc::RpcClient> reporter_;
+  bool reporting_ = false;
+  bool report_again_ = false;
   asio::steady_timer pause_;
   bool stopping_ = false;
   bool registered_ = false;

@@ -25,7 +25,11 @@ Replicad::Replicad(asio::io_context& io, configpb::ReplicadConfig config, std::s
                         .sync_timeout = absl::Milliseconds(config_.sync_timeout_ms()),
                         .directory = [this](const std::string& user, uint64_t store) {
                           return Directory(user, store);
-                        }});
+                        },
+                        .report_now =
+                            [this] {
+                              if (link_) link_->ReportNow();
+                            }});
   }
 }
 
@@ -114,7 +118,7 @@ void Replicad::ApplyAssignments(const coordpb::Assignments& a) {
     *known_.mutable_users() = a.users();
   }
   // A heartbeat reply without slot changes carries only the directory.
-  const bool slots_changed = a.slots_size() > 0 || a.version() != known_.version();
+  const bool slots_changed = a.slots_size() > 0;
   if (slots_changed && a.version() != 0) {
     known_.set_version(a.version());
     known_.set_cluster_id(a.cluster_id());

@@ -85,6 +85,13 @@ std::vector<LmtpReply> SlotBackend::DeliverNow(const std::vector<std::string>& r
                                                const std::string& message) {
   std::vector<LmtpReply> replies;
   replies.reserve(recipients.size());
+  // Counted before the gate is asked: a fence set after this point is
+  // either seen by the gate or waits (Busy()) for these appends.
+  ++busy_;
+  struct Done {
+    std::atomic<int>& busy;
+    ~Done() { --busy; }
+  } done{busy_};
   std::optional<LmtpReply> closed;
   if (options_.gate) closed = options_.gate();
   for (const std::string& rcpt : recipients) {

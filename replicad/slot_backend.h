@@ -87,6 +87,10 @@ class SlotBackend : public LmtpBackend {
                                                   const std::vector<std::string>& recipients,
                                                   std::string message) override;
   SlotBackendStats stats() const { return {appended_.load(), failed_.load()}; }
+  // Deliveries between their gate check and their last append. Once the
+  // gate refuses (a fence), Busy() turning 0 means every delivery it let
+  // through is durable.
+  int Busy() const { return busy_.load(); }
 
   // The reply for a failed Slot::Append (exposed for tests).
   static LmtpReply ReplyForAppendError(const absl::Status& status);
@@ -109,6 +113,7 @@ class SlotBackend : public LmtpBackend {
   std::unique_ptr<asio::thread_pool> pool_;
   std::atomic<uint64_t> appended_{0};
   std::atomic<uint64_t> failed_{0};
+  std::atomic<int> busy_{0};
 };
 
 }  // namespace mailrepl::lmtp

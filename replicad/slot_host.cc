@@ -171,15 +171,34 @@ void SlotHost::Apply(const coordpb::SlotAssignment& assignment, const std::strin
     }
   }
   sync_durability_ = store.durability() == coordpb::SYNC;
-  fenced_by_coordinator_ = store.fenced();
+  const bool was_fenced = fenced_by_coordinator_.exchange(store.fenced());
+  if (!store.fenced()) fenced_lsn_ = 0;
   if (assignment.role() == coordpb::MASTER) {
     BecomeMaster(store);
+    if (store.fenced() && !was_fenced) asio::co_spawn(io_, Drain(), asio::detached);
   } else {
     BecomeReplica(store);
   }
 }
 
+asio::awaitable<void> SlotHost::Drain() {
+  // The gate refuses from now on; wait for the writes it let through.
+  asio::steady_timer tick(io_);
+  while (backend_->Busy() > 0 && fenced_by_coordinator_) {
+    tick.expires_after(std::chrono::milliseconds(1));
+    asio::error_code ec;
+    co_await tick.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+  co_await api_->DrainWrites();
+  if (!fenced_by_coordinator_ || stopping_) co_return;
+  fenced_lsn_ = slot_->last_lsn();
+  LogLine(Severity::kInfo, "master fenced and drained",
+          Kv("slot", config_.slot_id()) + Kv("lsn", fenced_lsn_.load()));
+  Report();
+}
+
 void SlotHost::BecomeMaster(const coordpb::StoreInfo& store) {
+  bool report = false;
   if (slot_->epoch() < store.epoch()) {
     absl::Status begun = slot_->BeginEpoch(store.epoch());
     if (!begun.ok()) {
@@ -196,6 +215,11 @@ void SlotHost::BecomeMaster(const coordpb::StoreInfo& store) {
       LogLine(Severity::kInfo, "slot is master",
               Kv("slot", config_.slot_id()) + Kv("store", store.store_id()) +
                   Kv("epoch", store.epoch()));
+      // The old master may still have a session open here: end it.
+      sync_server_->CloseSessions(absl::StrCat("slot ", config_.slot_id(),
+                                               " is master of epoch ", store.epoch(), " now"));
+      newer_epoch_ = 0;
+      report = true;
     }
     role_ = coordpb::MASTER;
   }
@@ -217,6 +241,7 @@ void SlotHost::BecomeMaster(const coordpb::StoreInfo& store) {
   for (const auto& [id, info] : wanted) {
     if (!replicas_.contains(id)) StartReplicaLink(*info);
   }
+  if (report) Report();
 }
 
 void SlotHost::BecomeReplica(const coordpb::StoreInfo& store) {
@@ -228,13 +253,18 @@ void SlotHost::BecomeReplica(const coordpb::StoreInfo& store) {
     if (!noted.ok()) error_ = std::string(noted.message());
   }
   epoch_ = store.epoch();
-  std::lock_guard<std::mutex> lock(mu_);
-  if (role_ != coordpb::REPLICA) {
-    LogLine(Severity::kInfo, "slot is replica",
-            Kv("slot", config_.slot_id()) + Kv("store", store.store_id()) +
-                Kv("master", store.master_slot_id()));
+  bool report = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (role_ != coordpb::REPLICA) {
+      LogLine(Severity::kInfo, "slot is replica",
+              Kv("slot", config_.slot_id()) + Kv("store", store.store_id()) +
+                  Kv("master", store.master_slot_id()));
+      report = true;
+    }
+    role_ = coordpb::REPLICA;
   }
-  role_ = coordpb::REPLICA;
+  if (report) Report();
 }
 
 void SlotHost::StartReplicaLink(const coordpb::SlotInfo& replica) {
@@ -308,6 +338,8 @@ void SlotHost::ReplicaProgress() {
     acked_lsn_ = std::max(acked_lsn_, best);
   }
   acked_cv_.notify_all();
+  // A failover waits for the target replica to catch up: tell at once.
+  if (fenced_by_coordinator_ && fenced_lsn_ > 0) Report();
 }
 
 void SlotHost::CoordinatorHeard(absl::Time sent) {
@@ -406,6 +438,7 @@ coordpb::SlotStatus SlotHost::Status() {
   s.set_epoch(slot_->epoch());
   s.set_last_lsn(slot_->last_lsn());
   s.set_fenced(s.role() == coordpb::MASTER && !CheckWrite(0).ok());
+  if (s.role() == coordpb::MASTER) s.set_fenced_lsn(fenced_lsn_);
   for (const auto& [id, link] : replicas_) {
     coordpb::ReplicaProgress* p = s.add_replicas();
     p->set_slot_id(id);

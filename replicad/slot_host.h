@@ -73,6 +73,9 @@ struct SlotHostOptions {
   // reply: refuse with it. Called from pool threads.
   std::function<std::optional<lmtp::LmtpReply>(const std::string& user, uint64_t store_id)>
       directory;
+  // Asks the host to report the slots' status to the coordinator now
+  // (during a failover the coordinator waits for these reports).
+  std::function<void()> report_now;
 };
 
 class SlotHost {
@@ -117,6 +120,12 @@ class SlotHost {
   void StartReplicaLink(const coordpb::SlotInfo& replica);
   void StopReplicaLinks();
   void ReplicaProgress();
+  // The store was fenced: once every write let through is durable, report
+  // the last LSN as fenced_lsn.
+  asio::awaitable<void> Drain();
+  void Report() {
+    if (options_.report_now) options_.report_now();
+  }
   std::optional<lmtp::LmtpReply> LmtpGate();
   std::optional<lmtp::LmtpReply> AwaitReplica(uint64_t lsn);
   apipb::SlotState State();
@@ -150,6 +159,7 @@ class SlotHost {
   std::atomic<int64_t> replica_heard_ns_{0};
   std::atomic<bool> sync_durability_{false};
   std::atomic<bool> fenced_by_coordinator_{false};
+  std::atomic<uint64_t> fenced_lsn_{0};
   // Sync durability: the highest LSN a replica acknowledged.
   std::mutex acked_mu_;
   std::condition_variable acked_cv_;

@@ -189,6 +189,13 @@ void SyncServer::Stop() {
   }
 }
 
+void SyncServer::CloseSessions(const std::string& why) {
+  for (const auto& s : sessions_) {
+    s->Send(ErrorFrame(syncpb::NOT_REPLICA, why));
+    s->Close();
+  }
+}
+
 awaitable<void> SyncServer::Run() {
   while (!stopping_) {
     asio::error_code ec;

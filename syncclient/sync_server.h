@@ -61,6 +61,9 @@ class SyncServer {
   asio::awaitable<void> Run();
   // Stops accepting; open sessions finish the batch they are applying.
   void Stop();
+  // Ends every open session with NOT_REPLICA and `why` (replicad: the slot
+  // has become master; the old master must not go on sending).
+  void CloseSessions(const std::string& why);
   const SyncServerStats& stats() const { return stats_; }
 
  private:

@@ -6,7 +6,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -38,6 +40,9 @@ ABSL_FLAG(int, lease_ms, 6000, "dev-cluster up: master lease period");
 ABSL_FLAG(std::string, durability, "async", "dev-cluster up, set-durability: async or sync");
 ABSL_FLAG(uint64_t, store, 0, "history, set-durability, assign-users, create-store: the store");
 ABSL_FLAG(std::string, slots, "", "create-store: slot ids, comma-separated, master first");
+ABSL_FLAG(uint64_t, to, 0, "failover: the target slot (default: the most caught-up replica)");
+ABSL_FLAG(int, timeout_ms, 10000, "failover, drain, undrain: per store, before rolling back");
+ABSL_FLAG(int, parallel, 1, "drain, undrain: stores switched at once");
 
 namespace {
 
@@ -54,6 +59,15 @@ commands:
   create-store --slots A,B[,...]  [--store S] [--durability async|sync]
   assign-users --store S USER...  (re)assign users to a store
   set-durability --store S --durability async|sync
+  failover STORE [--to SLOT] [--timeout-ms T]
+                                  planned failover: fence the master, wait until the
+                                  target replica has every acknowledged record, switch
+                                  master and epoch, open the new master; on a timeout
+                                  the old master is unfenced and nothing changed
+  drain HOST [--parallel P]       fail every master off HOST, store by store (resumable:
+                                  run it again after an interruption); exit 1 and the
+                                  list of stores that could not be moved if any
+  undrain HOST [--parallel P]     move masters back to their preferred slots on HOST
   dev-cluster up --dir DIR [--hosts N] [--slots-per-host K] [--replicas R]
                  [--users U] [--lease-ms L] [--durability D] [--net A.B.C]
                  start a local cluster on loopback addresses and write
@@ -138,6 +152,115 @@ std::string BinDir(const char* argv0) {
   return self.parent_path().string();
 }
 
+absl::StatusOr<mailrepl::coordpb::FailoverReply> CallFailover(uint64_t store, uint64_t to,
+                                                              const std::string& reason) {
+  mailrepl::coordpb::Request request;
+  mailrepl::coordpb::Failover* f = request.mutable_failover();
+  f->set_store_id(store);
+  f->set_to_slot_id(to);
+  f->set_timeout_ms(absl::GetFlag(FLAGS_timeout_ms));
+  f->set_reason(reason);
+  absl::StatusOr<Target> t = ResolveTarget();
+  if (!t.ok()) return t.status();
+  absl::StatusOr<mailrepl::coordpb::Response> r =
+      mailrepl::rpc::CallOnce<mailrepl::coordpb::Response>(
+          {.address = t->coordinator, .service = "coordinator", .secret = t->secret,
+           .client = "replctl"},
+          request, absl::Milliseconds(absl::GetFlag(FLAGS_timeout_ms)) + absl::Seconds(15));
+  if (!r.ok()) return r.status();
+  return r->failover();
+}
+
+std::string Describe(const mailrepl::coordpb::FailoverReply& f) {
+  const auto& s = f.store();
+  std::string to;
+  for (const auto& m : s.members()) {
+    if (m.slot_id() == s.master_slot_id()) to = absl::StrCat(m.slot_id(), "@", m.host());
+  }
+  return absl::StrCat("store ", s.store_id(), ": slot ", f.from_slot_id(), " -> ", to,
+                      " at LSN ", f.switch_lsn(), ", epoch ", s.epoch(), ", ", f.took_ms(), " ms");
+}
+
+int Failover(uint64_t store, uint64_t to, const std::string& reason, bool json) {
+  absl::StatusOr<mailrepl::coordpb::FailoverReply> f = CallFailover(store, to, reason);
+  if (!f.ok()) return Failed(f.status());
+  std::printf("%s\n", json ? mailrepl::tools::ToJson(*f).c_str() : Describe(*f).c_str());
+  return 0;
+}
+
+// drain: every store mastered on HOST moves to a replica elsewhere;
+// undrain: every store whose preferred slot is on HOST moves back to it.
+int Drain(const std::string& host, bool undrain, bool json) {
+  mailrepl::coordpb::Request request;
+  request.mutable_get_status();
+  absl::StatusOr<mailrepl::coordpb::Response> status = Call(request);
+  if (!status.ok()) return Failed(status.status());
+  struct Move {
+    uint64_t store;
+    uint64_t to;
+  };
+  std::vector<Move> moves;
+  bool known_host = false;
+  for (const auto& h : status->get_status().hosts()) known_host |= h.host() == host;
+  if (!known_host) return CannotRun(absl::StrCat("no host `", host, "` in the cluster"));
+  for (const auto& st : status->get_status().stores()) {
+    const auto& s = st.store();
+    std::string master_host, preferred_host;
+    for (const auto& m : s.members()) {
+      if (m.slot_id() == s.master_slot_id()) master_host = m.host();
+      if (m.slot_id() == s.preferred_slot_id()) preferred_host = m.host();
+    }
+    if (!undrain && master_host == host) moves.push_back({s.store_id(), 0});
+    if (undrain && preferred_host == host && s.master_slot_id() != s.preferred_slot_id()) {
+      moves.push_back({s.store_id(), s.preferred_slot_id()});
+    }
+  }
+  const std::string verb = undrain ? "undrain" : "drain";
+  const bool tty = ::isatty(1);
+  std::printf("%s %s: %zu stores to move, %d at a time\n", verb.c_str(), host.c_str(),
+              moves.size(), std::max(1, absl::GetFlag(FLAGS_parallel)));
+  std::mutex mu;
+  size_t next = 0, done = 0;
+  std::vector<std::string> failed;
+  const absl::Time start = absl::Now();
+  auto worker = [&] {
+    for (;;) {
+      Move m;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        if (next == moves.size()) return;
+        m = moves[next++];
+      }
+      absl::StatusOr<mailrepl::coordpb::FailoverReply> f =
+          CallFailover(m.store, m.to, absl::StrCat(verb, " ", host));
+      std::lock_guard<std::mutex> lock(mu);
+      ++done;
+      if (f.ok()) {
+        std::printf("[%zu/%zu] %s\n", done, moves.size(),
+                    json ? mailrepl::tools::ToJson(*f).c_str() : Describe(*f).c_str());
+      } else {
+        failed.push_back(absl::StrCat("store ", m.store, ": ", f.status().message()));
+        std::printf("[%zu/%zu] store %llu FAILED: %s\n", done, moves.size(),
+                    static_cast<unsigned long long>(m.store),
+                    std::string(f.status().message()).c_str());
+      }
+      if (tty) std::fflush(stdout);
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int i = 0; i < std::max(1, absl::GetFlag(FLAGS_parallel)); ++i) threads.emplace_back(worker);
+  for (std::thread& t : threads) t.join();
+  std::printf("%s %s: %zu of %zu stores moved in %s\n", verb.c_str(), host.c_str(),
+              moves.size() - failed.size(), moves.size(),
+              absl::FormatDuration(absl::Trunc(absl::Now() - start, absl::Milliseconds(1))).c_str());
+  if (!failed.empty()) {
+    std::printf("not moved (run `replctl %s %s` again to retry):\n", verb.c_str(), host.c_str());
+    for (const std::string& f : failed) std::printf("  %s\n", f.c_str());
+    return 1;
+  }
+  return 0;
+}
+
 int DevCluster(const std::vector<std::string>& args, const char* argv0) {
   using mailrepl::tools::DevClusterOptions;
   if (args.size() != 2 || (args[1] != "up" && args[1] != "down")) {
@@ -207,6 +330,17 @@ int main(int argc, char** argv) {
   const bool json = absl::GetFlag(FLAGS_json);
 
   if (command == "dev-cluster") return DevCluster(args, argv[0]);
+  if (command == "failover") {
+    uint64_t store = 0;
+    if (args.size() != 2 || !absl::SimpleAtoi(args[1], &store)) {
+      return CannotRun("failover takes one STORE id");
+    }
+    return Failover(store, absl::GetFlag(FLAGS_to), "manual", json);
+  }
+  if (command == "drain" || command == "undrain") {
+    if (args.size() != 2) return CannotRun(command + " takes one HOST");
+    return Drain(args[1], command == "undrain", json);
+  }
 
   coordpb::Request request;
   if (command == "status") {
