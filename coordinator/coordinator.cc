@@ -161,6 +161,7 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Open(const std::string
   if (c->options_.lease_ms != 0 && c->options_.lease_ms != c->lease_ms_) {
     RETURN_IF_ERROR(c->SetLeaseMs(c->options_.lease_ms));
   }
+  RETURN_IF_ERROR(c->AbortInterruptedFailovers());
   return c;
 }
 
@@ -303,6 +304,8 @@ absl::StatusOr<coordpb::StoreInfo> Coordinator::LoadStore(uint64_t store_id, boo
     if (!row) break;
     *store.add_members() = SlotFromRow(members, 0);
   }
+  // CreateStore puts the master it was created with at position 0.
+  if (store.members_size() > 0) store.set_preferred_slot_id(store.members(0).slot_id());
   return store;
 }
 
@@ -514,6 +517,11 @@ absl::StatusOr<coordpb::HeartbeatReply> Coordinator::Heartbeat(
     reply.set_changed(topology);
     return FillAssignments(txn, host, topology, directory, reply.mutable_assignments());
   }));
+  ++report_sequence_;
+  for (const coordpb::SlotStatus& s : request.slots()) {
+    report_sequence_by_slot_[s.slot_id()] = report_sequence_;
+  }
+  if (report_listener_) report_listener_();
   return reply;
 }
 
@@ -644,10 +652,16 @@ absl::StatusOr<coordpb::CreateStoreReply> Coordinator::CreateStore(
     RETURN_IF_ERROR(ins.Run());
     ASSIGN_OR_RETURN(Statement mem, db_->Prepare("INSERT INTO store_members (store_id, slot_id, "
                                                  "position) VALUES (?, ?, ?)"));
-    for (int i = 0; i < request.slot_ids_size(); ++i) {
+    // The master first (position 0: StoreInfo.preferred_slot_id), then the
+    // others in the order given.
+    std::vector<uint64_t> ordered = {master};
+    for (uint64_t id : request.slot_ids()) {
+      if (id != master) ordered.push_back(id);
+    }
+    for (size_t i = 0; i < ordered.size(); ++i) {
       mem.Bind(1, static_cast<int64_t>(store_id));
-      mem.Bind(2, static_cast<int64_t>(request.slot_ids(i)));
-      mem.Bind(3, i);
+      mem.Bind(2, static_cast<int64_t>(ordered[i]));
+      mem.Bind(3, static_cast<int64_t>(i));
       RETURN_IF_ERROR(mem.Run());
     }
     ASSIGN_OR_RETURN(Statement lease, db_->Prepare("INSERT INTO leases (store_id, slot_id, "
@@ -762,6 +776,215 @@ absl::StatusOr<coordpb::SetDurabilityReply> Coordinator::SetDurability(
   return reply;
 }
 
+// --- planned failover ---
+
+namespace {
+
+std::string SlotAt(uint64_t slot_id, const std::string& host) {
+  return absl::StrCat("slot ", slot_id, "@", host);
+}
+
+std::string ReasonOrDefault(const std::string& reason) {
+  return reason.empty() ? std::string("no reason given") : reason;
+}
+
+}  // namespace
+
+absl::StatusOr<int64_t> Coordinator::LastHeartbeatMs(const std::string& host) {
+  ASSIGN_OR_RETURN(Statement st,
+                   db_->Prepare("SELECT last_heartbeat_ms FROM hosts WHERE name = ?"));
+  st.Bind(1, host);
+  ASSIGN_OR_RETURN(bool row, st.Step());
+  return row ? st.ColumnInt(0) : 0;
+}
+
+absl::StatusOr<std::optional<SlotReport>> Coordinator::LastReport(uint64_t slot_id) {
+  ASSIGN_OR_RETURN(Statement st,
+                   db_->Prepare("SELECT status, status_ms FROM slots WHERE slot_id = ?"));
+  st.Bind(1, static_cast<int64_t>(slot_id));
+  ASSIGN_OR_RETURN(bool row, st.Step());
+  if (!row || st.ColumnIsNull(0)) return std::nullopt;
+  const std::string blob = st.ColumnBlob(0);
+  if (blob.empty()) return std::nullopt;
+  SlotReport report;
+  if (!report.status.ParseFromString(blob)) {
+    return absl::DataLossError(absl::StrCat("coordinator database ", db_->path(),
+                                            ": the status of slot ", slot_id,
+                                            " is unparsable"));
+  }
+  report.arrived_ms = st.ColumnInt(1);
+  auto it = report_sequence_by_slot_.find(slot_id);
+  report.sequence = it == report_sequence_by_slot_.end() ? 0 : it->second;
+  return report;
+}
+
+absl::StatusOr<FailoverPlan> Coordinator::BeginFailover(const coordpb::Failover& request) {
+  FailoverPlan plan;
+  RETURN_IF_ERROR(InTransaction(true, [&](Txn& txn) -> absl::Status {
+    const uint64_t store_id = request.store_id();
+    bool exists = false;
+    ASSIGN_OR_RETURN(coordpb::StoreInfo store, LoadStore(store_id, &exists));
+    if (!exists) {
+      return absl::NotFoundError(absl::StrCat("store ", store_id, " does not exist"));
+    }
+    if (store.fenced()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "a failover of store ", store_id,
+          " is in progress: wait for it to end (replctl history shows how it ended)"));
+    }
+    std::map<uint64_t, std::string> host_of;
+    std::vector<std::string> replicas;
+    for (const coordpb::SlotInfo& m : store.members()) {
+      host_of[m.slot_id()] = m.host();
+      if (m.slot_id() != store.master_slot_id()) {
+        replicas.push_back(SlotAt(m.slot_id(), m.host()));
+      }
+    }
+    const uint64_t master = store.master_slot_id();
+    uint64_t target = request.to_slot_id();
+    if (target == master) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "slot ", target, " is already the master of store ", store_id,
+          ": fail over to one of its replicas (", absl::StrJoin(replicas, ", "), ")"));
+    }
+    if (target != 0 && !host_of.contains(target)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "slot ", target, " is not a member of store ", store_id,
+          ": fail over to one of its replicas (", absl::StrJoin(replicas, ", "), ")"));
+    }
+    if (target == 0) {
+      // The most caught-up replica by the master's last report; ties (and
+      // replicas it does not mention, at 0) go to the lowest slot id.
+      ASSIGN_OR_RETURN(std::optional<SlotReport> report, LastReport(master));
+      std::map<uint64_t, uint64_t> acked;
+      if (report) {
+        for (const coordpb::ReplicaProgress& p : report->status.replicas()) {
+          acked[p.slot_id()] = p.acked_lsn();
+        }
+      }
+      uint64_t best_acked = 0;
+      for (const auto& [id, host] : host_of) {  // ascending slot id
+        if (id == master) continue;
+        const uint64_t a = acked.contains(id) ? acked[id] : 0;
+        if (target == 0 || a > best_acked) {
+          target = id;
+          best_acked = a;
+        }
+      }
+    }
+    const std::string& to_host = host_of[target];
+    ASSIGN_OR_RETURN(int64_t last_beat, LastHeartbeatMs(to_host));
+    const int64_t now = Now();
+    if (last_beat <= 0 || now - last_beat > static_cast<int64_t>(lease_ms_)) {
+      return absl::UnavailableError(absl::StrCat(
+          "cannot fail store ", store_id, " over to slot ", target, ": its host ", to_host,
+          " is not alive (",
+          last_beat <= 0 ? std::string("never heard from")
+                         : absl::StrCat("last heartbeat ", now - last_beat, " ms ago"),
+          ", lease ", lease_ms_, " ms); start it, or pick another replica"));
+    }
+    ASSIGN_OR_RETURN(Statement st, db_->Prepare("UPDATE stores SET fenced = 1 WHERE store_id = ?"));
+    st.Bind(1, static_cast<int64_t>(store_id));
+    RETURN_IF_ERROR(st.Run());
+    plan.store_id = store_id;
+    plan.epoch = store.epoch();
+    plan.from_slot_id = master;
+    plan.from_host = host_of[master];
+    plan.to_slot_id = target;
+    plan.to_host = to_host;
+    plan.reason = ReasonOrDefault(request.reason());
+    plan.began_ms = now;
+    plan.began_sequence = report_sequence_;
+    RETURN_IF_ERROR(AppendEvent(
+        txn, store_id, "failover_begin",
+        absl::StrCat("from ", SlotAt(master, plan.from_host), " to ", SlotAt(target, to_host),
+                     " at epoch ", store.epoch(), ", reason: ", plan.reason,
+                     "; store fenced")));
+    return BumpTopology(txn);
+  }));
+  return plan;
+}
+
+absl::StatusOr<coordpb::StoreInfo> Coordinator::SwitchMaster(const FailoverPlan& plan,
+                                                             uint64_t lsn) {
+  coordpb::StoreInfo after;
+  RETURN_IF_ERROR(InTransaction(true, [&](Txn& txn) -> absl::Status {
+    bool exists = false;
+    ASSIGN_OR_RETURN(coordpb::StoreInfo store, LoadStore(plan.store_id, &exists));
+    if (!exists || !store.fenced() || store.master_slot_id() != plan.from_slot_id ||
+        store.epoch() != plan.epoch) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "store ", plan.store_id, " changed during its failover from ",
+          SlotAt(plan.from_slot_id, plan.from_host), ": not switched"));
+    }
+    ASSIGN_OR_RETURN(Statement st, db_->Prepare("UPDATE stores SET master_slot_id = ?, "
+                                                "epoch = epoch + 1, fenced = 0 "
+                                                "WHERE store_id = ?"));
+    st.Bind(1, static_cast<int64_t>(plan.to_slot_id));
+    st.Bind(2, static_cast<int64_t>(plan.store_id));
+    RETURN_IF_ERROR(st.Run());
+    ASSIGN_OR_RETURN(Statement lease,
+                     db_->Prepare("INSERT INTO leases (store_id, slot_id, expires_ms) "
+                                  "VALUES (?, ?, ?) ON CONFLICT (store_id) DO UPDATE SET "
+                                  "slot_id = excluded.slot_id, expires_ms = excluded.expires_ms"));
+    lease.Bind(1, static_cast<int64_t>(plan.store_id));
+    lease.Bind(2, static_cast<int64_t>(plan.to_slot_id));
+    lease.Bind(3, Now() + static_cast<int64_t>(lease_ms_));
+    RETURN_IF_ERROR(lease.Run());
+    RETURN_IF_ERROR(AppendEvent(
+        txn, plan.store_id, "failover",
+        absl::StrCat(SlotAt(plan.from_slot_id, plan.from_host), " -> ",
+                     SlotAt(plan.to_slot_id, plan.to_host), " at LSN ", lsn, ", epoch ",
+                     plan.epoch, " -> ", plan.epoch + 1, ", ", plan.reason)));
+    RETURN_IF_ERROR(BumpTopology(txn));
+    ASSIGN_OR_RETURN(after, LoadStore(plan.store_id, &exists));
+    return absl::OkStatus();
+  }));
+  return after;
+}
+
+absl::Status Coordinator::AbortFailover(const FailoverPlan& plan, absl::string_view why) {
+  return InTransaction(true, [&](Txn& txn) -> absl::Status {
+    ASSIGN_OR_RETURN(Statement st, db_->Prepare("UPDATE stores SET fenced = 0 WHERE "
+                                                "store_id = ? AND fenced = 1"));
+    st.Bind(1, static_cast<int64_t>(plan.store_id));
+    RETURN_IF_ERROR(st.Run());
+    RETURN_IF_ERROR(AppendEvent(
+        txn, plan.store_id, "failover_aborted",
+        absl::StrCat(why, " (failover from ", SlotAt(plan.from_slot_id, plan.from_host), " to ",
+                     SlotAt(plan.to_slot_id, plan.to_host), ", reason: ", plan.reason,
+                     "); store unfenced, master and epoch ", plan.epoch, " unchanged")));
+    return BumpTopology(txn);
+  });
+}
+
+absl::Status Coordinator::AbortInterruptedFailovers() {
+  std::vector<uint64_t> fenced;
+  {
+    ASSIGN_OR_RETURN(Statement st, db_->Prepare("SELECT store_id FROM stores WHERE fenced = 1 "
+                                                "ORDER BY store_id"));
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, st.Step());
+      if (!row) break;
+      fenced.push_back(static_cast<uint64_t>(st.ColumnInt(0)));
+    }
+  }
+  if (fenced.empty()) return absl::OkStatus();
+  return InTransaction(true, [&](Txn& txn) -> absl::Status {
+    ASSIGN_OR_RETURN(Statement st, db_->Prepare("UPDATE stores SET fenced = 0 WHERE "
+                                                "store_id = ?"));
+    for (uint64_t id : fenced) {
+      st.Bind(1, static_cast<int64_t>(id));
+      RETURN_IF_ERROR(st.Run());
+      RETURN_IF_ERROR(AppendEvent(
+          txn, id, "failover_aborted",
+          "coordinatord stopped during the failover; store unfenced at start, master and "
+          "epoch unchanged"));
+    }
+    return BumpTopology(txn);
+  });
+}
+
 // --- GetStatus ---
 
 absl::StatusOr<coordpb::GetStatusReply> Coordinator::GetStatus(const coordpb::GetStatus&) {
@@ -857,8 +1080,12 @@ absl::StatusOr<coordpb::GetStatusReply> Coordinator::GetStatus(const coordpb::Ge
 
       const bool master_down =
           !alive[master_host] || (master_status != nullptr && !master_status->error().empty());
-      const bool fenced = store.fenced() || (master_status != nullptr && master_status->fenced());
-      if (master_down) {
+      // A store fenced by the coordinator is in a planned failover; "fenced"
+      // is a master that fenced itself (its lease ran out).
+      const bool fenced = master_status != nullptr && master_status->fenced();
+      if (store.fenced()) {
+        ss->set_state("switching");
+      } else if (master_down) {
         ss->set_state("down");
       } else if (fenced) {
         ss->set_state("fenced");

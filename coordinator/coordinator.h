@@ -22,7 +22,9 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -62,6 +64,29 @@ struct Versions {
   bool operator==(const Versions&) const = default;
 };
 
+// A slot's last report (Heartbeat.slots) and when it arrived.
+struct SlotReport {
+  coordpb::SlotStatus status;
+  int64_t arrived_ms = 0;  // Unix ms by the coordinator's clock (slots.status_ms)
+  // Heartbeats recorded by this Coordinator are numbered 1, 2, ...; this is
+  // the number of the one that carried the report (0: it arrived before
+  // the database was opened). Orders reports exactly, unlike arrived_ms.
+  uint64_t sequence = 0;
+};
+
+// A planned failover that began (BeginFailover): the store is fenced.
+struct FailoverPlan {
+  uint64_t store_id = 0;
+  uint64_t epoch = 0;          // the store's epoch before the switch
+  uint64_t from_slot_id = 0;   // the master
+  std::string from_host;
+  uint64_t to_slot_id = 0;     // the target replica
+  std::string to_host;
+  std::string reason;
+  int64_t began_ms = 0;
+  uint64_t began_sequence = 0;  // reports with a larger sequence came after the begin
+};
+
 class Coordinator {
  public:
   // Opens or creates the database (coordinator/schema.h) and takes an
@@ -90,6 +115,27 @@ class Coordinator {
   absl::StatusOr<coordpb::GetStatusReply> GetStatus(const coordpb::GetStatus& request);
   absl::StatusOr<coordpb::GetHistoryReply> GetHistory(const coordpb::GetHistory& request);
 
+  // --- planned failover (driven by coordinator/failover.h; each one
+  // transaction) ---
+
+  // Fences the store and picks the target: request.to_slot_id (a member
+  // other than the master, else kInvalidArgument) or the replica with the
+  // highest acked_lsn in the master's last report (ties: the lowest slot
+  // id). kNotFound: no such store; kFailedPrecondition: a failover of the
+  // store is in progress; kUnavailable: the target's host is not alive.
+  // Appends "failover_begin" and bumps the topology.
+  absl::StatusOr<FailoverPlan> BeginFailover(const coordpb::Failover& request);
+  // Makes the target the master at epoch + 1, unfenced, with the lease;
+  // appends "failover" (at `lsn`) and bumps the topology. Returns the store.
+  absl::StatusOr<coordpb::StoreInfo> SwitchMaster(const FailoverPlan& plan, uint64_t lsn);
+  // Unfences the store and changes nothing else; appends
+  // "failover_aborted" with `why` and bumps the topology.
+  absl::Status AbortFailover(const FailoverPlan& plan, absl::string_view why);
+  // The slot's last report, or nullopt if it never reported.
+  absl::StatusOr<std::optional<SlotReport>> LastReport(uint64_t slot_id);
+  // The number of the last heartbeat recorded (see SlotReport::sequence).
+  uint64_t report_sequence() const { return report_sequence_; }
+
   // The reply a heartbeat of `host` gets for the known versions, without
   // recording anything (the long poll's answer after it waited).
   absl::StatusOr<coordpb::HeartbeatReply> HeartbeatAnswer(const std::string& host,
@@ -101,10 +147,16 @@ class Coordinator {
   const std::string& cluster_id() const { return cluster_id_; }
   uint32_t lease_ms() const { return lease_ms_; }
   const std::string& path() const { return db_->path(); }
+  // Unix ms by the coordinator's clock (fake in tests).
+  int64_t now_ms() const { return options_.now_ms(); }
 
   // Called after every commit that changed a version (on the calling
   // thread, after the transaction ended).
   void SetChangeListener(std::function<void()> listener) { listener_ = std::move(listener); }
+  // Called after every heartbeat that was recorded (on the calling thread).
+  void SetReportListener(std::function<void()> listener) {
+    report_listener_ = std::move(listener);
+  }
 
  private:
   struct Txn;  // the state of one transaction (coordinator.cc)
@@ -123,6 +175,11 @@ class Coordinator {
   absl::Status BumpDirectory(Txn& txn);
   absl::Status RenewLeases(Txn& txn, const std::string& host);
   absl::Status SetLeaseMs(uint32_t lease_ms);
+  // At Open: a store left fenced by a coordinatord that stopped during a
+  // failover is unfenced ("failover_aborted"), as no failover runs now.
+  absl::Status AbortInterruptedFailovers();
+  // The host's last heartbeat (Unix ms; 0: never, or no such host).
+  absl::StatusOr<int64_t> LastHeartbeatMs(const std::string& host);
   absl::StatusOr<bool> HostExists(const std::string& host);
   absl::StatusOr<coordpb::SlotInfo> LoadSlot(uint64_t slot_id, bool* found);
   absl::StatusOr<coordpb::StoreInfo> LoadStore(uint64_t store_id, bool* found);
@@ -136,6 +193,9 @@ class Coordinator {
   uint32_t lease_ms_ = 0;
   Versions versions_;
   std::function<void()> listener_;
+  std::function<void()> report_listener_;
+  uint64_t report_sequence_ = 0;
+  std::map<uint64_t, uint64_t> report_sequence_by_slot_;
 };
 
 // Normalizes a LookupUser name ("Bob", "bob+lists", "Bob@example.com") to

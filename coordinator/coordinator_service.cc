@@ -20,6 +20,7 @@ const char* OpName(coordpb::Request::OpCase op) {
     case coordpb::Request::kSetDurability: return "set_durability";
     case coordpb::Request::kGetStatus: return "get_status";
     case coordpb::Request::kGetHistory: return "get_history";
+    case coordpb::Request::kFailover: return "failover";
     case coordpb::Request::OP_NOT_SET: break;
   }
   return "none";
@@ -28,7 +29,8 @@ const char* OpName(coordpb::Request::OpCase op) {
 // Calls that change the topology or the directory: logged.
 bool IsAdminChange(coordpb::Request::OpCase op) {
   return op == coordpb::Request::kRegisterHost || op == coordpb::Request::kCreateStore ||
-         op == coordpb::Request::kAssignUsers || op == coordpb::Request::kSetDurability;
+         op == coordpb::Request::kAssignUsers || op == coordpb::Request::kSetDurability ||
+         op == coordpb::Request::kFailover;
 }
 
 // Moves a typed reply into the Response's matching field.
@@ -43,11 +45,15 @@ absl::StatusOr<std::string> Wrap(absl::StatusOr<Reply> reply, Reply* (coordpb::R
 }  // namespace
 
 CoordinatorService::CoordinatorService(asio::io_context& io, Coordinator& coordinator)
-    : io_(io), coordinator_(coordinator) {
+    : io_(io), coordinator_(coordinator), failovers_(io, coordinator) {
   coordinator_.SetChangeListener([this] { WakeAll(); });
+  coordinator_.SetReportListener([this] { failovers_.Wake(); });
 }
 
-CoordinatorService::~CoordinatorService() { coordinator_.SetChangeListener(nullptr); }
+CoordinatorService::~CoordinatorService() {
+  coordinator_.SetChangeListener(nullptr);
+  coordinator_.SetReportListener(nullptr);
+}
 
 rpc::RpcHandler CoordinatorService::Handler() {
   return [this](std::string request,
@@ -64,6 +70,7 @@ void CoordinatorService::WakeAll() {
 void CoordinatorService::Shutdown() {
   shutting_down_ = true;
   WakeAll();
+  failovers_.Shutdown();
 }
 
 asio::awaitable<absl::StatusOr<coordpb::HeartbeatReply>> CoordinatorService::Heartbeat(
@@ -112,7 +119,8 @@ absl::StatusOr<std::string> CoordinatorService::Dispatch(const coordpb::Request&
       return Wrap(coordinator_.GetStatus(request.get_status()), &R::mutable_get_status);
     case coordpb::Request::kGetHistory:
       return Wrap(coordinator_.GetHistory(request.get_history()), &R::mutable_get_history);
-    case coordpb::Request::kHeartbeat:  // Handle() answers it (it may wait)
+    case coordpb::Request::kHeartbeat:  // Handle() answers these two (they wait)
+    case coordpb::Request::kFailover:
     case coordpb::Request::OP_NOT_SET:
       break;
   }
@@ -139,6 +147,11 @@ asio::awaitable<absl::StatusOr<std::string>> CoordinatorService::Handle(std::str
         Heartbeat(request.heartbeat());
     absl::StatusOr<coordpb::HeartbeatReply> reply = co_await std::move(pending);
     out = Wrap(std::move(reply), &coordpb::Response::mutable_heartbeat);
+  } else if (request.op_case() == coordpb::Request::kFailover) {
+    asio::awaitable<absl::StatusOr<coordpb::FailoverReply>> pending =
+        failovers_.Run(request.failover());
+    absl::StatusOr<coordpb::FailoverReply> reply = co_await std::move(pending);
+    out = Wrap(std::move(reply), &coordpb::Response::mutable_failover);
   } else {
     out = Dispatch(request);
   }

@@ -13,6 +13,9 @@
 // io thread: coordinatord has one io thread and the coordinator is not on
 // the mail path, so a slow disk only delays other coordinator calls.
 //
+// Failover calls run the coroutine of coordinator/failover.h; every
+// recorded heartbeat wakes the failovers waiting for reports.
+//
 // Thread-compatible: construct, call and Shutdown() on the io thread.
 //
 // Example:
@@ -28,6 +31,7 @@
 #include "absl/time/time.h"
 #include "asio.hpp"
 #include "coordinator/coordinator.h"
+#include "coordinator/failover.h"
 #include "rpc/rpc_server.h"
 
 namespace mailrepl::coord {
@@ -44,7 +48,7 @@ struct CoordinatorServiceStats {
 
 class CoordinatorService {
  public:
-  // Registers itself as coordinator's change listener.
+  // Registers itself as coordinator's change and report listener.
   CoordinatorService(asio::io_context& io, Coordinator& coordinator);
   ~CoordinatorService();
   CoordinatorService(const CoordinatorService&) = delete;
@@ -57,10 +61,12 @@ class CoordinatorService {
   asio::awaitable<absl::StatusOr<std::string>> Handle(std::string request, rpc::RpcPeer peer);
 
   // Wakes every waiting heartbeat (they answer at once) and makes later
-  // heartbeats answer without waiting. Call before stopping the server.
+  // heartbeats answer without waiting; failovers not yet switched abort.
+  // Call before stopping the server.
   void Shutdown();
 
   size_t waiting() const { return waiters_.size(); }
+  size_t failovers_waiting() const { return failovers_.waiting(); }
   const CoordinatorServiceStats& stats() const { return stats_; }
 
  private:
@@ -73,6 +79,7 @@ class CoordinatorService {
   asio::io_context& io_;
   Coordinator& coordinator_;
   std::set<asio::steady_timer*> waiters_;
+  FailoverRunner failovers_;
   bool shutting_down_ = false;
   CoordinatorServiceStats stats_;
 };

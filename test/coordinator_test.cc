@@ -800,6 +800,435 @@ TEST_CASE("an unparsable or empty request is refused", "[coordinator]") {
   CHECK(absl::IsInvalidArgument(empty.result.status()));
 }
 
+// --- planned failover, in-process ---
+
+// A master's report during a failover: last_lsn, fenced_lsn and one
+// ReplicaProgress per (slot, acked_lsn).
+coordpb::SlotStatus FencedMaster(uint64_t slot, uint64_t last_lsn, uint64_t fenced_lsn,
+                                 std::vector<std::pair<uint64_t, uint64_t>> acked,
+                                 uint64_t epoch = 1) {
+  coordpb::SlotStatus s;
+  s.set_slot_id(slot);
+  s.set_role(coordpb::MASTER);
+  s.set_epoch(epoch);
+  s.set_last_lsn(last_lsn);
+  s.set_fenced(true);
+  s.set_fenced_lsn(fenced_lsn);
+  for (auto [replica, lsn] : acked) {
+    coordpb::ReplicaProgress* p = s.add_replicas();
+    p->set_slot_id(replica);
+    p->set_acked_lsn(lsn);
+    p->set_connected(true);
+  }
+  return s;
+}
+
+coordpb::SlotStatus SlotReportOf(uint64_t slot, coordpb::Role role, uint64_t epoch,
+                                 uint64_t last_lsn) {
+  coordpb::SlotStatus s;
+  s.set_slot_id(slot);
+  s.set_role(role);
+  s.set_epoch(epoch);
+  s.set_last_lsn(last_lsn);
+  return s;
+}
+
+coordpb::Failover FailoverOf(uint64_t store_id, uint64_t to_slot_id = 0,
+                             uint32_t timeout_ms = 0, const std::string& reason = "test") {
+  coordpb::Failover f;
+  f.set_store_id(store_id);
+  f.set_to_slot_id(to_slot_id);
+  f.set_timeout_ms(timeout_ms);
+  f.set_reason(reason);
+  return f;
+}
+
+// The service in-process on a Fixture (lease 60 s, hosts h1..h3) whose
+// fake hosts heartbeat from the test. Nothing sleeps: the test moves the
+// fake clock and delivers heartbeats, then runs the ready handlers.
+class FailoverBench {
+ public:
+  FailoverBench() : f(60000), service(io, f.c()) { f.RegisterThreeHosts(); }
+
+  // A heartbeat as a host sends it while its status changes (wait_ms 0),
+  // through the service; then every handler that became ready runs.
+  void Report(const std::string& host, std::vector<coordpb::SlotStatus> slots) {
+    coordpb::Request req;
+    *req.mutable_heartbeat() = Beat(host);
+    for (auto& s : slots) *req.mutable_heartbeat()->add_slots() = s;
+    PendingCall call;
+    StartCall(io, service, req, &call);
+    Poll();
+    INFO(call.result.status().ToString());
+    REQUIRE(call.done);
+    REQUIRE(call.result.ok());
+  }
+
+  void Start(const coordpb::Failover& request, PendingCall* call) {
+    coordpb::Request req;
+    *req.mutable_failover() = request;
+    StartCall(io, service, req, call);
+    Poll();
+  }
+
+  // Runs every ready handler (poll() stops the context once it runs out
+  // of work; restart() lets the next one run).
+  void Poll() {
+    io.restart();
+    io.poll();
+  }
+
+  coordpb::StoreInfo StoreNow(uint64_t store_id) { return f.StoreState(store_id).store(); }
+
+  std::vector<std::string> Kinds(uint64_t store_id) {
+    std::vector<std::string> kinds;
+    for (const auto& e : f.Events(store_id)) kinds.push_back(e.kind());
+    return kinds;
+  }
+
+  Fixture f;
+  asio::io_context io;
+  CoordinatorService service;
+};
+
+TEST_CASE("a store's preferred slot is the master it was created with", "[coordinator]") {
+  Fixture f;
+  f.RegisterThreeHosts();
+  coordpb::CreateStore second = Store({2, 4, 6});
+  second.set_master_slot_id(4);
+  auto r = f.c().CreateStore(second);
+  REQUIRE(r.ok());
+  CHECK(r->store().preferred_slot_id() == 4);
+  CHECK(r->store().members(0).slot_id() == 4);  // the master first, then the others in order
+  CHECK(r->store().members(1).slot_id() == 2);
+  CHECK(r->store().members(2).slot_id() == 6);
+  auto a = f.c().HeartbeatAnswer("h1", 0, 0);
+  REQUIRE(a.ok());
+  CHECK(a->assignments().slots(1).store().preferred_slot_id() == 4);
+  CHECK(f.StoreState(1).store().preferred_slot_id() == 4);
+}
+
+TEST_CASE("a planned failover fences the master, waits for the replica to hold the fenced "
+          "LSN, and switches master and epoch in one step",
+          "[coordinator][failover]") {
+  FailoverBench b;
+  REQUIRE(b.f.c().CreateStore(Store({1, 3})).ok());  // master 1@h1, replica 3@h2
+  b.Report("h1", {MasterStatus(1, 100, 3, 100)});
+  const uint64_t version = b.f.c().versions().topology;
+
+  PendingCall call;
+  b.Start(FailoverOf(1, 3, 0, "drain h1"), &call);
+  REQUIRE_FALSE(call.done);
+  CHECK(b.service.failovers_waiting() == 1);
+  CHECK(b.f.c().versions().topology == version + 1);  // wakes the master's long poll
+  CHECK(b.StoreNow(1).fenced());
+  CHECK(b.f.StoreState(1).state() == "switching");
+  CHECK(b.StoreNow(1).master_slot_id() == 1);
+
+  // The master still drains (fenced, no fenced_lsn yet), then reports X =
+  // 130 with the replica at 120: not enough.
+  b.f.now += 10;
+  b.Report("h1", {FencedMaster(1, 130, 0, {{3, 120}})});
+  b.f.now += 10;
+  b.Report("h1", {FencedMaster(1, 130, 130, {{3, 120}})});
+  REQUIRE_FALSE(call.done);
+  CHECK(b.StoreNow(1).master_slot_id() == 1);
+  CHECK(b.StoreNow(1).fenced());
+
+  // The replica's own report shows it holds 130: the switch commits.
+  b.f.now += 10;
+  b.Report("h2", {SlotReportOf(3, coordpb::REPLICA, 1, 130)});
+  coordpb::StoreInfo after = b.StoreNow(1);
+  CHECK(after.master_slot_id() == 3);
+  CHECK(after.epoch() == 2);
+  CHECK_FALSE(after.fenced());
+  CHECK(after.preferred_slot_id() == 1);
+  CHECK(b.f.StoreState(1).lease_expires_ms() == b.f.now + 60000);
+  CHECK(b.f.c().versions().topology == version + 2);
+  auto h2 = b.f.c().HeartbeatAnswer("h2", 0, 0);
+  REQUIRE(h2.ok());
+  CHECK(h2->assignments().slots(0).role() == coordpb::MASTER);
+  CHECK(h2->assignments().slots(0).store().epoch() == 2);
+  auto h1 = b.f.c().HeartbeatAnswer("h1", 0, 0);
+  REQUIRE(h1.ok());
+  CHECK(h1->assignments().slots(0).role() == coordpb::REPLICA);
+
+  // The reply waits until the new master serves: its report from before
+  // the switch (REPLICA) does not count, a fenced one neither.
+  REQUIRE_FALSE(call.done);
+  b.f.now += 10;
+  coordpb::SlotStatus not_yet = SlotReportOf(3, coordpb::MASTER, 2, 130);
+  not_yet.set_fenced(true);
+  b.Report("h2", {not_yet});
+  REQUIRE_FALSE(call.done);
+  b.Report("h2", {SlotReportOf(3, coordpb::MASTER, 2, 130)});
+  REQUIRE(call.done);
+  coordpb::Response r = Parse(call.result);
+  CHECK(r.failover().store().master_slot_id() == 3);
+  CHECK(r.failover().store().epoch() == 2);
+  CHECK(r.failover().from_slot_id() == 1);
+  CHECK(r.failover().switch_lsn() == 130);
+  CHECK(r.failover().took_ms() == 40);
+  CHECK(b.service.failovers_waiting() == 0);
+  CHECK(b.Kinds(1) == std::vector<std::string>{"create_store", "failover_begin", "failover"});
+}
+
+TEST_CASE("a failover that times out unfences the store and changes nothing else",
+          "[coordinator][failover]") {
+  FailoverBench b;
+  REQUIRE(b.f.c().CreateStore(Store({1, 3})).ok());
+  b.Report("h1", {MasterStatus(1, 100, 3, 100)});
+  const int64_t lease_before = b.f.StoreState(1).lease_expires_ms();
+
+  SECTION("the replica does not catch up") {
+    PendingCall call;
+    b.Start(FailoverOf(1, 0, 1000, "manual"), &call);
+    b.Report("h1", {FencedMaster(1, 130, 130, {{3, 120}})});
+    REQUIRE_FALSE(call.done);
+    b.f.now += 999;
+    b.Report("h3", {});
+    REQUIRE_FALSE(call.done);
+    b.f.now += 1;  // the deadline: the next report (any host) ends it
+    b.Report("h3", {});
+    REQUIRE(call.done);
+    INFO(call.result.status().ToString());
+    CHECK(absl::IsDeadlineExceeded(call.result.status()));
+    CHECK(absl::StrContains(call.result.status().message(),
+                            "replica slot 3@h2 had LSN 120 of 130 after 1s"));
+    CHECK(absl::StrContains(call.result.status().message(), "store 1"));
+    const std::vector<coordpb::Event> events = b.f.Events(1);
+    REQUIRE(events.size() == 3);
+    CHECK(events[1].kind() == "failover_begin");
+    CHECK(events[2].kind() == "failover_aborted");
+    CHECK(absl::StrContains(events[2].detail(), "replica slot 3@h2 had LSN 120 of 130 after 1s"));
+  }
+  SECTION("the master never reports its fenced LSN") {
+    PendingCall call;
+    b.Start(FailoverOf(1, 3, 500), &call);
+    b.Report("h1", {FencedMaster(1, 130, 0, {{3, 130}})});
+    b.f.now += 501;
+    b.Report("h2", {SlotReportOf(3, coordpb::REPLICA, 1, 130)});
+    REQUIRE(call.done);
+    CHECK(absl::IsDeadlineExceeded(call.result.status()));
+    CHECK(absl::StrContains(call.result.status().message(),
+                            "master slot 1@h1 reported no fenced LSN"));
+    CHECK(b.Kinds(1).back() == "failover_aborted");
+  }
+  coordpb::StoreInfo after = b.StoreNow(1);
+  CHECK(after.master_slot_id() == 1);
+  CHECK(after.epoch() == 1);
+  CHECK_FALSE(after.fenced());
+  CHECK(b.f.StoreState(1).state() != "switching");
+  CHECK(b.f.StoreState(1).lease_expires_ms() >= lease_before);  // renewed by h1, not moved
+  auto h1 = b.f.c().HeartbeatAnswer("h1", 0, 0);
+  CHECK(h1->assignments().slots(0).role() == coordpb::MASTER);
+  CHECK_FALSE(h1->assignments().slots(0).store().fenced());
+  CHECK(b.service.failovers_waiting() == 0);
+  // The store can fail over again.
+  PendingCall again;
+  b.Start(FailoverOf(1, 3), &again);
+  CHECK(b.StoreNow(1).fenced());
+  b.service.Shutdown();
+  b.io.restart();
+  b.io.run();
+}
+
+TEST_CASE("a failover picks the most caught-up replica when no target is given",
+          "[coordinator][failover]") {
+  FailoverBench b;
+  REQUIRE(b.f.c().CreateStore(Store({1, 3, 5})).ok());  // replicas 3@h2, 5@h3
+
+  // Ties go to the lowest slot id; a replica the master does not mention is at 0.
+  b.Report("h1", {MasterStatus(1, 100, 5, 100)});
+  auto plan = b.f.c().BeginFailover(FailoverOf(1));
+  REQUIRE(plan.ok());
+  CHECK(plan->to_slot_id == 5);
+  REQUIRE(b.f.c().AbortFailover(*plan, "test").ok());
+  coordpb::SlotStatus tie = MasterStatus(1, 100, 5, 100);
+  *tie.add_replicas() = tie.replicas(0);
+  tie.mutable_replicas(1)->set_slot_id(3);
+  b.Report("h1", {tie});
+  plan = b.f.c().BeginFailover(FailoverOf(1));
+  REQUIRE(plan.ok());
+  CHECK(plan->to_slot_id == 3);
+  REQUIRE(b.f.c().AbortFailover(*plan, "test").ok());
+
+  // Slot 5 ahead: chosen; the master's progress alone shows it holds X.
+  b.Report("h1", {FencedMaster(1, 100, 0, {{3, 90}, {5, 100}})});
+  PendingCall call;
+  b.Start(FailoverOf(1), &call);
+  b.Report("h1", {FencedMaster(1, 100, 100, {{3, 90}, {5, 100}})});
+  CHECK(b.StoreNow(1).master_slot_id() == 5);
+  CHECK(b.StoreNow(1).epoch() == 2);
+  b.Report("h3", {SlotReportOf(5, coordpb::MASTER, 2, 100)});
+  REQUIRE(call.done);
+  coordpb::Response r = Parse(call.result);
+  CHECK(r.failover().switch_lsn() == 100);
+  CHECK(r.failover().from_slot_id() == 1);
+}
+
+TEST_CASE("a second failover of a store in progress is refused", "[coordinator][failover]") {
+  FailoverBench b;
+  REQUIRE(b.f.c().CreateStore(Store({1, 3})).ok());
+  REQUIRE(b.f.c().CreateStore(Store({2, 4})).ok());
+  PendingCall first, second, other;
+  b.Start(FailoverOf(1, 3), &first);
+  b.Start(FailoverOf(1, 3), &second);
+  REQUIRE(second.done);
+  CHECK(absl::IsFailedPrecondition(second.result.status()));
+  CHECK(absl::StrContains(second.result.status().message(),
+                          "a failover of store 1 is in progress"));
+  CHECK_FALSE(first.done);
+
+  // Another store fails over at the same time.
+  b.Start(FailoverOf(2, 0, 0, "drain h1"), &other);
+  CHECK_FALSE(other.done);
+  CHECK(b.service.failovers_waiting() == 2);
+  b.Report("h1", {FencedMaster(2, 7, 7, {{4, 7}})});
+  CHECK(b.StoreNow(2).master_slot_id() == 4);
+  CHECK(b.StoreNow(1).master_slot_id() == 1);
+  CHECK(b.StoreNow(1).fenced());
+  b.Report("h2", {SlotReportOf(4, coordpb::MASTER, 2, 7)});
+  REQUIRE(other.done);
+  CHECK(Parse(other.result).failover().store().master_slot_id() == 4);
+  CHECK_FALSE(first.done);
+
+  // Shutting down aborts the failover that has not switched.
+  b.service.Shutdown();
+  b.io.restart();
+  b.io.run();
+  REQUIRE(first.done);
+  CHECK(absl::IsUnavailable(first.result.status()));
+  CHECK(absl::StrContains(first.result.status().message(), "shutting down"));
+  CHECK_FALSE(b.StoreNow(1).fenced());
+  CHECK(b.StoreNow(1).epoch() == 1);
+}
+
+TEST_CASE("a failover to a slot of a dead host is refused", "[coordinator][failover]") {
+  FailoverBench b;
+  REQUIRE(b.f.c().CreateStore(Store({1, 3, 5})).ok());
+  b.f.now += 50000;
+  b.Report("h1", {});
+  b.Report("h3", {});
+  b.f.now += 10001;  // h2 last heard 60.001 s ago; lease 60 s
+  PendingCall call;
+  b.Start(FailoverOf(1, 3), &call);
+  REQUIRE(call.done);
+  CHECK(absl::IsUnavailable(call.result.status()));
+  CHECK(absl::StrContains(call.result.status().message(), "host h2 is not alive"));
+  CHECK(absl::StrContains(call.result.status().message(), "store 1"));
+  CHECK_FALSE(b.StoreNow(1).fenced());
+  CHECK(b.Kinds(1) == std::vector<std::string>{"create_store"});
+
+  // The live replica is accepted.
+  PendingCall live;
+  b.Start(FailoverOf(1, 5), &live);
+  CHECK_FALSE(live.done);
+  CHECK(b.StoreNow(1).fenced());
+  b.service.Shutdown();
+  b.io.restart();
+  b.io.run();
+}
+
+TEST_CASE("a failover to the master, to a slot of another store or of an unknown store is "
+          "refused",
+          "[coordinator][failover]") {
+  FailoverBench b;
+  REQUIRE(b.f.c().CreateStore(Store({1, 3})).ok());
+  for (auto [request, check] :
+       std::vector<std::pair<coordpb::Failover, std::string>>{
+           {FailoverOf(1, 1), "slot 1 is already the master of store 1"},
+           {FailoverOf(1, 4), "slot 4 is not a member of store 1"},
+           {FailoverOf(9), "store 9 does not exist"}}) {
+    PendingCall call;
+    b.Start(request, &call);
+    REQUIRE(call.done);
+    INFO(call.result.status().ToString());
+    CHECK(absl::StrContains(call.result.status().message(), check));
+    CHECK((absl::IsInvalidArgument(call.result.status()) ||
+           absl::IsNotFound(call.result.status())));
+  }
+  CHECK_FALSE(b.StoreNow(1).fenced());
+  CHECK(b.Kinds(1) == std::vector<std::string>{"create_store"});
+}
+
+TEST_CASE("reports from before the failover began do not count", "[coordinator][failover]") {
+  FailoverBench b;
+  REQUIRE(b.f.c().CreateStore(Store({1, 3})).ok());
+  // Left over from an earlier failover: a fenced LSN, and the replica at it.
+  // Same millisecond as the begin: the order of arrival decides, not the clock.
+  b.Report("h1", {FencedMaster(1, 130, 130, {{3, 130}})});
+  b.Report("h2", {SlotReportOf(3, coordpb::REPLICA, 1, 130)});
+  PendingCall call;
+  b.Start(FailoverOf(1, 3), &call);
+  CHECK_FALSE(call.done);
+  CHECK(b.StoreNow(1).master_slot_id() == 1);
+
+  // Later writes reached 140 before the fence.
+  b.Report("h1", {FencedMaster(1, 140, 140, {{3, 130}})});
+  CHECK(b.StoreNow(1).master_slot_id() == 1);
+  b.Report("h2", {SlotReportOf(3, coordpb::REPLICA, 1, 140)});
+  CHECK(b.StoreNow(1).master_slot_id() == 3);
+  b.Report("h2", {SlotReportOf(3, coordpb::MASTER, 2, 140)});
+  REQUIRE(call.done);
+  CHECK(Parse(call.result).failover().switch_lsn() == 140);
+}
+
+TEST_CASE("the switch is recorded in the history", "[coordinator][failover]") {
+  FailoverBench b;
+  REQUIRE(b.f.c().CreateStore(Store({1, 3})).ok());
+  PendingCall call;
+  b.Start(FailoverOf(1, 0, 0, "drain h1"), &call);
+  b.Report("h1", {FencedMaster(1, 130, 130, {{3, 130}})});
+  b.Report("h2", {SlotReportOf(3, coordpb::MASTER, 2, 130)});
+  REQUIRE(call.done);
+  const std::vector<coordpb::Event> events = b.f.Events(1);
+  REQUIRE(events.size() == 3);
+  CHECK(events[1].kind() == "failover_begin");
+  CHECK(events[1].detail() ==
+        "from slot 1@h1 to slot 3@h2 at epoch 1, reason: drain h1; store fenced");
+  CHECK(events[2].kind() == "failover");
+  CHECK(events[2].detail() == "slot 1@h1 -> slot 3@h2 at LSN 130, epoch 1 -> 2, drain h1");
+  CHECK(events[2].store_id() == 1);
+  CHECK(events[2].time_ms() == b.f.now);
+}
+
+TEST_CASE("a switch the new master does not confirm stays committed and says so",
+          "[coordinator][failover]") {
+  FailoverBench b;
+  REQUIRE(b.f.c().CreateStore(Store({1, 3})).ok());
+  PendingCall call;
+  b.Start(FailoverOf(1, 3, 1000), &call);
+  b.Report("h1", {FencedMaster(1, 50, 50, {{3, 50}})});
+  CHECK(b.StoreNow(1).master_slot_id() == 3);
+  b.f.now += 1000 + 4999;
+  b.Report("h1", {});
+  REQUIRE_FALSE(call.done);
+  b.f.now += 1;
+  b.Report("h1", {});
+  REQUIRE(call.done);
+  INFO(call.result.status().ToString());
+  CHECK(absl::IsDeadlineExceeded(call.result.status()));
+  CHECK(absl::StrContains(call.result.status().message(), "is committed"));
+  CHECK(b.StoreNow(1).master_slot_id() == 3);
+  CHECK(b.StoreNow(1).epoch() == 2);
+  CHECK(b.Kinds(1).back() == "failover");
+}
+
+TEST_CASE("a store left fenced by a stopped coordinatord is unfenced when it starts",
+          "[coordinator][failover]") {
+  Fixture f;
+  f.RegisterThreeHosts();
+  REQUIRE(f.c().CreateStore(Store({1, 3})).ok());
+  REQUIRE(f.c().BeginFailover(FailoverOf(1, 3)).ok());
+  f.Close();
+  f.Open();
+  CHECK_FALSE(f.StoreState(1).store().fenced());
+  CHECK(f.StoreState(1).store().master_slot_id() == 1);
+  CHECK(f.Events(1).back().kind() == "failover_aborted");
+  CHECK(absl::StrContains(f.Events(1).back().detail(), "coordinatord stopped"));
+}
+
 // --- the real coordinatord ---
 
 std::string Bin(const std::string& name) {
