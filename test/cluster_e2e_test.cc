@@ -36,11 +36,7 @@ void CheckEveryAckedMessageReplicated(Cluster& c, const std::map<int, Cluster::O
   }
 }
 
-int CountCode(const std::map<int, Cluster::Outcome>& r, int code) {
-  int n = 0;
-  for (const auto& [i, o] : r) n += o.code == code;
-  return n;
-}
+int CountCode(const std::map<int, Cluster::Outcome>& r, int code) { return Cluster::Count(r, code); }
 
 TEST_CASE("every message smtplib.LMTP got a 250 for is on its store's master and replica",
           "[cluster]") {
@@ -230,6 +226,42 @@ TEST_CASE("client API writes with a stale epoch, or on a replica, are refused", 
   auto listed = c.Api(store.replica_slot_ids(0), list);
   REQUIRE(listed.ok());
   CHECK(listed->mailboxes_size() == 1);
+}
+
+}  // namespace
+}  // namespace mailrepl::testing
+
+namespace mailrepl::testing {
+namespace {
+
+TEST_CASE("SIGTERM stops a replicad cleanly mid-delivery, and every 250 it gave is kept",
+          "[cluster]") {
+  Cluster c({.net = "127.0.12", .hosts = 2, .slots_per_host = 2});
+  // Run host1 as the test's own child, to see its exit status.
+  c.Signal("host1", SIGKILL);
+  c.Restart("host1");
+  REQUIRE(c.WaitCaughtUp(absl::Seconds(30)));
+  const std::string record = c.dir() + "/record";
+  auto delivery = c.StartDelivery(WorkloadEml(2000), 0, 600, 4, 60, record);
+  REQUIRE(WaitFor(
+      [&] {
+        auto s = c.Status();
+        uint64_t sum = 0;
+        if (s.ok()) {
+          for (const auto& st : s->stores()) {
+            for (const auto& slot : st.slots()) sum += slot.last_lsn();
+          }
+        }
+        return sum > 200;
+      },
+      absl::Seconds(60), absl::Milliseconds(20)));
+  REQUIRE(c.StopRestarted("host1", SIGTERM, absl::Seconds(15)) == 0);  // exits 0
+  c.Restart("host1");
+  REQUIRE(delivery->Wait(absl::Seconds(240)).has_value());
+  const auto results = Cluster::ReadRecord(record);
+  REQUIRE(results.size() == 600);
+  CHECK(Cluster::Count(results, 250) == 600);
+  c.CheckAckedOnEverySlot(results);
 }
 
 }  // namespace

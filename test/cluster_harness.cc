@@ -122,6 +122,51 @@ void Cluster::Restart(const std::string& name) {
   restarted_[name] = std::make_unique<Process>(argv);
 }
 
+std::vector<uint64_t> Cluster::Members(uint64_t store_id) const {
+  const configpb::DevStore& s = store(store_id);
+  std::vector<uint64_t> members{s.master_slot_id()};
+  members.insert(members.end(), s.replica_slot_ids().begin(), s.replica_slot_ids().end());
+  return members;
+}
+
+void Cluster::CheckAckedOnEverySlot(const std::map<int, Outcome>& results) {
+  std::map<std::string, std::set<int>> by_user;
+  for (const auto& [index, o] : results) {
+    if (o.code == 250) by_user[o.user].insert(index);
+  }
+  REQUIRE(WaitCaughtUp(absl::Seconds(60)));
+  for (const auto& [user, indexes] : by_user) {
+    const std::vector<uint64_t> members = Members(StoreOf(user));
+    const std::set<int> first = IndexesOn(members[0], user);
+    for (int i : indexes) {
+      INFO("message " << i << " to " << user << " on slot " << members[0]);
+      CHECK(first.contains(i));
+    }
+    for (size_t k = 1; k < members.size(); ++k) {
+      INFO(user << " on slot " << members[k] << " vs slot " << members[0]);
+      CHECK(IndexesOn(members[k], user) == first);
+    }
+  }
+}
+
+RunResult Cluster::Replctl(const std::vector<std::string>& args) {
+  std::vector<std::string> argv{Bin("replctl"), "--cluster", info_.dir()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return Run(argv, absl::Seconds(180));
+}
+
+int Cluster::Count(const std::map<int, Outcome>& results, int code) {
+  int n = 0;
+  for (const auto& [i, o] : results) n += o.code == code;
+  return n;
+}
+
+int Cluster::StopRestarted(const std::string& name, int sig, absl::Duration timeout) {
+  Process& p = *restarted_.at(name);
+  p.Signal(sig);
+  return p.Wait(timeout).value_or(-1);
+}
+
 absl::StatusOr<coordpb::GetStatusReply> Cluster::Status() {
   coordpb::Request request;
   request.mutable_get_status();

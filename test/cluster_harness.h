@@ -45,6 +45,12 @@ struct ClusterOptions {
 
 class Cluster {
  public:
+  // What a delivery client last heard for one message.
+  struct Outcome {
+    std::string user;
+    int code = 0;
+  };
+
   explicit Cluster(ClusterOptions options);
   ~Cluster();
 
@@ -55,6 +61,17 @@ class Cluster {
   const configpb::DevHost& host(const std::string& name) const;
   uint64_t StoreOf(const std::string& user) const { return info_.users().at(user); }
 
+  // Every slot of a store (members never change; the master may).
+  std::vector<uint64_t> Members(uint64_t store_id) const;
+  // Every message answered 250 in `results` is in its user's INBOX on every
+  // slot of the user's store, and those slots hold the same messages.
+  // Waits until replication caught up first.
+  void CheckAckedOnEverySlot(const std::map<int, Outcome>& results);
+  // Replctl with --cluster DIR and args.
+  RunResult Replctl(const std::vector<std::string>& args);
+  // Messages whose last answer was `code`.
+  static int Count(const std::map<int, Outcome>& results, int code);
+
   absl::StatusOr<coordpb::GetStatusReply> Status();
   // Until every store is "ok" with no replica behind (or timeout).
   bool WaitCaughtUp(absl::Duration timeout);
@@ -63,6 +80,8 @@ class Cluster {
   // belongs to the harness and is stopped with it).
   void Signal(const std::string& host_or_coordinator, int sig);
   void Restart(const std::string& host_or_coordinator);
+  // Signals a restarted process and waits for its exit code (-1: still runs).
+  int StopRestarted(const std::string& name, int sig, absl::Duration timeout);
 
   // A call to a slot's client API.
   absl::StatusOr<apipb::Response> Api(uint64_t slot_id, const apipb::Request& request);
@@ -71,10 +90,6 @@ class Cluster {
 
   // tools/lmtp_deliver.py over messages [start, start+count) of eml_dir.
   // Returns the per-message results (index -> user, code).
-  struct Outcome {
-    std::string user;
-    int code = 0;
-  };
   std::map<int, Outcome> Deliver(const std::string& eml_dir, int start, int count, int conns,
                              double retry_seconds, std::string* summary = nullptr);
   std::unique_ptr<Process> StartDelivery(const std::string& eml_dir, int start, int count,

@@ -1,0 +1,118 @@
+// Planned failover end to end: replctl drain/undrain/failover against a
+// dev cluster under continuous LMTP load from smtplib.LMTP clients that
+// record every answer, retry 4xx answers and look up the user's master
+// again (as an MTA with a transport lookup would).
+#include <signal.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "catch2/catch.hpp"
+#include "test/cluster_harness.h"
+
+namespace mailrepl::testing {
+namespace {
+
+// Masters per host, from the coordinator.
+std::map<std::string, int> MastersPerHost(Cluster& c) {
+  std::map<std::string, int> masters;
+  auto s = c.Status();
+  REQUIRE(s.ok());
+  for (const auto& st : s->stores()) {
+    for (const auto& m : st.store().members()) {
+      if (m.slot_id() == st.store().master_slot_id()) ++masters[m.host()];
+    }
+  }
+  return masters;
+}
+
+uint64_t MasterLsnSum(Cluster& c) {
+  uint64_t sum = 0;
+  if (auto s = c.Status(); s.ok()) {
+    for (const auto& st : s->stores()) {
+      for (const auto& slot : st.slots()) {
+        if (slot.role() == coordpb::MASTER) sum += slot.last_lsn();
+      }
+    }
+  }
+  return sum;
+}
+
+TEST_CASE("a drain under continuous LMTP load keeps every acknowledged message, and 4xx answers "
+          "succeed when retried",
+          "[failover]") {
+  Cluster c({.net = "127.0.10", .hosts = 3, .slots_per_host = 2});
+  REQUIRE(MastersPerHost(c)["host1"] > 0);
+  const std::string record = c.dir() + "/record";
+  auto delivery = c.StartDelivery(WorkloadEml(2000), 0, 1500, 4, 60, record);
+  REQUIRE(WaitFor([&] { return MasterLsnSum(c) > 200; }, absl::Seconds(60),
+                  absl::Milliseconds(20)));
+
+  RunResult drain = c.Replctl({"drain", "host1"});
+  INFO(drain.out << drain.err);
+  REQUIRE(drain.exit == 0);
+  CHECK(absl::StrContains(drain.out, "stores moved"));
+  CHECK(MastersPerHost(c)["host1"] == 0);
+
+  REQUIRE(delivery->Wait(absl::Seconds(240)).has_value());
+  INFO(delivery->Stdout() << delivery->Stderr());
+  const auto results = Cluster::ReadRecord(record);
+  REQUIRE(results.size() == 1500);
+  CHECK(Cluster::Count(results, 250) == 1500);  // every 4xx was retried with success
+  c.CheckAckedOnEverySlot(results);
+
+  // Undrain moves the masters back, and mail goes on.
+  RunResult undrain = c.Replctl({"undrain", "host1"});
+  INFO(undrain.out << undrain.err);
+  REQUIRE(undrain.exit == 0);
+  CHECK(MastersPerHost(c)["host1"] > 0);
+  const auto after = c.Deliver(WorkloadEml(2000), 1500, 200, 4, 30);
+  CHECK(Cluster::Count(after, 250) == 200);
+  c.CheckAckedOnEverySlot(after);
+
+  // The history shows every switch.
+  RunResult history = c.Replctl({"history"});
+  CHECK(absl::StrContains(history.out, "failover_begin"));
+  CHECK(absl::StrContains(history.out, "drain host1"));
+  CHECK(absl::StrContains(history.out, "undrain host1"));
+}
+
+TEST_CASE("a planned failover that cannot finish rolls back: the old master takes writes again",
+          "[failover]") {
+  Cluster c({.net = "127.0.11", .hosts = 2, .slots_per_host = 1});
+  const configpb::DevStore& store = c.store(1);
+  const std::string replica_host = c.slot(store.replica_slot_ids(0)).host();
+  // The replica stops applying, so it lacks what the master takes next.
+  c.Signal(replica_host, SIGSTOP);
+  const auto before = c.Deliver(WorkloadEml(2000), 0, 20, 1, 0);
+  REQUIRE(Cluster::Count(before, 250) == 20);
+
+  RunResult failover = c.Replctl({"failover", "1", "--timeout-ms", "1500"});
+  INFO(failover.out << failover.err);
+  CHECK(failover.exit != 0);
+  auto status = c.Status();
+  REQUIRE(status.ok());
+  CHECK(status->stores(0).store().master_slot_id() == store.master_slot_id());
+  CHECK(status->stores(0).store().epoch() == store.epoch());
+  CHECK(!status->stores(0).store().fenced());
+  RunResult history = c.Replctl({"history"});
+  CHECK(absl::StrContains(history.out, "failover_aborted"));
+
+  // The old master was unfenced: it takes mail again.
+  c.Signal(replica_host, SIGCONT);
+  const auto after = c.Deliver(WorkloadEml(2000), 20, 20, 1, 10);
+  CHECK(Cluster::Count(after, 250) == 20);
+  // And a failover now succeeds.
+  RunResult again = c.Replctl({"failover", "1"});
+  INFO(again.out << again.err);
+  CHECK(again.exit == 0);
+  auto status2 = c.Status();
+  REQUIRE(status2.ok());
+  CHECK(status2->stores(0).store().master_slot_id() == store.replica_slot_ids(0));
+  CHECK(status2->stores(0).store().epoch() == store.epoch() + 1);
+  std::map<int, Cluster::Outcome> all = before;
+  all.insert(after.begin(), after.end());
+  c.CheckAckedOnEverySlot(all);
+}
+
+}  // namespace
+}  // namespace mailrepl::testing
