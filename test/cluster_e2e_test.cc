@@ -13,31 +13,6 @@
 namespace mailrepl::testing {
 namespace {
 
-// Every acknowledged message of `acked` is in its user's INBOX on the
-// store's master and on every replica, and master and replicas hold the
-// same messages.
-void CheckEveryAckedMessageReplicated(Cluster& c, const std::map<int, Cluster::Outcome>& acked) {
-  std::map<std::string, std::set<int>> by_user;
-  for (const auto& [index, o] : acked) {
-    if (o.code == 250) by_user[o.user].insert(index);
-  }
-  REQUIRE(c.WaitCaughtUp(absl::Seconds(60)));
-  for (const auto& [user, indexes] : by_user) {
-    const configpb::DevStore& store = c.store(c.StoreOf(user));
-    const std::set<int> on_master = c.IndexesOn(store.master_slot_id(), user);
-    for (int i : indexes) {
-      INFO("message " << i << " to " << user << " on master slot " << store.master_slot_id());
-      CHECK(on_master.contains(i));
-    }
-    for (uint64_t replica : store.replica_slot_ids()) {
-      INFO(user << " on replica slot " << replica);
-      CHECK(c.IndexesOn(replica, user) == on_master);
-    }
-  }
-}
-
-int CountCode(const std::map<int, Cluster::Outcome>& r, int code) { return Cluster::Count(r, code); }
-
 TEST_CASE("every message smtplib.LMTP got a 250 for is on its store's master and replica",
           "[cluster]") {
   Cluster c({.net = "127.0.3"});
@@ -45,8 +20,8 @@ TEST_CASE("every message smtplib.LMTP got a 250 for is on its store's master and
   const auto results = c.Deliver(WorkloadEml(2000), 0, 400, 4, 0, &summary);
   INFO(summary);
   REQUIRE(results.size() == 400);
-  CHECK(CountCode(results, 250) == 400);
-  CheckEveryAckedMessageReplicated(c, results);
+  CHECK(Cluster::Count(results, 250) == 400);
+  c.CheckAckedOnEverySlot(results);
 
   // The metrics show the replication figures of every master.
   const std::string metrics = c.Http("host1", "/metrics");
@@ -108,17 +83,7 @@ TEST_CASE("killing and restarting a replicad and the coordinator mid-delivery lo
   Cluster c({.net = "127.0.5"});
   const std::string record = c.dir() + "/record";
   auto delivery = c.StartDelivery(WorkloadEml(2000), 0, 1200, 4, 120, record);
-  auto lsn_sum = [&] {
-    uint64_t sum = 0;
-    if (auto s = c.Status(); s.ok()) {
-      for (const auto& st : s->stores()) {
-        for (const auto& slot : st.slots()) {
-          if (slot.role() == coordpb::MASTER) sum += slot.last_lsn();
-        }
-      }
-    }
-    return sum;
-  };
+  auto lsn_sum = [&] { return c.MasterLsnSum(); };
   REQUIRE(WaitFor([&] { return lsn_sum() > 150; }, absl::Seconds(60), absl::Milliseconds(20)));
   c.Signal("host2", SIGKILL);
   c.Restart("host2");
@@ -131,8 +96,8 @@ TEST_CASE("killing and restarting a replicad and the coordinator mid-delivery lo
   REQUIRE(results.size() == 1200);
   // With retries every message ends acknowledged; the test's point is
   // that each acknowledged one is stored on master and replica.
-  CHECK(CountCode(results, 250) == 1200);
-  CheckEveryAckedMessageReplicated(c, results);
+  CHECK(Cluster::Count(results, 250) == 1200);
+  c.CheckAckedOnEverySlot(results);
 }
 
 TEST_CASE("with the coordinator down, masters keep taking mail past the lease period",
@@ -153,7 +118,7 @@ TEST_CASE("with the coordinator down, masters keep taking mail past the lease pe
         absl::Seconds(30), absl::Milliseconds(100)));
   }
   const auto results = c.Deliver(WorkloadEml(2000), 0, 200, 4, 0);
-  CHECK(CountCode(results, 250) == 200);
+  CHECK(Cluster::Count(results, 250) == 200);
   // Replication goes on too (the check reads replicas through the API).
   std::map<std::string, std::set<int>> by_user;
   for (const auto& [i, o] : results) by_user[o.user].insert(i);
@@ -228,12 +193,6 @@ TEST_CASE("client API writes with a stale epoch, or on a replica, are refused", 
   CHECK(listed->mailboxes_size() == 1);
 }
 
-}  // namespace
-}  // namespace mailrepl::testing
-
-namespace mailrepl::testing {
-namespace {
-
 TEST_CASE("SIGTERM stops a replicad cleanly mid-delivery, and every 250 it gave is kept",
           "[cluster]") {
   Cluster c({.net = "127.0.12", .hosts = 2, .slots_per_host = 2});
@@ -243,18 +202,8 @@ TEST_CASE("SIGTERM stops a replicad cleanly mid-delivery, and every 250 it gave 
   REQUIRE(c.WaitCaughtUp(absl::Seconds(30)));
   const std::string record = c.dir() + "/record";
   auto delivery = c.StartDelivery(WorkloadEml(2000), 0, 600, 4, 60, record);
-  REQUIRE(WaitFor(
-      [&] {
-        auto s = c.Status();
-        uint64_t sum = 0;
-        if (s.ok()) {
-          for (const auto& st : s->stores()) {
-            for (const auto& slot : st.slots()) sum += slot.last_lsn();
-          }
-        }
-        return sum > 200;
-      },
-      absl::Seconds(60), absl::Milliseconds(20)));
+  REQUIRE(WaitFor([&] { return c.MasterLsnSum() > 200; }, absl::Seconds(60),
+                  absl::Milliseconds(20)));
   REQUIRE(c.StopRestarted("host1", SIGTERM, absl::Seconds(15)) == 0);  // exits 0
   c.Restart("host1");
   REQUIRE(delivery->Wait(absl::Seconds(240)).has_value());

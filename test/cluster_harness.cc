@@ -178,6 +178,18 @@ absl::StatusOr<coordpb::GetStatusReply> Cluster::Status() {
   return r->get_status();
 }
 
+uint64_t Cluster::MasterLsnSum() {
+  uint64_t sum = 0;
+  if (absl::StatusOr<coordpb::GetStatusReply> s = Status(); s.ok()) {
+    for (const auto& st : s->stores()) {
+      for (const auto& slot : st.slots()) {
+        if (slot.role() == coordpb::MASTER) sum += slot.last_lsn();
+      }
+    }
+  }
+  return sum;
+}
+
 bool Cluster::WaitCaughtUp(absl::Duration timeout) {
   return WaitFor(
       [&] {

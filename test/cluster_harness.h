@@ -73,6 +73,9 @@ class Cluster {
   static int Count(const std::map<int, Outcome>& results, int code);
 
   absl::StatusOr<coordpb::GetStatusReply> Status();
+  // The sum of the masters' last LSNs as their hosts last reported (0 when
+  // the coordinator cannot be reached): a progress measure for deliveries.
+  uint64_t MasterLsnSum();
   // Until every store is "ok" with no replica behind (or timeout).
   bool WaitCaughtUp(absl::Duration timeout);
 

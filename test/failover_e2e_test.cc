@@ -25,18 +25,6 @@ std::map<std::string, int> MastersPerHost(Cluster& c) {
   return masters;
 }
 
-uint64_t MasterLsnSum(Cluster& c) {
-  uint64_t sum = 0;
-  if (auto s = c.Status(); s.ok()) {
-    for (const auto& st : s->stores()) {
-      for (const auto& slot : st.slots()) {
-        if (slot.role() == coordpb::MASTER) sum += slot.last_lsn();
-      }
-    }
-  }
-  return sum;
-}
-
 TEST_CASE("a drain under continuous LMTP load keeps every acknowledged message, and 4xx answers "
           "succeed when retried",
           "[failover]") {
@@ -44,7 +32,7 @@ TEST_CASE("a drain under continuous LMTP load keeps every acknowledged message, 
   REQUIRE(MastersPerHost(c)["host1"] > 0);
   const std::string record = c.dir() + "/record";
   auto delivery = c.StartDelivery(WorkloadEml(2000), 0, 1500, 4, 60, record);
-  REQUIRE(WaitFor([&] { return MasterLsnSum(c) > 200; }, absl::Seconds(60),
+  REQUIRE(WaitFor([&] { return c.MasterLsnSum() > 200; }, absl::Seconds(60),
                   absl::Milliseconds(20)));
 
   RunResult drain = c.Replctl({"drain", "host1"});
