@@ -324,6 +324,10 @@ absl::StatusOr<apipb::Response> ApiService::ExecuteWrite(const apipb::Request& r
   }
   ++writes_;
   response.set_lsn(slot_.last_lsn());
+  if (options_.await_durable) {
+    absl::Status durable = options_.await_durable(response.lsn());
+    if (!durable.ok()) return durable;
+  }
   return response;
 }
 

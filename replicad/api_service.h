@@ -69,6 +69,10 @@ struct ApiServiceOptions {
   // last_lsn are always filled in from the slot itself. Unset: "not
   // master, epoch 0".
   std::function<apipb::SlotState()> slot_state;
+  // If set, called on the pool after each successful write with the slot's
+  // last LSN; a non-OK status answers the write instead (sync durability:
+  // no replica confirmed it in time; the write stays on the master).
+  std::function<absl::Status(uint64_t lsn)> await_durable;
 };
 
 struct ApiServiceStats {

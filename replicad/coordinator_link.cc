@@ -65,8 +65,16 @@ coordpb::Request CoordinatorLink::HeartbeatRequest(absl::Duration wait) {
 }
 
 void CoordinatorLink::Absorb(const coordpb::HeartbeatReply& reply, absl::Time sent) {
-  last_heard_ = std::max(last_heard_, sent);
-  options_.on_heard(sent);
+  // Assignments first, then the contact: a reply that fences a slot must
+  // not first renew its right to write.
+  struct Heard {
+    CoordinatorLink* link;
+    absl::Time sent;
+    ~Heard() {
+      link->last_heard_ = std::max(link->last_heard_, sent);
+      link->options_.on_heard(sent);
+    }
+  } heard{this, sent};
   coordpb::Assignments a = reply.assignments();
   bool apply = false;
   if (reply.changed() && a.version() > version_) {
@@ -97,9 +105,9 @@ awaitable<absl::Status> CoordinatorLink::Register() {
   version_ = a.version();
   directory_version_ = a.directory_version();
   registered_ = true;
+  options_.on_assignments(a);
   last_heard_ = sent;
   options_.on_heard(sent);
-  options_.on_assignments(a);
   LogLine(Severity::kInfo, "registered with the coordinator",
           Kv("coordinator", options_.coordinator) + Kv("version", version_) +
               Kv("slots", a.slots_size()));

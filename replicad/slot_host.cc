@@ -99,8 +99,14 @@ absl::Status SlotHost::StartListeners() {
   RETURN_IF_ERROR(lmtp_->Listen());
 
   api_ = std::make_unique<api::ApiService>(
-      *slot_, api::ApiServiceOptions{.check_write = [this](uint64_t e) { return CheckWrite(e); },
-                                     .slot_state = [this] { return State(); }});
+      *slot_, api::ApiServiceOptions{
+                  .check_write = [this](uint64_t e) { return CheckWrite(e); },
+                  .slot_state = [this] { return State(); },
+                  .await_durable = [this](uint64_t lsn) -> absl::Status {
+                    std::optional<LmtpReply> late = AwaitReplica(lsn);
+                    if (!late) return absl::OkStatus();
+                    return absl::UnavailableError(late->text);
+                  }});
   api_server_ = std::make_unique<rpc::RpcServer>(
       io_, rpc::RpcServerOptions{.listen = config_.api_listen(), .service = "api",
                                  .secret = options_.secret},
@@ -150,6 +156,12 @@ void SlotHost::Apply(const coordpb::SlotAssignment& assignment, const std::strin
       error_ = std::string(opened.message());
       LogLine(Severity::kError, "slot cannot serve",
               Kv("slot", config_.slot_id()) + Kv("error", error_));
+      // None of them runs yet (Run() starts once all three are bound).
+      lmtp_.reset();
+      backend_.reset();
+      api_server_.reset();
+      api_.reset();
+      sync_server_.reset();
       slot_.reset();
       return;
     }
@@ -216,8 +228,9 @@ void SlotHost::BecomeMaster(const coordpb::StoreInfo& store) {
               Kv("slot", config_.slot_id()) + Kv("store", store.store_id()) +
                   Kv("epoch", store.epoch()));
       // The old master may still have a session open here: end it.
-      sync_server_->CloseSessions(absl::StrCat("slot ", config_.slot_id(),
-                                               " is master of epoch ", store.epoch(), " now"));
+      sync_server_->CloseSessions(
+          absl::StrCat("slot ", config_.slot_id(), " is master of epoch ", store.epoch(), " now"),
+          store.epoch());
       newer_epoch_ = 0;
       report = true;
     }
@@ -380,6 +393,11 @@ absl::Status SlotHost::CheckWriteFor(uint64_t epoch, bool lmtp) {
     return absl::UnavailableError(absl::StrCat("slot ", config_.slot_id(),
                                                " is no longer master: a replica knows epoch ",
                                                newer_epoch_.load()));
+  }
+  if (coordinator_heard_ns_ == 0 && replica_heard_ns_ == 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "slot ", config_.slot_id(),
+        " is fenced until it hears from the coordinator or a replica (it just started)"));
   }
   const absl::Duration silent = absl::Now() - LastContact();
   if (silent > absl::Nanoseconds(lease_ns_.load())) {

@@ -379,7 +379,6 @@ awaitable<absl::Status> SyncClient::Stream(Session& s, uint64_t target, bool fol
         dead = true;
         co_return f.status();
       }
-      Heard();
       if (f->has_ack()) {
         s.acked = f->ack().lsn();
         stats_.acked_lsn = s.acked;
@@ -392,7 +391,9 @@ awaitable<absl::Status> SyncClient::Stream(Session& s, uint64_t target, bool fol
           stats_.quarantined.push_back(QuarantineText(q));
         }
         s.wake->cancel();
+        Heard();
       } else if (f->has_heartbeat()) {
+        Heard();
         continue;
       } else {
         dead = true;

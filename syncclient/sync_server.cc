@@ -189,9 +189,11 @@ void SyncServer::Stop() {
   }
 }
 
-void SyncServer::CloseSessions(const std::string& why) {
+void SyncServer::CloseSessions(const std::string& why, uint64_t epoch) {
   for (const auto& s : sessions_) {
-    s->Send(ErrorFrame(syncpb::NOT_REPLICA, why));
+    syncpb::Frame e = ErrorFrame(syncpb::STALE_EPOCH, why);
+    e.mutable_error()->set_epoch(epoch);
+    s->Send(e);
     s->Close();
   }
 }
@@ -289,10 +291,6 @@ awaitable<absl::Status> SyncServer::Serve(FramedConnection& conn) {
                                   id.store_id, ", not cluster ", h.cluster_id(), " store ",
                                   h.store_id()));
   }
-  if (options_.admit) {
-    absl::Status admitted = options_.admit();
-    if (!admitted.ok()) co_return refuse(syncpb::NOT_REPLICA, std::string(admitted.message()));
-  }
   // The master's epoch: from the hello, raised by the epochs of the
   // records this session delivers (a master that begins an epoch itself).
   uint64_t session_epoch = h.epoch();
@@ -305,6 +303,10 @@ awaitable<absl::Status> SyncServer::Serve(FramedConnection& conn) {
     e.mutable_error()->set_epoch(seen);
     conn.Send(e);
     co_return absl::FailedPreconditionError(e.error().message());
+  }
+  if (options_.admit) {
+    absl::Status admitted = options_.admit();
+    if (!admitted.ok()) co_return refuse(syncpb::NOT_REPLICA, std::string(admitted.message()));
   }
   if (h.epoch() > seen) {
     absl::Status noted = slot_.NoteEpochSeen(h.epoch());

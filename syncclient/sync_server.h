@@ -61,9 +61,10 @@ class SyncServer {
   asio::awaitable<void> Run();
   // Stops accepting; open sessions finish the batch they are applying.
   void Stop();
-  // Ends every open session with NOT_REPLICA and `why` (replicad: the slot
-  // has become master; the old master must not go on sending).
-  void CloseSessions(const std::string& why);
+  // Ends every open session with STALE_EPOCH naming `epoch` (replicad: the
+  // slot became master at that epoch; an old master that still sends learns
+  // it is stale and fences itself at once).
+  void CloseSessions(const std::string& why, uint64_t epoch);
   const SyncServerStats& stats() const { return stats_; }
 
  private:
