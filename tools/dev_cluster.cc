@@ -9,7 +9,6 @@
 #include <algorithm>
 #include <filesystem>
 #include <map>
-#include <tuple>
 #include <vector>
 
 #include "absl/strings/escaping.h"
@@ -23,6 +22,7 @@
 #include "replicad/config.h"
 #include "rpc/rpc_client.h"
 #include "syncclient/auth.h"
+#include "tools/placement.h"
 
 namespace mailrepl::tools {
 
@@ -106,35 +106,6 @@ absl::StatusOr<coordpb::GetStatusReply> WaitForStatus(
     }
     absl::SleepFor(absl::Milliseconds(100));  // polling interval, not a wait for a condition
   }
-}
-
-// Masters spread evenly over hosts; replicas on the hosts with the most
-// free slots. Returns, per store, the host indexes (master first).
-std::vector<std::vector<int>> Place(int hosts, int slots_per_host, int replicas) {
-  std::vector<int> free(hosts, slots_per_host), masters(hosts, 0);
-  std::vector<std::vector<int>> stores;
-  const int count = hosts * slots_per_host / (replicas + 1);
-  for (int s = 0; s < count; ++s) {
-    int m = -1;
-    for (int h = 0; h < hosts; ++h) {
-      if (free[h] == 0) continue;
-      if (m < 0 || std::tie(masters[h], free[m]) < std::tie(masters[m], free[h])) m = h;
-    }
-    if (m < 0) break;
-    std::vector<int> others;
-    for (int i = 1; i < hosts; ++i) {
-      const int h = (m + i) % hosts;
-      if (free[h] > 0) others.push_back(h);
-    }
-    std::stable_sort(others.begin(), others.end(), [&](int a, int b) { return free[a] > free[b]; });
-    if (static_cast<int>(others.size()) < replicas) break;
-    std::vector<int> store{m};
-    store.insert(store.end(), others.begin(), others.begin() + replicas);
-    for (int h : store) --free[h];
-    ++masters[m];
-    stores.push_back(store);
-  }
-  return stores;
 }
 
 }  // namespace
@@ -262,19 +233,18 @@ absl::StatusOr<configpb::DevCluster> DevClusterUp(const DevClusterOptions& optio
       });
   if (!registered.ok()) return fail(registered.status());
 
-  // Stores: slot ids by host, taken in order.
-  std::vector<int> next(options.hosts, 0);
-  const std::vector<std::vector<int>> placement =
-      Place(options.hosts, options.slots_per_host, options.replicas);
+  // Stores as `replctl plan` places them (tools/placement.h); its slot ids
+  // are the ones numbered above.
+  absl::StatusOr<Placement> placement =
+      Plan(options.hosts, options.slots_per_host, options.replicas);
+  if (!placement.ok()) return fail(placement.status());
   std::map<uint64_t, configpb::DevSlot*> by_id;
   for (configpb::DevSlot& d : *c.mutable_slots()) by_id[d.slot_id()] = &d;
-  for (size_t i = 0; i < placement.size(); ++i) {
+  for (size_t i = 0; i < placement->stores.size(); ++i) {
     coordpb::Request request;
     coordpb::CreateStore* cs = request.mutable_create_store();
     cs->set_store_id(i + 1);
-    for (int h : placement[i]) {
-      cs->add_slot_ids(static_cast<uint64_t>(h) * options.slots_per_host + (++next[h]));
-    }
+    for (uint64_t id : placement->stores[i].slot_ids) cs->add_slot_ids(id);
     cs->set_master_slot_id(cs->slot_ids(0));
     cs->set_durability(options.durability == "sync" ? coordpb::SYNC : coordpb::ASYNC);
     absl::StatusOr<coordpb::Response> r = Call(c, secret, request);

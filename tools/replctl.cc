@@ -22,6 +22,8 @@
 #include "rpc/rpc_client.h"
 #include "syncclient/auth.h"
 #include "tools/dev_cluster.h"
+#include "tools/placement.h"
+#include "tools/replctl_plan.h"
 #include "tools/replctl_commands.h"
 
 ABSL_FLAG(std::string, coordinator, "", "coordinatord ADDR:PORT (or $MAILREPL_COORDINATOR)");
@@ -31,18 +33,22 @@ ABSL_FLAG(std::string, cluster, "",
           "(or $MAILREPL_CLUSTER)");
 ABSL_FLAG(bool, json, false, "print JSON");
 ABSL_FLAG(std::string, dir, "", "dev-cluster: the cluster's directory");
-ABSL_FLAG(int, hosts, 3, "dev-cluster up: hosts (replicad processes)");
-ABSL_FLAG(int, slots_per_host, 4, "dev-cluster up: slots per host");
-ABSL_FLAG(int, replicas, 1, "dev-cluster up: replicas per store");
+ABSL_FLAG(std::string, hosts, "",
+          "dev-cluster up: how many hosts (replicad processes; default 3); "
+          "plan: host names, comma-separated, or a count N for host1..hostN");
+ABSL_FLAG(int, slots_per_host, 4, "dev-cluster up, plan: slots per host");
+ABSL_FLAG(int, replicas, 1, "dev-cluster up, plan: replicas per store");
 ABSL_FLAG(int, users, 100, "dev-cluster up: users user0..user{N-1}, round-robin over stores");
 ABSL_FLAG(std::string, net, "127.0.2", "dev-cluster up: first three octets of the addresses");
 ABSL_FLAG(int, lease_ms, 6000, "dev-cluster up: master lease period");
-ABSL_FLAG(std::string, durability, "async", "dev-cluster up, set-durability: async or sync");
+ABSL_FLAG(std::string, durability, "async",
+          "dev-cluster up, set-durability, plan --apply: async or sync");
 ABSL_FLAG(uint64_t, store, 0, "history, set-durability, assign-users, create-store: the store");
 ABSL_FLAG(std::string, slots, "", "create-store: slot ids, comma-separated, master first");
 ABSL_FLAG(uint64_t, to, 0, "failover: the target slot (default: the most caught-up replica)");
 ABSL_FLAG(int, timeout_ms, 10000, "failover, drain, undrain: per store, before rolling back");
 ABSL_FLAG(int, parallel, 1, "drain, undrain: stores switched at once");
+ABSL_FLAG(bool, apply, false, "plan: create the planned stores on the coordinator");
 
 namespace {
 
@@ -68,6 +74,15 @@ commands:
                                   run it again after an interruption); exit 1 and the
                                   list of stores that could not be moved if any
   undrain HOST [--parallel P]     move masters back to their preferred slots on HOST
+  plan --hosts H1,H2,... --slots-per-host K [--replicas R] [--json] [--apply]
+                                  a placement of floor(H*K/(R+1)) stores whose masters
+                                  are spread so that losing any one host moves its m
+                                  masters to the others at most ceil(m/(H-1)) each
+                                  (the first replica takes over); prints the stores,
+                                  the load per host and every single-host failure.
+                                  --apply creates the stores (slot i*K+k of the plan
+                                  is the k-th lowest slot id host i registered);
+                                  nothing is created if a planned slot is in a store
   dev-cluster up --dir DIR [--hosts N] [--slots-per-host K] [--replicas R]
                  [--users U] [--lease-ms L] [--durability D] [--net A.B.C]
                  start a local cluster on loopback addresses and write
@@ -261,6 +276,59 @@ int Drain(const std::string& host, bool undrain, bool json) {
   return 0;
 }
 
+// plan: print the placement; --apply creates it from the hosts' registered
+// slots, or nothing if one of those slots is already in a store.
+int Plan(const std::vector<std::string>& args, bool json) {
+  namespace tools = mailrepl::tools;
+  if (args.size() != 1) return CannotRun("plan takes no arguments, only flags (see --help)");
+  if (absl::GetFlag(FLAGS_hosts).empty()) return CannotRun("plan needs --hosts H1,H2,...");
+  absl::StatusOr<std::vector<std::string>> names = tools::ParseHostNames(absl::GetFlag(FLAGS_hosts));
+  if (!names.ok()) return CannotRun(std::string(names.status().message()));
+  absl::StatusOr<tools::Placement> plan =
+      tools::Plan(static_cast<int>(names->size()), absl::GetFlag(FLAGS_slots_per_host),
+                  absl::GetFlag(FLAGS_replicas));
+  if (!plan.ok()) return CannotRun(std::string(plan.status().message()));
+  const tools::FailureLoad load = tools::Evaluate(*plan);
+  if (!absl::GetFlag(FLAGS_apply)) {
+    std::fputs((json ? tools::PlanToJson(*plan, load, *names, nullptr)
+                     : tools::FormatPlan(*plan, load, *names))
+                   .c_str(),
+               stdout);
+    return 0;
+  }
+  bool durability_ok;
+  const mailrepl::coordpb::Durability durability =
+      ParseDurability(absl::GetFlag(FLAGS_durability), &durability_ok);
+  if (!durability_ok) return CannotRun("--durability is async or sync");
+  mailrepl::coordpb::Request request;
+  request.mutable_get_status();
+  absl::StatusOr<mailrepl::coordpb::Response> status = Call(request);
+  if (!status.ok()) return Failed(status.status());
+  std::vector<std::string> notes;
+  absl::StatusOr<tools::Placement> mapped =
+      tools::MapToRegisteredSlots(*plan, *names, status->get_status(), &notes);
+  if (!mapped.ok()) return CannotRun(std::string(mapped.status().message()));
+  std::vector<tools::StoreOutcome> outcomes = tools::TakenSlots(*mapped, status->get_status());
+  const bool refused = !outcomes.empty();
+  if (!refused) outcomes = tools::CreateStores(*mapped, durability, Call);
+  if (json) {
+    std::fputs(tools::PlanToJson(*mapped, load, *names, &outcomes).c_str(), stdout);
+  } else {
+    std::fputs(tools::FormatPlan(*mapped, load, *names).c_str(), stdout);
+    for (const std::string& n : notes) std::printf("note: %s\n", n.c_str());
+    std::fputs(tools::FormatOutcomes(*mapped, outcomes, *names).c_str(), stdout);
+    if (refused) {
+      std::printf("apply: refused, nothing created: %zu planned stores use slots already in a "
+                  "store\n",
+                  outcomes.size());
+    }
+  }
+  for (const tools::StoreOutcome& o : outcomes) {
+    if (o.store_id == 0) return 1;
+  }
+  return 0;
+}
+
 int DevCluster(const std::vector<std::string>& args, const char* argv0) {
   using mailrepl::tools::DevClusterOptions;
   if (args.size() != 2 || (args[1] != "up" && args[1] != "down")) {
@@ -274,9 +342,13 @@ int DevCluster(const std::vector<std::string>& args, const char* argv0) {
     std::printf("dev cluster in %s stopped\n", dir.c_str());
     return 0;
   }
+  int hosts = 3;
+  if (!absl::GetFlag(FLAGS_hosts).empty() && !absl::SimpleAtoi(absl::GetFlag(FLAGS_hosts), &hosts)) {
+    return CannotRun("dev-cluster up: --hosts takes a number of hosts");
+  }
   DevClusterOptions o{.dir = dir,
                       .bin_dir = BinDir(argv0),
-                      .hosts = absl::GetFlag(FLAGS_hosts),
+                      .hosts = hosts,
                       .slots_per_host = absl::GetFlag(FLAGS_slots_per_host),
                       .replicas = absl::GetFlag(FLAGS_replicas),
                       .users = absl::GetFlag(FLAGS_users),
@@ -330,6 +402,12 @@ int main(int argc, char** argv) {
   const bool json = absl::GetFlag(FLAGS_json);
 
   if (command == "dev-cluster") return DevCluster(args, argv[0]);
+  if (command == "plan") return Plan(args, json);
+  if (command == "failover" || command == "drain" || command == "undrain") {
+    if (absl::StatusOr<Target> t = ResolveTarget(); !t.ok()) {
+      return CannotRun(std::string(t.status().message()));
+    }
+  }
   if (command == "failover") {
     uint64_t store = 0;
     if (args.size() != 2 || !absl::SimpleAtoi(args[1], &store)) {
@@ -342,6 +420,10 @@ int main(int argc, char** argv) {
     return Drain(args[1], command == "undrain", json);
   }
 
+  // Every other command talks to the coordinator: find it first.
+  if (absl::StatusOr<Target> t = ResolveTarget(); !t.ok()) {
+    return CannotRun(std::string(t.status().message()));
+  }
   coordpb::Request request;
   if (command == "status") {
     request.mutable_get_status();
