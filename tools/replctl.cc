@@ -14,6 +14,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -146,11 +147,13 @@ absl::StatusOr<mailrepl::coordpb::Response> Call(const mailrepl::coordpb::Reques
 // Transport and authentication failures mean "could not run" (2); an
 // answered call that failed means the command failed (1).
 int Failed(const absl::Status& s) {
-  std::fprintf(stderr, "replctl: %s\n", std::string(s.message()).c_str());
-  const bool could_not_run = absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s) ||
-                             absl::IsUnauthenticated(s) || absl::IsNotFound(s) ||
-                             absl::IsFailedPrecondition(s);
-  return could_not_run && !absl::IsFailedPrecondition(s) ? 2 : 1;
+  const std::string m(s.message());
+  std::fprintf(stderr, "replctl: %s\n", m.c_str());
+  const bool unreachable =
+      absl::IsUnauthenticated(s) || absl::IsPermissionDenied(s) ||
+      ((absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s)) &&
+       (absl::StrContains(m, "cannot connect") || absl::StrContains(m, "connecting to")));
+  return unreachable ? 2 : 1;
 }
 
 mailrepl::coordpb::Durability ParseDurability(const std::string& d, bool* ok) {
