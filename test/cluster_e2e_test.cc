@@ -149,7 +149,7 @@ TEST_CASE("a master cut off from the coordinator and its replicas fences itself 
                   absl::Milliseconds(20)));
   const absl::Duration fenced_after = absl::Now() - cut;
   INFO("fenced after " << absl::FormatDuration(fenced_after));
-  CHECK(fenced_after <= absl::Milliseconds(lease_ms + 1000));
+  CHECK(fenced_after <= absl::Milliseconds(lease_ms + 1500));
   // LMTP answers 4xx now, never 250.
   const auto refused = c.Deliver(WorkloadEml(2000), 0, 5, 1, 0);
   for (const auto& [i, o] : refused) {
