@@ -472,6 +472,10 @@ absl::StatusOr<coordpb::RegisterHostReply> Coordinator::RegisterHost(
     RETURN_IF_ERROR(RenewLeases(txn, host));
     return FillAssignments(txn, host, true, true, reply.mutable_assignments());
   }));
+  // Counts as a heartbeat of the host (a promotion waiting for its master's
+  // host to stay away learns that it is back).
+  report_sequence_by_host_[host] = ++report_sequence_;
+  if (report_listener_) report_listener_();
   return reply;
 }
 
@@ -518,6 +522,7 @@ absl::StatusOr<coordpb::HeartbeatReply> Coordinator::Heartbeat(
     return FillAssignments(txn, host, topology, directory, reply.mutable_assignments());
   }));
   ++report_sequence_;
+  report_sequence_by_host_[host] = report_sequence_;
   for (const coordpb::SlotStatus& s : request.slots()) {
     report_sequence_by_slot_[s.slot_id()] = report_sequence_;
   }
@@ -798,6 +803,16 @@ absl::StatusOr<int64_t> Coordinator::LastHeartbeatMs(const std::string& host) {
   return row ? st.ColumnInt(0) : 0;
 }
 
+absl::StatusOr<bool> Coordinator::HostAlive(const std::string& host) {
+  ASSIGN_OR_RETURN(int64_t last_beat, LastHeartbeatMs(host));
+  return last_beat > 0 && Now() - last_beat <= static_cast<int64_t>(lease_ms_);
+}
+
+bool Coordinator::HostHeardAfter(const std::string& host, uint64_t sequence) const {
+  auto it = report_sequence_by_host_.find(host);
+  return it != report_sequence_by_host_.end() && it->second > sequence;
+}
+
 absl::StatusOr<std::optional<SlotReport>> Coordinator::LastReport(uint64_t slot_id) {
   ASSIGN_OR_RETURN(Statement st,
                    db_->Prepare("SELECT status, status_ms FROM slots WHERE slot_id = ?"));
@@ -958,6 +973,170 @@ absl::Status Coordinator::AbortFailover(const FailoverPlan& plan, absl::string_v
   });
 }
 
+// --- forced promotion ---
+
+absl::StatusOr<PromotionPlan> Coordinator::BeginPromotion(const coordpb::Promote& request) {
+  PromotionPlan plan;
+  RETURN_IF_ERROR(InTransaction(true, [&](Txn& txn) -> absl::Status {
+    const uint64_t store_id = request.store_id();
+    bool exists = false;
+    ASSIGN_OR_RETURN(coordpb::StoreInfo store, LoadStore(store_id, &exists));
+    if (!exists) {
+      return absl::NotFoundError(absl::StrCat("store ", store_id, " does not exist"));
+    }
+    if (store.fenced()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "a failover or promotion of store ", store_id,
+          " is in progress: wait for it to end (replctl history shows how it ended)"));
+    }
+    const uint64_t master = store.master_slot_id();
+    std::string master_host;
+    std::vector<std::string> live_replicas, dead_replicas;
+    for (const coordpb::SlotInfo& m : store.members()) {
+      if (m.slot_id() == master) {
+        master_host = m.host();
+        continue;
+      }
+      ASSIGN_OR_RETURN(bool alive, HostAlive(m.host()));
+      (alive ? live_replicas : dead_replicas).push_back(SlotAt(m.slot_id(), m.host()));
+    }
+    ASSIGN_OR_RETURN(bool master_alive, HostAlive(master_host));
+    if (master_alive) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the master's host ", master_host, " is alive: use `replctl failover` (store ",
+          store_id, ", master ", SlotAt(master, master_host), ")"));
+    }
+    if (live_replicas.empty()) {
+      return absl::UnavailableError(absl::StrCat(
+          "cannot promote a replica of store ", store_id, ": no replica's host is alive (",
+          ShortList(dead_replicas), "); start one"));
+    }
+    ASSIGN_OR_RETURN(std::optional<SlotReport> report, LastReport(master));
+    ASSIGN_OR_RETURN(Statement lease,
+                     db_->Prepare("SELECT expires_ms FROM leases WHERE store_id = ?"));
+    lease.Bind(1, static_cast<int64_t>(store_id));
+    ASSIGN_OR_RETURN(bool have_lease, lease.Step());
+    plan.lease_expires_ms = have_lease ? lease.ColumnInt(0) : 0;
+    ASSIGN_OR_RETURN(Statement st, db_->Prepare("UPDATE stores SET fenced = 1, epoch = ? "
+                                                "WHERE store_id = ?"));
+    st.Bind(1, static_cast<int64_t>(store.epoch() + 1));
+    st.Bind(2, static_cast<int64_t>(store_id));
+    RETURN_IF_ERROR(st.Run());
+    plan.store_id = store_id;
+    plan.epoch = store.epoch() + 1;
+    plan.from_slot_id = master;
+    plan.from_host = master_host;
+    plan.from_last_lsn = report ? report->status.last_lsn() : 0;
+    plan.reason = ReasonOrDefault(request.reason());
+    plan.began_ms = Now();
+    plan.began_sequence = report_sequence_;
+    RETURN_IF_ERROR(AppendEvent(
+        txn, store_id, "promote_begin",
+        absl::StrCat("old master ", SlotAt(master, master_host), " (host gone; last reported LSN ",
+                     plan.from_last_lsn, "), epoch ", store.epoch(), " -> ", plan.epoch,
+                     ", reason: ", plan.reason,
+                     "; store fenced, waiting for the old master's lease to run out")));
+    return BumpTopology(txn);
+  }));
+  return plan;
+}
+
+absl::StatusOr<Promotion> Coordinator::PromoteMaster(const PromotionPlan& plan) {
+  Promotion out;
+  RETURN_IF_ERROR(InTransaction(true, [&](Txn& txn) -> absl::Status {
+    bool exists = false;
+    ASSIGN_OR_RETURN(coordpb::StoreInfo store, LoadStore(plan.store_id, &exists));
+    if (!exists || !store.fenced() || store.master_slot_id() != plan.from_slot_id ||
+        store.epoch() != plan.epoch) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "store ", plan.store_id, " changed during its promotion from ",
+          SlotAt(plan.from_slot_id, plan.from_host), ": not switched"));
+    }
+    // The live replica with the highest last_lsn in its own latest report;
+    // members() is in creation order, so compare slot ids for ties.
+    bool found = false;
+    std::vector<std::string> skipped;
+    for (const coordpb::SlotInfo& m : store.members()) {
+      if (m.slot_id() == plan.from_slot_id) continue;
+      ASSIGN_OR_RETURN(bool alive, HostAlive(m.host()));
+      ASSIGN_OR_RETURN(std::optional<SlotReport> report, LastReport(m.slot_id()));
+      const std::string slot = SlotAt(m.slot_id(), m.host());
+      if (!alive) {
+        skipped.push_back(absl::StrCat(slot, ": host not alive"));
+        continue;
+      }
+      if (!report) {
+        skipped.push_back(absl::StrCat(slot, ": never reported"));
+        continue;
+      }
+      if (!report->status.error().empty()) {
+        skipped.push_back(absl::StrCat(slot, ": ", report->status.error()));
+        continue;
+      }
+      const uint64_t lsn = report->status.last_lsn();
+      if (!found || lsn > out.to_last_lsn ||
+          (lsn == out.to_last_lsn && m.slot_id() < out.to_slot_id)) {
+        found = true;
+        out.to_slot_id = m.slot_id();
+        out.to_host = m.host();
+        out.to_last_lsn = lsn;
+      }
+    }
+    if (!found) {
+      return absl::UnavailableError(absl::StrCat("no replica of store ", plan.store_id,
+                                                 " can become the master (",
+                                                 ShortList(skipped), ")"));
+    }
+    out.lost_from_lsn = out.to_last_lsn + 1;
+    out.lost_to_lsn = plan.from_last_lsn;
+    ASSIGN_OR_RETURN(Statement st, db_->Prepare("UPDATE stores SET master_slot_id = ?, "
+                                                "fenced = 0 WHERE store_id = ?"));
+    st.Bind(1, static_cast<int64_t>(out.to_slot_id));
+    st.Bind(2, static_cast<int64_t>(plan.store_id));
+    RETURN_IF_ERROR(st.Run());
+    ASSIGN_OR_RETURN(Statement lease,
+                     db_->Prepare("INSERT INTO leases (store_id, slot_id, expires_ms) "
+                                  "VALUES (?, ?, ?) ON CONFLICT (store_id) DO UPDATE SET "
+                                  "slot_id = excluded.slot_id, expires_ms = excluded.expires_ms"));
+    lease.Bind(1, static_cast<int64_t>(plan.store_id));
+    lease.Bind(2, static_cast<int64_t>(out.to_slot_id));
+    lease.Bind(3, Now() + static_cast<int64_t>(lease_ms_));
+    RETURN_IF_ERROR(lease.Run());
+    const std::string lost =
+        out.lost_to_lsn < out.lost_from_lsn
+            ? absl::StrCat("nothing lost as of the old master's last report (LSN ",
+                           plan.from_last_lsn, ")")
+            : absl::StrCat("LSNs ", out.lost_from_lsn, "..", out.lost_to_lsn,
+                           " may be lost (the old master's records past the fork point must "
+                           "be salvaged when it returns)");
+    RETURN_IF_ERROR(AppendEvent(
+        txn, plan.store_id, "promote",
+        absl::StrCat(SlotAt(plan.from_slot_id, plan.from_host), " -> ",
+                     SlotAt(out.to_slot_id, out.to_host), ", epoch ", plan.epoch, "; ", lost,
+                     "; reason: ", plan.reason)));
+    RETURN_IF_ERROR(BumpTopology(txn));
+    ASSIGN_OR_RETURN(out.store, LoadStore(plan.store_id, &exists));
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::Status Coordinator::AbortPromotion(const PromotionPlan& plan, absl::string_view why) {
+  return InTransaction(true, [&](Txn& txn) -> absl::Status {
+    ASSIGN_OR_RETURN(Statement st, db_->Prepare("UPDATE stores SET fenced = 0 WHERE "
+                                                "store_id = ? AND fenced = 1"));
+    st.Bind(1, static_cast<int64_t>(plan.store_id));
+    RETURN_IF_ERROR(st.Run());
+    RETURN_IF_ERROR(AppendEvent(
+        txn, plan.store_id, "promote_aborted",
+        absl::StrCat(why, " (promotion away from ", SlotAt(plan.from_slot_id, plan.from_host),
+                     ", reason: ", plan.reason, "); store unfenced, master ",
+                     SlotAt(plan.from_slot_id, plan.from_host), " kept at epoch ", plan.epoch,
+                     " (it begins that epoch when it returns)")));
+    return BumpTopology(txn);
+  });
+}
+
 absl::Status Coordinator::AbortInterruptedFailovers() {
   std::vector<uint64_t> fenced;
   {
@@ -978,8 +1157,8 @@ absl::Status Coordinator::AbortInterruptedFailovers() {
       RETURN_IF_ERROR(st.Run());
       RETURN_IF_ERROR(AppendEvent(
           txn, id, "failover_aborted",
-          "coordinatord stopped during the failover; store unfenced at start, master and "
-          "epoch unchanged"));
+          "coordinatord stopped during the failover or promotion; store unfenced at start, "
+          "master and epoch unchanged"));
     }
     return BumpTopology(txn);
   });

@@ -87,6 +87,32 @@ struct FailoverPlan {
   uint64_t began_sequence = 0;  // reports with a larger sequence came after the begin
 };
 
+// A forced promotion that began (BeginPromotion): the store is fenced and
+// at the new epoch, its master unchanged.
+struct PromotionPlan {
+  uint64_t store_id = 0;
+  uint64_t epoch = 0;            // the new epoch, E + 1 (the store's now)
+  uint64_t from_slot_id = 0;     // the old master
+  std::string from_host;
+  uint64_t from_last_lsn = 0;    // its last reported last_lsn (0: never reported)
+  std::string reason;
+  int64_t began_ms = 0;
+  uint64_t began_sequence = 0;   // heartbeats numbered higher came after the begin
+  int64_t lease_expires_ms = 0;  // the old master's lease (leases table) at the begin
+};
+
+// A forced promotion's switch (PromoteMaster).
+struct Promotion {
+  coordpb::StoreInfo store;      // after the switch
+  uint64_t to_slot_id = 0;
+  std::string to_host;
+  uint64_t to_last_lsn = 0;      // the target's own last report
+  // What the old master may have acknowledged that the target lacks:
+  // (lost_from_lsn - 1, lost_to_lsn], empty when lost_to_lsn < lost_from_lsn.
+  uint64_t lost_from_lsn = 0;
+  uint64_t lost_to_lsn = 0;
+};
+
 class Coordinator {
  public:
   // Opens or creates the database (coordinator/schema.h) and takes an
@@ -131,6 +157,31 @@ class Coordinator {
   // Unfences the store and changes nothing else; appends
   // "failover_aborted" with `why` and bumps the topology.
   absl::Status AbortFailover(const FailoverPlan& plan, absl::string_view why);
+
+  // --- forced promotion (driven by coordinator/promote.h; each one
+  // transaction) ---
+
+  // Refuses (changing nothing) an unknown store (kNotFound), a store in a
+  // failover or promotion (kFailedPrecondition), a master whose host is
+  // alive (kFailedPrecondition: use failover) and a store none of whose
+  // replicas has a live host (kUnavailable). Otherwise fences the store and
+  // raises its epoch to E + 1, master unchanged; appends "promote_begin"
+  // and bumps the topology.
+  absl::StatusOr<PromotionPlan> BeginPromotion(const coordpb::Promote& request);
+  // Picks the replica with a live host and the highest last_lsn in its own
+  // latest report (ties: the lowest slot id; slots reporting an error or
+  // never reporting are skipped) and makes it the master at plan.epoch,
+  // unfenced, with the lease; appends "promote" with the range that may be
+  // lost and bumps the topology. kUnavailable (nothing changed) when no
+  // replica qualifies; kFailedPrecondition if the store changed meanwhile.
+  absl::StatusOr<Promotion> PromoteMaster(const PromotionPlan& plan);
+  // Unfences the store, keeping the master and the new epoch; appends
+  // "promote_aborted" with `why` and bumps the topology.
+  absl::Status AbortPromotion(const PromotionPlan& plan, absl::string_view why);
+  // True if a RegisterHost or Heartbeat from `host` was recorded after
+  // heartbeat number `sequence` (see SlotReport::sequence).
+  bool HostHeardAfter(const std::string& host, uint64_t sequence) const;
+
   // The slot's last report, or nullopt if it never reported.
   absl::StatusOr<std::optional<SlotReport>> LastReport(uint64_t slot_id);
   // The number of the last heartbeat recorded (see SlotReport::sequence).
@@ -153,7 +204,8 @@ class Coordinator {
   // Called after every commit that changed a version (on the calling
   // thread, after the transaction ended).
   void SetChangeListener(std::function<void()> listener) { listener_ = std::move(listener); }
-  // Called after every heartbeat that was recorded (on the calling thread).
+  // Called after every heartbeat or RegisterHost that was recorded (on the
+  // calling thread).
   void SetReportListener(std::function<void()> listener) {
     report_listener_ = std::move(listener);
   }
@@ -176,10 +228,13 @@ class Coordinator {
   absl::Status RenewLeases(Txn& txn, const std::string& host);
   absl::Status SetLeaseMs(uint32_t lease_ms);
   // At Open: a store left fenced by a coordinatord that stopped during a
-  // failover is unfenced ("failover_aborted"), as no failover runs now.
+  // failover or a promotion is unfenced ("failover_aborted"), as none runs
+  // now; a promotion's new epoch is kept.
   absl::Status AbortInterruptedFailovers();
   // The host's last heartbeat (Unix ms; 0: never, or no such host).
   absl::StatusOr<int64_t> LastHeartbeatMs(const std::string& host);
+  // Heard from within the lease period.
+  absl::StatusOr<bool> HostAlive(const std::string& host);
   absl::StatusOr<bool> HostExists(const std::string& host);
   absl::StatusOr<coordpb::SlotInfo> LoadSlot(uint64_t slot_id, bool* found);
   absl::StatusOr<coordpb::StoreInfo> LoadStore(uint64_t store_id, bool* found);
@@ -196,6 +251,7 @@ class Coordinator {
   std::function<void()> report_listener_;
   uint64_t report_sequence_ = 0;
   std::map<uint64_t, uint64_t> report_sequence_by_slot_;
+  std::map<std::string, uint64_t> report_sequence_by_host_;
 };
 
 // Normalizes a LookupUser name ("Bob", "bob+lists", "Bob@example.com") to

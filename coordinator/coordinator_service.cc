@@ -21,6 +21,7 @@ const char* OpName(coordpb::Request::OpCase op) {
     case coordpb::Request::kGetStatus: return "get_status";
     case coordpb::Request::kGetHistory: return "get_history";
     case coordpb::Request::kFailover: return "failover";
+    case coordpb::Request::kPromote: return "promote";
     case coordpb::Request::OP_NOT_SET: break;
   }
   return "none";
@@ -30,7 +31,7 @@ const char* OpName(coordpb::Request::OpCase op) {
 bool IsAdminChange(coordpb::Request::OpCase op) {
   return op == coordpb::Request::kRegisterHost || op == coordpb::Request::kCreateStore ||
          op == coordpb::Request::kAssignUsers || op == coordpb::Request::kSetDurability ||
-         op == coordpb::Request::kFailover;
+         op == coordpb::Request::kFailover || op == coordpb::Request::kPromote;
 }
 
 // Moves a typed reply into the Response's matching field.
@@ -45,9 +46,13 @@ absl::StatusOr<std::string> Wrap(absl::StatusOr<Reply> reply, Reply* (coordpb::R
 }  // namespace
 
 CoordinatorService::CoordinatorService(asio::io_context& io, Coordinator& coordinator)
-    : io_(io), coordinator_(coordinator), failovers_(io, coordinator) {
+    : io_(io),
+      coordinator_(coordinator),
+      report_waiter_(io, coordinator),
+      failovers_(report_waiter_, coordinator),
+      promotions_(report_waiter_, coordinator) {
   coordinator_.SetChangeListener([this] { WakeAll(); });
-  coordinator_.SetReportListener([this] { failovers_.Wake(); });
+  coordinator_.SetReportListener([this] { report_waiter_.Wake(); });
 }
 
 CoordinatorService::~CoordinatorService() {
@@ -70,7 +75,7 @@ void CoordinatorService::WakeAll() {
 void CoordinatorService::Shutdown() {
   shutting_down_ = true;
   WakeAll();
-  failovers_.Shutdown();
+  report_waiter_.Shutdown();
 }
 
 asio::awaitable<absl::StatusOr<coordpb::HeartbeatReply>> CoordinatorService::Heartbeat(
@@ -119,8 +124,9 @@ absl::StatusOr<std::string> CoordinatorService::Dispatch(const coordpb::Request&
       return Wrap(coordinator_.GetStatus(request.get_status()), &R::mutable_get_status);
     case coordpb::Request::kGetHistory:
       return Wrap(coordinator_.GetHistory(request.get_history()), &R::mutable_get_history);
-    case coordpb::Request::kHeartbeat:  // Handle() answers these two (they wait)
+    case coordpb::Request::kHeartbeat:  // Handle() answers these three (they wait)
     case coordpb::Request::kFailover:
+    case coordpb::Request::kPromote:
     case coordpb::Request::OP_NOT_SET:
       break;
   }
@@ -152,6 +158,11 @@ asio::awaitable<absl::StatusOr<std::string>> CoordinatorService::Handle(std::str
         failovers_.Run(request.failover());
     absl::StatusOr<coordpb::FailoverReply> reply = co_await std::move(pending);
     out = Wrap(std::move(reply), &coordpb::Response::mutable_failover);
+  } else if (request.op_case() == coordpb::Request::kPromote) {
+    asio::awaitable<absl::StatusOr<coordpb::PromoteReply>> pending =
+        promotions_.Run(request.promote());
+    absl::StatusOr<coordpb::PromoteReply> reply = co_await std::move(pending);
+    out = Wrap(std::move(reply), &coordpb::Response::mutable_promote);
   } else {
     out = Dispatch(request);
   }

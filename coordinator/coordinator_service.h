@@ -13,8 +13,9 @@
 // io thread: coordinatord has one io thread and the coordinator is not on
 // the mail path, so a slow disk only delays other coordinator calls.
 //
-// Failover calls run the coroutine of coordinator/failover.h; every
-// recorded heartbeat wakes the failovers waiting for reports.
+// Failover calls run the coroutine of coordinator/failover.h, Promote
+// calls that of coordinator/promote.h; every recorded heartbeat wakes them
+// (coordinator/report_waiter.h).
 //
 // Thread-compatible: construct, call and Shutdown() on the io thread.
 //
@@ -32,6 +33,8 @@
 #include "asio.hpp"
 #include "coordinator/coordinator.h"
 #include "coordinator/failover.h"
+#include "coordinator/promote.h"
+#include "coordinator/report_waiter.h"
 #include "rpc/rpc_server.h"
 
 namespace mailrepl::coord {
@@ -61,12 +64,14 @@ class CoordinatorService {
   asio::awaitable<absl::StatusOr<std::string>> Handle(std::string request, rpc::RpcPeer peer);
 
   // Wakes every waiting heartbeat (they answer at once) and makes later
-  // heartbeats answer without waiting; failovers not yet switched abort.
+  // heartbeats answer without waiting; failovers and promotions not yet
+  // switched abort.
   // Call before stopping the server.
   void Shutdown();
 
   size_t waiting() const { return waiters_.size(); }
-  size_t failovers_waiting() const { return failovers_.waiting(); }
+  // Failovers and promotions waiting for reports or their lease wait.
+  size_t failovers_waiting() const { return report_waiter_.waiting(); }
   const CoordinatorServiceStats& stats() const { return stats_; }
 
  private:
@@ -79,7 +84,9 @@ class CoordinatorService {
   asio::io_context& io_;
   Coordinator& coordinator_;
   std::set<asio::steady_timer*> waiters_;
+  ReportWaiter report_waiter_;  // before the runners that use it
   FailoverRunner failovers_;
+  PromoteRunner promotions_;
   bool shutting_down_ = false;
   CoordinatorServiceStats stats_;
 };

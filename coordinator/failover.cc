@@ -1,7 +1,7 @@
 #include "coordinator/failover.h"
 
 #include <algorithm>
-#include <chrono>
+#include <functional>
 #include <optional>
 #include <string>
 #include <utility>
@@ -47,33 +47,8 @@ std::string Ms(int64_t ms) { return absl::FormatDuration(absl::Milliseconds(ms))
 
 }  // namespace
 
-FailoverRunner::FailoverRunner(asio::io_context& io, Coordinator& coordinator)
-    : io_(io), coordinator_(coordinator) {}
-
-void FailoverRunner::Wake() {
-  for (asio::steady_timer* t : waiters_) t->cancel();
-}
-
-void FailoverRunner::Shutdown() {
-  shutting_down_ = true;
-  Wake();
-}
-
-asio::awaitable<absl::StatusOr<bool>> FailoverRunner::WaitUntil(
-    int64_t deadline_ms, std::function<absl::StatusOr<bool>()> done) {
-  while (true) {
-    absl::StatusOr<bool> now_done = done();
-    if (!now_done.ok() || *now_done) co_return now_done;
-    const int64_t left = deadline_ms - coordinator_.now_ms();
-    if (left <= 0 || shutting_down_) co_return false;
-    // Wake() cancels the timer; either way, check again.
-    asio::steady_timer timer(io_, std::chrono::milliseconds(left));
-    waiters_.insert(&timer);
-    asio::error_code ec;
-    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    waiters_.erase(&timer);
-  }
-}
+FailoverRunner::FailoverRunner(ReportWaiter& waiter, Coordinator& coordinator)
+    : waiter_(waiter), coordinator_(coordinator) {}
 
 asio::awaitable<absl::StatusOr<coordpb::FailoverReply>> FailoverRunner::Run(
     coordpb::Failover request) {
@@ -97,7 +72,7 @@ asio::awaitable<absl::StatusOr<coordpb::FailoverReply>> FailoverRunner::Run(
     RETURN_IF_ERROR(Observe(coordinator_, plan, progress));
     return progress.fenced_lsn > 0 && progress.target_lsn >= progress.fenced_lsn;
   };
-  asio::awaitable<absl::StatusOr<bool>> wait_caught_up = WaitUntil(deadline, caught_up);
+  asio::awaitable<absl::StatusOr<bool>> wait_caught_up = waiter_.WaitUntil(deadline, caught_up);
   absl::StatusOr<bool> held = co_await std::move(wait_caught_up);
 
   absl::StatusOr<coordpb::StoreInfo> switched = absl::UnknownError("not switched");
@@ -106,7 +81,7 @@ asio::awaitable<absl::StatusOr<coordpb::FailoverReply>> FailoverRunner::Run(
   if (!held.ok()) {
     why = absl::StrCat("the failover failed while waiting: ", held.status().message());
     code = held.status().code();
-  } else if (!*held && shutting_down_) {
+  } else if (!*held && waiter_.shutting_down()) {
     why = "coordinatord is shutting down";
     code = absl::StatusCode::kUnavailable;
   } else if (!*held && progress.fenced_lsn == 0) {
@@ -147,25 +122,22 @@ asio::awaitable<absl::StatusOr<coordpb::FailoverReply>> FailoverRunner::Run(
               Kv("lsn", progress.fenced_lsn) + Kv("epoch", new_epoch));
 
   // d. The new master confirms: MASTER at the new epoch, unfenced.
-  std::function<absl::StatusOr<bool>()> serving = [&]() -> absl::StatusOr<bool> {
-    ASSIGN_OR_RETURN(std::optional<SlotReport> r, coordinator_.LastReport(plan.to_slot_id));
-    return r && r->sequence > switch_sequence && r->status.role() == coordpb::MASTER &&
-           r->status.epoch() == new_epoch && !r->status.fenced();
-  };
-  asio::awaitable<absl::StatusOr<bool>> wait_serving =
-      WaitUntil(deadline + kConfirmGraceMs, serving);
+  asio::awaitable<absl::StatusOr<bool>> wait_serving = waiter_.WaitUntilServing(
+      plan.to_slot_id, new_epoch, switch_sequence, deadline + kConfirmGraceMs);
   absl::StatusOr<bool> confirmed = co_await std::move(wait_serving);
   if (!confirmed.ok() || !*confirmed) {
     const std::string detail =
-        !confirmed.ok() ? std::string(confirmed.status().message())
-        : shutting_down_ ? std::string("coordinatord is shutting down")
-                         : absl::StrCat("no report of it as master at epoch ", new_epoch,
-                                        " by ", Ms(deadline + kConfirmGraceMs - start),
-                                        " after the start");
+        !confirmed.ok()           ? std::string(confirmed.status().message())
+        : waiter_.shutting_down() ? std::string("coordinatord is shutting down")
+                                  : absl::StrCat("no report of it as master at epoch ",
+                                                 new_epoch, " by ",
+                                                 Ms(deadline + kConfirmGraceMs - start),
+                                                 " after the start");
     LogLine(Severity::kWarning, "failover unconfirmed",
             Kv("store", plan.store_id) + Kv("to", to) + Kv("why", detail));
     co_return absl::Status(
-        shutting_down_ ? absl::StatusCode::kUnavailable : absl::StatusCode::kDeadlineExceeded,
+        waiter_.shutting_down() ? absl::StatusCode::kUnavailable
+                                : absl::StatusCode::kDeadlineExceeded,
         absl::StrCat("store ", plan.store_id, ": the switch from ", from, " to ", to,
                      " at LSN ", progress.fenced_lsn, ", epoch ", plan.epoch, " -> ", new_epoch,
                      " is committed, but the new master did not confirm that it serves (",

@@ -16,26 +16,27 @@
 // rolled back: (d) timing out says the switch is committed but
 // unconfirmed (5 s more than the deadline of b).
 //
-// Waiting is event driven: Wake() (every recorded heartbeat) re-checks
-// each waiting failover; the deadline is on the Coordinator's clock (fake
-// in tests), checked at every wake and by a steady_timer.
+// Waiting (coordinator/report_waiter.h) is event driven: every recorded
+// heartbeat re-checks each waiting failover; the deadline is on the
+// Coordinator's clock (fake in tests). The waiter's Shutdown() aborts the
+// failovers not yet switched and makes the others answer at once.
 //
-// Thread-compatible: construct, Run, Wake and Shutdown on the io thread.
+// Thread-compatible: construct and Run on the io thread.
 //
 // Example:
-//   FailoverRunner failovers(io, coordinator);
-//   coordinator.SetReportListener([&] { failovers.Wake(); });
+//   ReportWaiter waiter(io, coordinator);
+//   coordinator.SetReportListener([&] { waiter.Wake(); });
+//   FailoverRunner failovers(waiter, coordinator);
 //   absl::StatusOr<coordpb::FailoverReply> r = co_await failovers.Run(request);
 #ifndef MAILREPL_COORDINATOR_FAILOVER_H_
 #define MAILREPL_COORDINATOR_FAILOVER_H_
 
 #include <cstdint>
-#include <functional>
-#include <set>
 
 #include "absl/status/statusor.h"
 #include "asio.hpp"
 #include "coordinator/coordinator.h"
+#include "coordinator/report_waiter.h"
 #include "proto/coord.pb.h"
 
 namespace mailrepl::coord {
@@ -47,7 +48,7 @@ inline constexpr int64_t kConfirmGraceMs = 5000;
 
 class FailoverRunner {
  public:
-  FailoverRunner(asio::io_context& io, Coordinator& coordinator);
+  FailoverRunner(ReportWaiter& waiter, Coordinator& coordinator);
   FailoverRunner(const FailoverRunner&) = delete;
   FailoverRunner& operator=(const FailoverRunner&) = delete;
 
@@ -57,23 +58,9 @@ class FailoverRunner {
   // kDeadlineExceeded (timed out; says whether the switch was committed).
   asio::awaitable<absl::StatusOr<coordpb::FailoverReply>> Run(coordpb::Failover request);
 
-  // A report arrived: every waiting failover re-checks.
-  void Wake();
-  // Failovers before their switch abort; after it, they answer at once.
-  void Shutdown();
-
-  size_t waiting() const { return waiters_.size(); }
-
  private:
-  // Waits until done() is true (checked now and at every Wake), the
-  // deadline (Coordinator clock, Unix ms) passes, or Shutdown. True: done.
-  asio::awaitable<absl::StatusOr<bool>> WaitUntil(int64_t deadline_ms,
-                                                  std::function<absl::StatusOr<bool>()> done);
-
-  asio::io_context& io_;
+  ReportWaiter& waiter_;
   Coordinator& coordinator_;
-  std::set<asio::steady_timer*> waiters_;
-  bool shutting_down_ = false;
 };
 
 }  // namespace mailrepl::coord

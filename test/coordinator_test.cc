@@ -29,6 +29,7 @@
 #include "common/sqlite.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/coordinator_service.h"
+#include "coordinator/promote.h"
 #include "coordinator/schema.h"
 #include "proto/coord.pb.h"
 #include "rpc/rpc_client.h"
@@ -1227,6 +1228,378 @@ TEST_CASE("a store left fenced by a stopped coordinatord is unfenced when it sta
   CHECK(f.StoreState(1).store().master_slot_id() == 1);
   CHECK(f.Events(1).back().kind() == "failover_aborted");
   CHECK(absl::StrContains(f.Events(1).back().detail(), "coordinatord stopped"));
+}
+
+// --- forced promotion, in-process ---
+
+coordpb::Promote PromoteOf(uint64_t store_id, bool force = true, uint32_t timeout_ms = 0,
+                           const std::string& reason = "host h1 lost") {
+  coordpb::Promote p;
+  p.set_store_id(store_id);
+  p.set_force(force);
+  p.set_timeout_ms(timeout_ms);
+  p.set_reason(reason);
+  return p;
+}
+
+void StartPromote(FailoverBench& b, const coordpb::Promote& request, PendingCall* call) {
+  coordpb::Request req;
+  *req.mutable_promote() = request;
+  StartCall(b.io, b.service, req, call);
+  b.Poll();
+}
+
+// Store 1: master 1@h1 (last report: LSN 130), replicas 3@h2 (120) and 5@h3
+// (125). Then h1 goes silent for just over the 60 s lease while h2 and h3
+// keep reporting: h1 is dead, h2 and h3 alive. Returns the topology version.
+uint64_t LoseMasterHost(FailoverBench& b) {
+  REQUIRE(b.f.c().CreateStore(Store({1, 3, 5})).ok());
+  b.Report("h1", {MasterStatus(1, 130, 3, 120)});
+  b.Report("h2", {SlotReportOf(3, coordpb::REPLICA, 1, 120)});
+  b.Report("h3", {SlotReportOf(5, coordpb::REPLICA, 1, 125)});
+  b.f.now += 30000;
+  b.Report("h2", {SlotReportOf(3, coordpb::REPLICA, 1, 120)});
+  b.Report("h3", {SlotReportOf(5, coordpb::REPLICA, 1, 125)});
+  b.f.now += 30001;  // h1 last heard 60.001 s ago
+  return b.f.c().versions().topology;
+}
+
+// The wait of a promotion that began now, h1's lease having expired.
+constexpr int64_t kPromoteWaitMs = 60000 + kPromoteMarginMs;
+
+TEST_CASE("promote without --force is refused", "[coordinator][promote]") {
+  FailoverBench b;
+  LoseMasterHost(b);
+  PendingCall call;
+  StartPromote(b, PromoteOf(1, /*force=*/false), &call);
+  REQUIRE(call.done);
+  CHECK(absl::IsInvalidArgument(call.result.status()));
+  CHECK(call.result.status().message() ==
+        "promote is for a master whose host is gone; add --force, or use failover");
+  CHECK(b.StoreNow(1).epoch() == 1);
+  CHECK_FALSE(b.StoreNow(1).fenced());
+  CHECK(b.Kinds(1) == std::vector<std::string>{"create_store"});
+
+  PendingCall unknown;
+  StartPromote(b, PromoteOf(9), &unknown);
+  REQUIRE(unknown.done);
+  CHECK(absl::IsNotFound(unknown.result.status()));
+  CHECK(absl::StrContains(unknown.result.status().message(), "store 9 does not exist"));
+}
+
+TEST_CASE("promote refuses while the master's host is alive", "[coordinator][promote]") {
+  FailoverBench b;
+  REQUIRE(b.f.c().CreateStore(Store({1, 3})).ok());
+  b.f.now += 60000;  // h1 last heard exactly one lease period ago: still alive
+  b.Report("h2", {});
+  PendingCall call;
+  StartPromote(b, PromoteOf(1), &call);
+  REQUIRE(call.done);
+  INFO(call.result.status().ToString());
+  CHECK(absl::IsFailedPrecondition(call.result.status()));
+  CHECK(absl::StrContains(call.result.status().message(),
+                          "the master's host h1 is alive: use `replctl failover`"));
+  CHECK(b.StoreNow(1).epoch() == 1);
+  CHECK_FALSE(b.StoreNow(1).fenced());
+  CHECK(b.StoreNow(1).master_slot_id() == 1);
+  CHECK(b.Kinds(1) == std::vector<std::string>{"create_store"});
+}
+
+TEST_CASE("promote raises the epoch at once, waits the lease period, then switches to the "
+          "most up-to-date live replica",
+          "[coordinator][promote]") {
+  FailoverBench b;
+  const uint64_t version = LoseMasterHost(b);
+  const int64_t began = b.f.now;
+  PendingCall call;
+  StartPromote(b, PromoteOf(1), &call);
+  REQUIRE_FALSE(call.done);
+  CHECK(b.service.failovers_waiting() == 1);
+
+  // At once: epoch 2, fenced, the master unchanged; the bump wakes every
+  // long poll, and the replicas' hosts learn epoch 2 (they then refuse the
+  // old master at epoch 1).
+  CHECK(b.f.c().versions().topology == version + 1);
+  coordpb::StoreInfo during = b.StoreNow(1);
+  CHECK(during.epoch() == 2);
+  CHECK(during.fenced());
+  CHECK(during.master_slot_id() == 1);
+  CHECK(b.f.StoreState(1).state() == "switching");
+  auto h2 = b.f.c().HeartbeatAnswer("h2", 0, 0);
+  REQUIRE(h2.ok());
+  CHECK(h2->assignments().slots(0).role() == coordpb::REPLICA);
+  CHECK(h2->assignments().slots(0).store().epoch() == 2);
+  CHECK(h2->assignments().slots(0).store().master_slot_id() == 1);
+
+  // The replicas keep reporting; nothing switches before the lease period
+  // (and the margin) since the begin has passed.
+  b.f.now += 30000;
+  b.Report("h2", {SlotReportOf(3, coordpb::REPLICA, 1, 120)});
+  b.Report("h3", {SlotReportOf(5, coordpb::REPLICA, 1, 125)});
+  b.f.now = began + kPromoteWaitMs - 1;
+  b.Report("h2", {SlotReportOf(3, coordpb::REPLICA, 1, 120)});
+  REQUIRE_FALSE(call.done);
+  CHECK(b.StoreNow(1).master_slot_id() == 1);
+  CHECK(b.StoreNow(1).fenced());
+
+  // Then the live replica with the highest last_lsn of its own report
+  // (5@h3 at 125, not 3@h2 at 120) becomes master at epoch 2.
+  b.f.now += 1;
+  b.Report("h3", {SlotReportOf(5, coordpb::REPLICA, 1, 125)});
+  coordpb::StoreInfo after = b.StoreNow(1);
+  CHECK(after.master_slot_id() == 5);
+  CHECK(after.epoch() == 2);
+  CHECK_FALSE(after.fenced());
+  CHECK(b.f.StoreState(1).lease_expires_ms() == b.f.now + 60000);
+  CHECK(b.f.c().versions().topology == version + 2);
+  auto h3 = b.f.c().HeartbeatAnswer("h3", 0, 0);
+  REQUIRE(h3.ok());
+  CHECK(h3->assignments().slots(0).role() == coordpb::MASTER);
+  CHECK(h3->assignments().slots(0).store().epoch() == 2);
+
+  // The reply waits until the new master serves at epoch 2.
+  REQUIRE_FALSE(call.done);
+  b.f.now += 20;
+  b.Report("h3", {SlotReportOf(5, coordpb::MASTER, 2, 126)});
+  REQUIRE(call.done);
+  coordpb::Response r = Parse(call.result);
+  CHECK(r.promote().store().master_slot_id() == 5);
+  CHECK(r.promote().store().epoch() == 2);
+  CHECK(r.promote().from_slot_id() == 1);
+  CHECK(r.promote().waited_ms() == kPromoteWaitMs);
+  CHECK(r.promote().took_ms() == kPromoteWaitMs + 20);
+  CHECK(b.service.failovers_waiting() == 0);
+}
+
+TEST_CASE("promote records the LSN range that may be lost", "[coordinator][promote]") {
+  FailoverBench b;
+  LoseMasterHost(b);  // the old master reported 130
+  const int64_t began = b.f.now;
+
+  SECTION("the new master lacks 126..130") {
+    PendingCall call;
+    StartPromote(b, PromoteOf(1), &call);
+    b.f.now = began + kPromoteWaitMs;
+    b.Report("h3", {SlotReportOf(5, coordpb::REPLICA, 2, 125)});
+    b.Report("h3", {SlotReportOf(5, coordpb::MASTER, 2, 126)});
+    REQUIRE(call.done);
+    coordpb::Response r = Parse(call.result);
+    CHECK(r.promote().lost_from_lsn() == 126);
+    CHECK(r.promote().lost_to_lsn() == 130);
+    CHECK(absl::StrContains(b.f.Events(1).back().detail(), "LSNs 126..130 may be lost"));
+  }
+  SECTION("a replica holding everything the old master reported: nothing lost") {
+    b.Report("h2", {SlotReportOf(3, coordpb::REPLICA, 1, 130)});
+    PendingCall call;
+    StartPromote(b, PromoteOf(1), &call);
+    b.f.now = began + kPromoteWaitMs;
+    b.Report("h2", {SlotReportOf(3, coordpb::REPLICA, 1, 130)});
+    CHECK(b.StoreNow(1).master_slot_id() == 3);
+    b.Report("h2", {SlotReportOf(3, coordpb::MASTER, 2, 131)});
+    REQUIRE(call.done);
+    coordpb::Response r = Parse(call.result);
+    CHECK(r.promote().lost_from_lsn() == 131);
+    CHECK(r.promote().lost_to_lsn() == 130);  // empty
+    CHECK(absl::StrContains(b.f.Events(1).back().detail(), "nothing lost"));
+  }
+}
+
+TEST_CASE("promote with no live replica aborts and keeps the store usable",
+          "[coordinator][promote]") {
+  FailoverBench b;
+  REQUIRE(b.f.c().CreateStore(Store({1, 3})).ok());  // master 1@h1, replica 3@h2
+  b.Report("h2", {SlotReportOf(3, coordpb::REPLICA, 1, 40)});
+
+  b.f.now += 30000;
+  b.Report("h2", {SlotReportOf(3, coordpb::REPLICA, 1, 40)});
+  b.f.now += 30001;
+  const int64_t began = b.f.now;
+  PendingCall call;
+  StartPromote(b, PromoteOf(1), &call);
+  REQUIRE_FALSE(call.done);
+  CHECK(b.StoreNow(1).epoch() == 2);
+
+  SECTION("the replica's host dies during the wait") {
+    b.f.now = began + kPromoteWaitMs;  // h2 last heard 61 s ago
+    b.Report("h3", {});
+    REQUIRE(call.done);
+    INFO(call.result.status().ToString());
+    CHECK(absl::IsUnavailable(call.result.status()));
+    CHECK(absl::StrContains(call.result.status().message(),
+                            "no replica of store 1 can become the master (slot 3@h2: host "
+                            "not alive)"));
+    CHECK(absl::StrContains(call.result.status().message(),
+                            "its master is still slot 1@h1, at epoch 2"));
+  }
+  SECTION("coordinatord shuts down during the wait") {
+    b.service.Shutdown();
+    b.Poll();
+    REQUIRE(call.done);
+    CHECK(absl::IsUnavailable(call.result.status()));
+    CHECK(absl::StrContains(call.result.status().message(), "shutting down"));
+  }
+  // Aborted: unfenced, the master kept at the new epoch (the replicas noted
+  // it already; the old master begins it when it returns).
+  CHECK(b.Kinds(1) ==
+        std::vector<std::string>{"create_store", "promote_begin", "promote_aborted"});
+  coordpb::StoreInfo after = b.StoreNow(1);
+  CHECK_FALSE(after.fenced());
+  CHECK(after.epoch() == 2);
+  CHECK(after.master_slot_id() == 1);
+  CHECK(b.f.StoreState(1).state() != "switching");
+  CHECK(b.service.failovers_waiting() == 0);
+  auto h1 = b.f.c().HeartbeatAnswer("h1", 0, 0);
+  REQUIRE(h1.ok());
+  CHECK(h1->assignments().slots(0).role() == coordpb::MASTER);
+  CHECK(h1->assignments().slots(0).store().epoch() == 2);
+  CHECK_FALSE(h1->assignments().slots(0).store().fenced());
+  // Usable: the old master's host returns and serves; a planned failover
+  // can begin again.
+  b.Report("h1", {SlotReportOf(1, coordpb::MASTER, 2, 41)});
+  b.Report("h2", {SlotReportOf(3, coordpb::REPLICA, 2, 41)});
+  CHECK(b.f.StoreState(1).state() != "down");
+  auto plan = b.f.c().BeginFailover(FailoverOf(1, 3));
+  REQUIRE(plan.ok());
+  CHECK(plan->epoch == 2);
+  REQUIRE(b.f.c().AbortFailover(*plan, "test").ok());
+}
+
+TEST_CASE("promote with no live replica at the start is refused and changes nothing",
+          "[coordinator][promote]") {
+  FailoverBench b;
+  REQUIRE(b.f.c().CreateStore(Store({1, 3})).ok());  // master 1@h1, replica 3@h2
+  b.f.now += 60001;
+  b.Report("h3", {});  // not a member
+  PendingCall call;
+  StartPromote(b, PromoteOf(1), &call);
+  REQUIRE(call.done);
+  CHECK(absl::IsUnavailable(call.result.status()));
+  CHECK(absl::StrContains(call.result.status().message(),
+                          "no replica's host is alive (slot 3@h2)"));
+  CHECK(b.StoreNow(1).epoch() == 1);
+  CHECK_FALSE(b.StoreNow(1).fenced());
+  CHECK(b.Kinds(1) == std::vector<std::string>{"create_store"});
+}
+
+TEST_CASE("promote aborts when the master's host comes back during the wait",
+          "[coordinator][promote]") {
+  FailoverBench b;
+  LoseMasterHost(b);
+  PendingCall call;
+  StartPromote(b, PromoteOf(1), &call);
+  REQUIRE_FALSE(call.done);
+  b.f.now += 1000;
+  SECTION("by a heartbeat") {
+    b.Report("h1", {MasterStatus(1, 130, 3, 120)});
+  }
+  SECTION("by registering again (a restart)") {
+    REQUIRE(b.f.c().RegisterHost(Host("h1", {1, 2})).ok());
+    b.Poll();
+  }
+  REQUIRE(call.done);
+  INFO(call.result.status().ToString());
+  CHECK(absl::IsFailedPrecondition(call.result.status()));
+  CHECK(absl::StrContains(call.result.status().message(),
+                          "the master's host h1 came back during the promotion: use `replctl "
+                          "failover`"));
+  coordpb::StoreInfo after = b.StoreNow(1);
+  CHECK(after.master_slot_id() == 1);
+  CHECK(after.epoch() == 2);
+  CHECK_FALSE(after.fenced());
+  CHECK(b.Kinds(1).back() == "promote_aborted");
+}
+
+TEST_CASE("a second promotion, or a failover, of a store being promoted is refused",
+          "[coordinator][promote]") {
+  FailoverBench b;
+  LoseMasterHost(b);
+  PendingCall first, second, failover;
+  StartPromote(b, PromoteOf(1), &first);
+  StartPromote(b, PromoteOf(1), &second);
+  REQUIRE(second.done);
+  CHECK(absl::IsFailedPrecondition(second.result.status()));
+  CHECK(absl::StrContains(second.result.status().message(),
+                          "a failover or promotion of store 1 is in progress"));
+  b.Start(FailoverOf(1, 3), &failover);
+  REQUIRE(failover.done);
+  CHECK(absl::IsFailedPrecondition(failover.result.status()));
+  CHECK_FALSE(first.done);
+  CHECK(b.StoreNow(1).epoch() == 2);
+  b.service.Shutdown();
+  b.Poll();
+  REQUIRE(first.done);
+}
+
+TEST_CASE("a promotion the new master does not confirm stays committed and says so",
+          "[coordinator][promote]") {
+  FailoverBench b;
+  LoseMasterHost(b);
+  const int64_t began = b.f.now;
+  PendingCall call;
+  StartPromote(b, PromoteOf(1, true, 2000), &call);
+  b.f.now = began + kPromoteWaitMs;
+  b.Report("h3", {SlotReportOf(5, coordpb::REPLICA, 2, 125)});
+  CHECK(b.StoreNow(1).master_slot_id() == 5);
+  b.f.now += 1999;
+  coordpb::SlotStatus not_yet = SlotReportOf(5, coordpb::MASTER, 2, 125);
+  not_yet.set_fenced(true);  // not serving yet
+  b.Report("h3", {not_yet});
+  REQUIRE_FALSE(call.done);
+  b.f.now += 1;
+  b.Report("h2", {});
+  REQUIRE(call.done);
+  INFO(call.result.status().ToString());
+  CHECK(absl::IsDeadlineExceeded(call.result.status()));
+  CHECK(absl::StrContains(call.result.status().message(), "is committed"));
+  CHECK(b.StoreNow(1).master_slot_id() == 5);
+  CHECK(b.StoreNow(1).epoch() == 2);
+  CHECK(b.Kinds(1).back() == "promote");
+}
+
+TEST_CASE("the promotion is recorded in the history", "[coordinator][promote]") {
+  FailoverBench b;
+  LoseMasterHost(b);
+  const int64_t began = b.f.now;
+  PendingCall call;
+  StartPromote(b, PromoteOf(1, true, 0, "h1 burned down"), &call);
+  b.f.now = began + kPromoteWaitMs;
+  b.Report("h3", {SlotReportOf(5, coordpb::REPLICA, 2, 125)});  // alive: switches to 5
+  b.Report("h3", {SlotReportOf(5, coordpb::MASTER, 2, 126)});
+  REQUIRE(call.done);
+  const std::vector<coordpb::Event> events = b.f.Events(1);
+  REQUIRE(events.size() == 3);
+  CHECK(events[1].kind() == "promote_begin");
+  CHECK(events[1].time_ms() == began);
+  CHECK(events[1].detail() ==
+        "old master slot 1@h1 (host gone; last reported LSN 130), epoch 1 -> 2, reason: h1 "
+        "burned down; store fenced, waiting for the old master's lease to run out");
+  CHECK(events[2].kind() == "promote");
+  CHECK(events[2].store_id() == 1);
+  CHECK(events[2].time_ms() == began + kPromoteWaitMs);
+  CHECK(events[2].detail() ==
+        "slot 1@h1 -> slot 5@h3, epoch 2; LSNs 126..130 may be lost (the old master's records "
+        "past the fork point must be salvaged when it returns); reason: h1 burned down");
+}
+
+TEST_CASE("a store left fenced by a promotion when coordinatord stopped is unfenced at the new "
+          "epoch",
+          "[coordinator][promote]") {
+  Fixture f;
+  f.RegisterThreeHosts();
+  REQUIRE(f.c().CreateStore(Store({1, 3})).ok());
+  f.now += 6001;  // lease 6 s: every host is dead
+  REQUIRE(f.c().RegisterHost(Host("h2", {3, 4})).ok());
+  auto plan = f.c().BeginPromotion(PromoteOf(1));
+  REQUIRE(plan.ok());
+  CHECK(plan->epoch == 2);
+  f.Close();
+  f.Open();
+  coordpb::StoreInfo after = f.StoreState(1).store();
+  CHECK_FALSE(after.fenced());
+  CHECK(after.epoch() == 2);
+  CHECK(after.master_slot_id() == 1);
+  CHECK(f.Events(1).back().kind() == "failover_aborted");
+  CHECK(absl::StrContains(f.Events(1).back().detail(), "during the failover or promotion"));
 }
 
 // --- the real coordinatord ---
