@@ -47,7 +47,8 @@ std::string WorkloadEml(int count) {
 Cluster::Cluster(ClusterOptions options) : options_(std::move(options)) {
   RunResult up = Run({Bin("replctl"), "dev-cluster", "up", "--dir", tmp_.Sub("cluster"), "--hosts",
                       absl::StrCat(options_.hosts), "--slots-per-host",
-                      absl::StrCat(options_.slots_per_host), "--net", options_.net, "--lease-ms",
+                      absl::StrCat(options_.slots_per_host), "--replicas",
+                      absl::StrCat(options_.replicas), "--net", options_.net, "--lease-ms",
                       absl::StrCat(options_.lease_ms), "--durability", options_.durability},
                      absl::Seconds(90));
   INFO(up.out << up.err);

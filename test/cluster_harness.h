@@ -39,6 +39,7 @@ struct ClusterOptions {
   std::string net;  // unique per test: "127.0.3"
   int hosts = 3;
   int slots_per_host = 2;
+  int replicas = 1;
   int lease_ms = 3000;
   std::string durability = "async";
 };

@@ -172,3 +172,77 @@ TEST_CASE("many failovers under load: no acknowledged message is lost and every 
 
 }  // namespace
 }  // namespace mailrepl::testing
+
+namespace mailrepl::testing {
+namespace {
+
+TEST_CASE("promote after SIGKILL of a master's whole host, in sync durability, loses nothing "
+          "acknowledged",
+          "[failover]") {
+  const int lease_ms = 1500;
+  // Two replicas per store: with host1 gone every store keeps a replica,
+  // so sync durability can acknowledge throughout.
+  Cluster c({.net = "127.0.14", .hosts = 3, .slots_per_host = 2, .replicas = 2,
+             .lease_ms = lease_ms, .durability = "sync"});
+  const std::string record = c.dir() + "/record";
+  auto delivery = c.StartDelivery(WorkloadEml(2000), 0, 600, 4, 90, record);
+  REQUIRE(WaitFor([&] { return c.MasterLsnSum() > 150; }, absl::Seconds(60),
+                  absl::Milliseconds(20)));
+  std::vector<uint64_t> orphaned;  // stores mastered on host1
+  {
+    auto s = c.Status();
+    REQUIRE(s.ok());
+    for (const auto& st : s->stores()) {
+      for (const auto& m : st.store().members()) {
+        if (m.slot_id() == st.store().master_slot_id() && m.host() == "host1") {
+          orphaned.push_back(st.store().store_id());
+        }
+      }
+    }
+  }
+  REQUIRE(!orphaned.empty());
+  c.Signal("host1", SIGKILL);
+  // The coordinator must see host1 gone before it promotes.
+  REQUIRE(WaitFor(
+      [&] {
+        auto s = c.Status();
+        if (!s.ok()) return false;
+        for (const auto& h : s->hosts()) {
+          if (h.host() == "host1") return !h.alive();
+        }
+        return false;
+      },
+      absl::Seconds(30), absl::Milliseconds(50)));
+  for (uint64_t store : orphaned) {
+    RunResult p = c.Replctl({"promote", absl::StrCat(store), "--force"});
+    INFO(p.out << p.err);
+    CHECK(p.exit == 0);
+  }
+  REQUIRE(delivery->Wait(absl::Seconds(240)).has_value());
+  const auto results = Cluster::ReadRecord(record);
+  REQUIRE(results.size() == 600);
+  CHECK(Cluster::Count(results, 250) == 600);
+  // Every acknowledged message is on its store's current master.
+  auto s = c.Status();
+  REQUIRE(s.ok());
+  std::map<uint64_t, uint64_t> master_of;
+  for (const auto& st : s->stores()) master_of[st.store().store_id()] = st.store().master_slot_id();
+  std::map<std::string, std::set<int>> by_user;
+  for (const auto& [i, o] : results) {
+    if (o.code == 250) by_user[o.user].insert(i);
+  }
+  for (const auto& [user, indexes] : by_user) {
+    const uint64_t master = master_of[c.StoreOf(user)];
+    CHECK(c.slot(master).host() != "host1");
+    const std::set<int> held = c.IndexesOn(master, user);
+    for (int i : indexes) {
+      INFO("message " << i << " to " << user << " on slot " << master);
+      CHECK(held.contains(i));
+    }
+  }
+  RunResult history = c.Replctl({"history"});
+  CHECK(absl::StrContains(history.out, "promote"));
+}
+
+}  // namespace
+}  // namespace mailrepl::testing

@@ -49,6 +49,7 @@ ABSL_FLAG(std::string, slots, "", "create-store: slot ids, comma-separated, mast
 ABSL_FLAG(uint64_t, to, 0, "failover: the target slot (default: the most caught-up replica)");
 ABSL_FLAG(int, timeout_ms, 10000, "failover, drain, undrain: per store, before rolling back");
 ABSL_FLAG(int, parallel, 1, "drain, undrain: stores switched at once");
+ABSL_FLAG(bool, force, false, "promote: the master's host is gone; promote a replica anyway");
 ABSL_FLAG(bool, apply, false, "plan: create the planned stores on the coordinator");
 
 namespace {
@@ -75,6 +76,10 @@ commands:
                                   run it again after an interruption); exit 1 and the
                                   list of stores that could not be moved if any
   undrain HOST [--parallel P]     move masters back to their preferred slots on HOST
+  promote STORE --force           unplanned failover when the master's host is gone:
+                                  raise the epoch, wait the lease period (the old master
+                                  has fenced itself by then), promote the most
+                                  up-to-date live replica, report the LSNs that may be lost
   plan --hosts H1,H2,... --slots-per-host K [--replicas R] [--json] [--apply]
                                   a placement of floor(H*K/(R+1)) stores whose masters
                                   are spread so that losing any one host moves its m
@@ -197,6 +202,43 @@ std::string Describe(const mailrepl::coordpb::FailoverReply& f) {
   }
   return absl::StrCat("store ", s.store_id(), ": slot ", f.from_slot_id(), " -> ", to,
                       " at LSN ", f.switch_lsn(), ", epoch ", s.epoch(), ", ", f.took_ms(), " ms");
+}
+
+int Promote(uint64_t store, bool json) {
+  mailrepl::coordpb::Request request;
+  mailrepl::coordpb::Promote* p = request.mutable_promote();
+  p->set_store_id(store);
+  p->set_force(absl::GetFlag(FLAGS_force));
+  p->set_timeout_ms(absl::GetFlag(FLAGS_timeout_ms));
+  p->set_reason("manual");
+  absl::StatusOr<Target> t = ResolveTarget();
+  if (!t.ok()) return CannotRun(std::string(t.status().message()));
+  // The coordinator waits up to two lease periods before it switches.
+  absl::StatusOr<mailrepl::coordpb::Response> r =
+      mailrepl::rpc::CallOnce<mailrepl::coordpb::Response>(
+          {.address = t->coordinator, .service = "coordinator", .secret = t->secret,
+           .client = "replctl"},
+          request, absl::Milliseconds(absl::GetFlag(FLAGS_timeout_ms)) + absl::Minutes(2));
+  if (!r.ok()) return Failed(r.status());
+  const mailrepl::coordpb::PromoteReply& pr = r->promote();
+  if (json) {
+    std::printf("%s\n", mailrepl::tools::ToJson(pr).c_str());
+    return 0;
+  }
+  std::string to;
+  for (const auto& m : pr.store().members()) {
+    if (m.slot_id() == pr.store().master_slot_id()) to = absl::StrCat(m.slot_id(), "@", m.host());
+  }
+  std::printf("store %llu: slot %llu -> %s, epoch %llu, after waiting %u ms (took %u ms); %s\n",
+              static_cast<unsigned long long>(store),
+              static_cast<unsigned long long>(pr.from_slot_id()), to.c_str(),
+              static_cast<unsigned long long>(pr.store().epoch()), pr.waited_ms(), pr.took_ms(),
+              pr.lost_to_lsn() >= pr.lost_from_lsn()
+                  ? absl::StrCat("LSNs ", pr.lost_from_lsn(), "..", pr.lost_to_lsn(),
+                                 " of the old master may be lost until salvaged")
+                        .c_str()
+                  : "nothing lost");
+  return 0;
 }
 
 int Failover(uint64_t store, uint64_t to, const std::string& reason, bool json) {
@@ -410,6 +452,13 @@ int main(int argc, char** argv) {
     if (absl::StatusOr<Target> t = ResolveTarget(); !t.ok()) {
       return CannotRun(std::string(t.status().message()));
     }
+  }
+  if (command == "promote") {
+    uint64_t store = 0;
+    if (args.size() != 2 || !absl::SimpleAtoi(args[1], &store)) {
+      return CannotRun("promote takes one STORE id (and --force)");
+    }
+    return Promote(store, json);
   }
   if (command == "failover") {
     uint64_t store = 0;
