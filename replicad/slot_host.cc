@@ -73,6 +73,14 @@ absl::Status SlotHost::OpenSlot(const coordpb::StoreInfo& store, const std::stri
   }
   SlotOptions options;
   options.expect = want;
+  // Wake the sync clients at every commit (on the io thread).
+  options.on_commit = [this](uint64_t) {
+    asio::post(io_, [this] {
+      for (auto& [id, link] : replicas_) {
+        if (link->client) link->client->Poke();
+      }
+    });
+  };
   ASSIGN_OR_RETURN(slot_, Slot::Open(paths, options));
   return StartListeners();
 }

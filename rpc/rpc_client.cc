@@ -122,8 +122,11 @@ awaitable<absl::StatusOr<std::string>> RpcClient::CallRaw(std::string request,
   rpcpb::Frame call;
   call.mutable_call()->set_id(id);
   call.mutable_call()->set_request(std::move(request));
-  conn_->Send(call);
-  absl::StatusOr<rpcpb::Frame> reply = co_await conn_->Read(Remaining(deadline));
+  // Held for the whole call: Close() (from another coroutine, say at
+  // shutdown) drops conn_ while this one still waits on the connection.
+  const std::shared_ptr<sync::RpcConnection> conn = conn_;
+  conn->Send(call);
+  absl::StatusOr<rpcpb::Frame> reply = co_await conn->Read(Remaining(deadline));
   if (!reply.ok()) {
     Close();  // the answer may still come: never read it as the next call's
     co_return reply.status();

@@ -320,6 +320,7 @@ absl::Status Slot::CommitLocked(Writer& w, std::unique_lock<std::mutex>& lock) {
     }
     // The records are durable: their new bodies may go to the spool now, in
     // LSN order, in the background (written here when the queue is full).
+    if (apply.ok() && options_.on_commit) options_.on_commit(records.back().lsn);
     for (Writer* x : batch) {
       const uint64_t lsn = x->records.back().lsn;
       for (auto& [guid, body] : x->bodies) {

@@ -18,6 +18,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -69,6 +70,12 @@ struct SlotOptions {
   // log's or the spool's file system has less free space than this, so that
   // the slot can always be reopened and recovered.
   uint64_t reserve_bytes = 16ull << 20;
+  // If set, called by the committing thread after each group commit is
+  // durable and in the index (outside the slot's locks), with the last LSN
+  // committed: an in-process sync client wakes on it instead of waiting
+  // for inotify. Must be cheap and thread-safe (replicad posts to its
+  // io_context).
+  std::function<void(uint64_t last_lsn)> on_commit;
 };
 
 // What Open() found and did.

@@ -89,6 +89,11 @@ SyncClient::SyncClient(asio::io_context& io, SyncClientOptions options)
 
 SyncClient::~SyncClient() = default;
 
+void SyncClient::Poke() {
+  poked_ = true;
+  if (wake_ != nullptr) wake_->cancel();
+}
+
 void SyncClient::Heard() {
   stats_.last_heard = absl::Now();
   stats_.connected = true;
@@ -455,6 +460,10 @@ awaitable<absl::Status> SyncClient::Stream(Session& s, uint64_t target, bool fol
       }
       stats_.lag_seconds =
           s.in_flight.empty() ? 0 : absl::ToDoubleSeconds(absl::Now() - s.in_flight.front().sent);
+      if (poked_) {  // a commit happened since the durable LSN was read
+        poked_ = false;
+        continue;
+      }
       s.wake->expires_after(absl::ToChronoNanoseconds(kHeartbeatInterval));
       asio::error_code ec;
       if (s.next <= limit) {
@@ -466,7 +475,9 @@ awaitable<absl::Status> SyncClient::Stream(Session& s, uint64_t target, bool fol
       }
     }
   };
+  wake_ = s.wake.get();
   auto result = co_await (sender() || receiver());
+  wake_ = nullptr;
   absl::Status s1 = std::visit([](auto&& st) { return absl::Status(st); }, result);
   co_return s1;
 }

@@ -94,6 +94,10 @@ class SyncClient {
   asio::awaitable<absl::Status> Run();
   // Finish the batch in flight, then end Run() with OK.
   void Stop();
+  // New records were committed (replicad calls this from the slot's commit
+  // hook, on the io thread): look at once instead of waiting for inotify,
+  // which may fire before the commit is visible in the index.
+  void Poke();
   const SyncStats& stats() const { return stats_; }
 
  private:
@@ -114,6 +118,8 @@ class SyncClient {
   std::unique_ptr<MasterSource> source_;
   SyncStats stats_;
   bool stopping_ = false;
+  bool poked_ = false;
+  asio::steady_timer* wake_ = nullptr;  // the streaming session's, while it runs
   uint64_t catch_up_target_ = 0;
   std::shared_ptr<FramedConnection> current_;
   asio::steady_timer stop_timer_;

@@ -20,6 +20,7 @@ TEST_CASE("every message smtplib.LMTP got a 250 for is on its store's master and
   const auto results = c.Deliver(WorkloadEml(2000), 0, 400, 4, 0, &summary);
   INFO(summary);
   REQUIRE(results.size() == 400);
+  INFO("not acknowledged:\n" << Cluster::NotAcked(results));
   CHECK(Cluster::Count(results, 250) == 400);
   c.CheckAckedOnEverySlot(results);
 
@@ -96,6 +97,7 @@ TEST_CASE("killing and restarting a replicad and the coordinator mid-delivery lo
   REQUIRE(results.size() == 1200);
   // With retries every message ends acknowledged; the test's point is
   // that each acknowledged one is stored on master and replica.
+  INFO("not acknowledged:\n" << Cluster::NotAcked(results));
   CHECK(Cluster::Count(results, 250) == 1200);
   c.CheckAckedOnEverySlot(results);
 }
@@ -118,6 +120,7 @@ TEST_CASE("with the coordinator down, masters keep taking mail past the lease pe
         absl::Seconds(30), absl::Milliseconds(100)));
   }
   const auto results = c.Deliver(WorkloadEml(2000), 0, 200, 4, 0);
+  INFO("not acknowledged:\n" << Cluster::NotAcked(results));
   CHECK(Cluster::Count(results, 250) == 200);
   // Replication goes on too (the check reads replicas through the API).
   std::map<std::string, std::set<int>> by_user;
@@ -209,6 +212,7 @@ TEST_CASE("SIGTERM stops a replicad cleanly mid-delivery, and every 250 it gave 
   REQUIRE(delivery->Wait(absl::Seconds(240)).has_value());
   const auto results = Cluster::ReadRecord(record);
   REQUIRE(results.size() == 600);
+  INFO("not acknowledged:\n" << Cluster::NotAcked(results));
   CHECK(Cluster::Count(results, 250) == 600);
   c.CheckAckedOnEverySlot(results);
 }

@@ -156,6 +156,15 @@ RunResult Cluster::Replctl(const std::vector<std::string>& args) {
   return Run(argv, absl::Seconds(180));
 }
 
+std::string Cluster::NotAcked(const std::map<int, Outcome>& results) {
+  std::string out;
+  int shown = 0;
+  for (const auto& [i, o] : results) {
+    if (o.code != 250 && shown++ < 20) absl::StrAppend(&out, i, " ", o.user, " ", o.code, "\n");
+  }
+  return out;
+}
+
 int Cluster::Count(const std::map<int, Outcome>& results, int code) {
   int n = 0;
   for (const auto& [i, o] : results) n += o.code == code;
@@ -192,12 +201,23 @@ uint64_t Cluster::MasterLsnSum() {
 }
 
 bool Cluster::WaitCaughtUp(absl::Duration timeout) {
+  // Asks the slots themselves (the coordinator's view is as old as the
+  // last heartbeat): every reachable slot of a store holds the master's
+  // last LSN. Slots that cannot be reached (a killed host) are skipped.
+  apipb::Request get_slot;
+  get_slot.mutable_get_slot();
   return WaitFor(
       [&] {
         absl::StatusOr<coordpb::GetStatusReply> s = Status();
         if (!s.ok()) return false;
         for (const auto& st : s->stores()) {
-          if (st.state() != "ok" || st.lag_records() != 0) return false;
+          absl::StatusOr<apipb::Response> master = Api(st.store().master_slot_id(), get_slot);
+          if (!master.ok() || !master->slot().master()) return false;
+          for (const auto& m : st.store().members()) {
+            if (m.slot_id() == st.store().master_slot_id()) continue;
+            absl::StatusOr<apipb::Response> r = Api(m.slot_id(), get_slot);
+            if (r.ok() && r->slot().last_lsn() < master->slot().last_lsn()) return false;
+          }
         }
         return true;
       },

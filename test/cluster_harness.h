@@ -72,12 +72,15 @@ class Cluster {
   RunResult Replctl(const std::vector<std::string>& args);
   // Messages whose last answer was `code`.
   static int Count(const std::map<int, Outcome>& results, int code);
+  // "index user code" of the first messages not answered 250 (for failure messages).
+  static std::string NotAcked(const std::map<int, Outcome>& results);
 
   absl::StatusOr<coordpb::GetStatusReply> Status();
   // The sum of the masters' last LSNs as their hosts last reported (0 when
   // the coordinator cannot be reached): a progress measure for deliveries.
   uint64_t MasterLsnSum();
-  // Until every store is "ok" with no replica behind (or timeout).
+  // Until every store's master takes writes and every reachable replica
+  // holds the master's last LSN (asked of the slots), or timeout.
   bool WaitCaughtUp(absl::Duration timeout);
 
   // Processes: SIGKILL / SIGSTOP / SIGCONT / restart (a restarted process

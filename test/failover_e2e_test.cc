@@ -46,6 +46,7 @@ TEST_CASE("a drain under continuous LMTP load keeps every acknowledged message, 
   INFO(delivery->Stdout() << delivery->Stderr());
   const auto results = Cluster::ReadRecord(record);
   REQUIRE(results.size() == 1500);
+  INFO("not acknowledged:\n" << Cluster::NotAcked(results));
   CHECK(Cluster::Count(results, 250) == 1500);  // every 4xx was retried with success
   c.CheckAckedOnEverySlot(results);
 
@@ -55,6 +56,7 @@ TEST_CASE("a drain under continuous LMTP load keeps every acknowledged message, 
   REQUIRE(undrain.exit == 0);
   CHECK(MastersPerHost(c)["host1"] > 0);
   const auto after = c.Deliver(WorkloadEml(2000), 1500, 200, 4, 30);
+  INFO("not acknowledged:\n" << Cluster::NotAcked(after));
   CHECK(Cluster::Count(after, 250) == 200);
   c.CheckAckedOnEverySlot(after);
 
@@ -89,6 +91,7 @@ TEST_CASE("a planned failover that cannot finish rolls back: the old master take
   // The old master was unfenced: it takes mail again.
   c.Signal(replica_host, SIGCONT);
   const auto after = c.Deliver(WorkloadEml(2000), 20, 20, 1, 10);
+  INFO("not acknowledged:\n" << Cluster::NotAcked(after));
   CHECK(Cluster::Count(after, 250) == 20);
   // And a failover now succeeds.
   RunResult again = c.Replctl({"failover", "1"});
@@ -133,6 +136,7 @@ TEST_CASE("many failovers under load: no acknowledged message is lost and every 
   REQUIRE(delivery->Wait(absl::Seconds(240)).has_value());
   const auto results = Cluster::ReadRecord(record);
   REQUIRE(results.size() == 1500);
+  INFO("not acknowledged:\n" << Cluster::NotAcked(results));
   CHECK(Cluster::Count(results, 250) == 1500);
   c.CheckAckedOnEverySlot(results);
 
@@ -221,6 +225,7 @@ TEST_CASE("promote after SIGKILL of a master's whole host, in sync durability, l
   REQUIRE(delivery->Wait(absl::Seconds(240)).has_value());
   const auto results = Cluster::ReadRecord(record);
   REQUIRE(results.size() == 600);
+  INFO("not acknowledged:\n" << Cluster::NotAcked(results));
   CHECK(Cluster::Count(results, 250) == 600);
   // Every acknowledged message is on its store's current master.
   auto s = c.Status();
