@@ -10,7 +10,7 @@
 namespace mailrepl {
 namespace {
 
-constexpr int kSchemaVersion = 1;
+constexpr int kSchemaVersion = 2;
 
 std::string JoinFlags(const std::vector<std::string>& flags) { return absl::StrJoin(flags, " "); }
 std::vector<std::string> SplitFlags(const std::string& s) {
@@ -113,7 +113,8 @@ absl::Status Index::CreateSchema() {
       mailbox TEXT NOT NULL, uid INTEGER NOT NULL, guid BLOB NOT NULL, size INTEGER NOT NULL,
       internal_date INTEGER NOT NULL, flags TEXT NOT NULL, modseq INTEGER NOT NULL,
       expunged INTEGER NOT NULL, PRIMARY KEY(mailbox, uid)) WITHOUT ROWID;
-    CREATE TABLE IF NOT EXISTS blobs(guid BLOB PRIMARY KEY, size INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS blobs(guid BLOB PRIMARY KEY, size INTEGER NOT NULL, pack INTEGER,
+      offset INTEGER) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS quotas(user TEXT PRIMARY KEY, storage_limit INTEGER NOT NULL,
       message_limit INTEGER NOT NULL);
     CREATE TABLE IF NOT EXISTS epochs(epoch INTEGER PRIMARY KEY, first_lsn INTEGER NOT NULL);
@@ -252,7 +253,8 @@ absl::Status Index::Rollback() {
 
 absl::Status Index::Clear() {
   RETURN_IF_ERROR(db_->Exec(
-      "BEGIN; DELETE FROM messages; DELETE FROM mailboxes; DELETE FROM blobs; DELETE FROM quotas;"
+      "BEGIN; DELETE FROM messages; DELETE FROM mailboxes; DELETE FROM blobs WHERE pack IS NULL;"
+      "DELETE FROM quotas;"
       "DELETE FROM epochs; DELETE FROM quarantine; DELETE FROM meta WHERE key <> 'schema_version'; COMMIT;"));
   return Load();
 }
@@ -635,13 +637,57 @@ absl::StatusOr<bool> Index::HasBlob(const std::string& guid) {
   return st->Step();
 }
 
+absl::StatusOr<std::optional<BodyLocation>> Index::BlobLocation(const std::string& guid) {
+  ASSIGN_OR_RETURN(auto* st, db_->Cached("SELECT pack, offset FROM blobs WHERE guid = ?"));
+  st->BindBlob(1, guid);
+  ASSIGN_OR_RETURN(bool row, st->Step());
+  std::optional<BodyLocation> loc;
+  if (row && !st->ColumnIsNull(0)) {
+    loc = BodyLocation{static_cast<uint32_t>(st->ColumnInt(0)),
+                       static_cast<uint64_t>(st->ColumnInt(1))};
+  }
+  RETURN_IF_ERROR(st->Run());  // resets the statement
+  return loc;
+}
+
+absl::Status Index::SetBlobLocation(const StoredBody& b) {
+  if (read_only_) return absl::FailedPreconditionError("index opened read-only");
+  ASSIGN_OR_RETURN(auto* st, db_->Cached(
+      "INSERT INTO blobs(guid, size, pack, offset) VALUES(?,?,?,?) "
+      "ON CONFLICT(guid) DO UPDATE SET pack = excluded.pack, offset = excluded.offset"));
+  st->BindBlob(1, b.guid);
+  st->Bind(2, static_cast<int64_t>(b.size));
+  st->Bind(3, int64_t{b.location.pack});
+  st->Bind(4, static_cast<int64_t>(b.location.offset));
+  return st->Run();
+}
+
+absl::Status Index::SetBlobLocations(const std::vector<StoredBody>& bodies) {
+  RETURN_IF_ERROR(Begin());
+  absl::Status s;
+  for (const StoredBody& b : bodies) {
+    s = SetBlobLocation(b);
+    if (!s.ok()) break;
+  }
+  if (s.ok()) s = Commit();
+  if (!s.ok()) db_->Exec("ROLLBACK").IgnoreError();
+  return s;
+}
+
 absl::Status Index::ForEachBlob(
-    const std::function<absl::Status(const std::string&, uint64_t)>& fn) {
-  ASSIGN_OR_RETURN(auto st, db_->Prepare("SELECT guid, size FROM blobs ORDER BY guid"));
+    const std::function<absl::Status(const std::string&, uint64_t,
+                                     const std::optional<BodyLocation>&)>& fn) {
+  ASSIGN_OR_RETURN(auto st,
+                   db_->Prepare("SELECT guid, size, pack, offset FROM blobs ORDER BY guid"));
   for (;;) {
     ASSIGN_OR_RETURN(bool row, st.Step());
     if (!row) return absl::OkStatus();
-    RETURN_IF_ERROR(fn(st.ColumnBlob(0), static_cast<uint64_t>(st.ColumnInt(1))));
+    std::optional<BodyLocation> loc;
+    if (!st.ColumnIsNull(2)) {
+      loc = BodyLocation{static_cast<uint32_t>(st.ColumnInt(2)),
+                         static_cast<uint64_t>(st.ColumnInt(3))};
+    }
+    RETURN_IF_ERROR(fn(st.ColumnBlob(0), static_cast<uint64_t>(st.ColumnInt(1)), loc));
   }
 }
 

@@ -22,6 +22,7 @@
 #include "absl/status/statusor.h"
 #include "common/sqlite.h"
 #include "store/log_format.h"
+#include "store/spool.h"
 #include "store/types.h"
 
 namespace mailrepl {
@@ -61,7 +62,8 @@ class Index {
   uint64_t seen_epoch() const { return seen_epoch_; }
   absl::Status SetSeenEpoch(uint64_t epoch);
 
-  // Erases all state (reconstruct starts from here).
+  // Erases all state (reconstruct starts from here) except the locations of
+  // bodies in the spool, which stay usable by GUID.
   absl::Status Clear();
 
   uint64_t applied_lsn() const { return applied_lsn_; }
@@ -83,9 +85,20 @@ class Index {
                                                         bool include_expunged);
   absl::StatusOr<std::optional<MessageInfo>> GetMessage(const std::string& mailbox_id,
                                                         uint32_t uid);
+  // Whether the slot holds the GUID's body (in its spool, or on its way there).
   absl::StatusOr<bool> HasBlob(const std::string& guid);
-  // Visits every blob (GUID, size) in GUID order; stops at the first error.
-  absl::Status ForEachBlob(const std::function<absl::Status(const std::string&, uint64_t)>& fn);
+  // Where the body is in the spool; nullopt while it is not there yet (the
+  // background writer has not stored it) or the GUID is unknown.
+  absl::StatusOr<std::optional<BodyLocation>> BlobLocation(const std::string& guid);
+  // Records where a body is in the spool (adds the blobs row if missing).
+  absl::Status SetBlobLocation(const StoredBody& body);
+  // The same for many, in one transaction of its own.
+  absl::Status SetBlobLocations(const std::vector<StoredBody>& bodies);
+  // Visits every blob (GUID, size, location) in GUID order; stops at the
+  // first error.
+  absl::Status ForEachBlob(
+      const std::function<absl::Status(const std::string&, uint64_t,
+                                       const std::optional<BodyLocation>&)>& fn);
   // Visits every message row of every mailbox.
   absl::Status ForEachMessage(
       const std::function<absl::Status(const std::string& mailbox_id, const MessageInfo&)>& fn);
