@@ -93,12 +93,19 @@ absl::StatusOr<std::unique_ptr<Index>> Index::OpenReadOnly(const std::string& pa
   return ix;
 }
 
-absl::StatusOr<std::unique_ptr<Index>> Index::Open(const std::string& path) {
+absl::StatusOr<std::unique_ptr<Index>> Index::Open(const std::string& path,
+                                                    bool autocheckpoint) {
   std::unique_ptr<Index> ix(new Index());
   ASSIGN_OR_RETURN(ix->db_, sqlite::Database::Open(path, /*synchronous_full=*/false));
+  if (!autocheckpoint) RETURN_IF_ERROR(ix->db_->Exec("PRAGMA wal_autocheckpoint=0"));
   RETURN_IF_ERROR(ix->CreateSchema());
   RETURN_IF_ERROR(ix->Load());
   return ix;
+}
+
+absl::Status Index::CheckpointWal(const std::string& path) {
+  ASSIGN_OR_RETURN(auto db, sqlite::Database::Open(path, /*synchronous_full=*/false));
+  return db->Exec("PRAGMA wal_checkpoint(PASSIVE)");
 }
 
 absl::Status Index::CreateSchema() {
@@ -287,6 +294,22 @@ void Index::ReplaceMailboxDigest(const MailboxInfo* before, const MailboxInfo* a
 }
 
 absl::Status Index::SaveMailbox(const MailboxInfo& mb) {
+  auto known = mailboxes_.find(mb.id);
+  if (known != mailboxes_.end() && known->second.name == mb.name) {
+    // The hot path (appends, flags): only the counters change, so no
+    // delete and re-insert of the row and its name index entry.
+    ASSIGN_OR_RETURN(auto* st, db_->Cached(
+        "UPDATE mailboxes SET last_uid = ?, highest_modseq = ?, messages = ?, bytes = ?, "
+        "msum_a = ?, msum_b = ? WHERE id = ?"));
+    st->Bind(1, int64_t{mb.last_uid});
+    st->Bind(2, static_cast<int64_t>(mb.highest_modseq));
+    st->Bind(3, static_cast<int64_t>(mb.messages));
+    st->Bind(4, static_cast<int64_t>(mb.bytes));
+    st->Bind(5, static_cast<int64_t>(mb.message_sum.a));
+    st->Bind(6, static_cast<int64_t>(mb.message_sum.b));
+    st->Bind(7, mb.id);
+    return st->Run();
+  }
   ASSIGN_OR_RETURN(auto* st, db_->Cached(
       "INSERT OR REPLACE INTO mailboxes(id, name, owner, uidvalidity, last_uid, highest_modseq, "
       "messages, bytes, msum_a, msum_b) VALUES(?,?,?,?,?,?,?,?,?,?)"));
@@ -316,7 +339,7 @@ absl::Status Index::Apply(const std::vector<LogRecord>& records, bool quarantine
                                                      applied_lsn_, ", cannot apply LSN ", r.lsn));
       break;
     }
-    std::string mailbox = RecordMailboxId(r);
+    std::string mailbox = quarantine_misfits ? RecordMailboxId(r) : std::string();
     if (quarantine_misfits && !mailbox.empty() && quarantine_.contains(mailbox) &&
         r.type != RecordType::kRepairMailbox) {
       // Skipped: a resync of the mailbox will bring its state.

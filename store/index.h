@@ -41,7 +41,14 @@ std::string RecordMailboxId(const LogRecord& record);
 
 class Index {
  public:
-  static absl::StatusOr<std::unique_ptr<Index>> Open(const std::string& path);
+  // autocheckpoint=false: commits never copy the WAL back into the database
+  // (SQLite's default does it, with two fsyncs, every 1000 pages); the
+  // caller runs CheckpointWal() elsewhere (the slot: its maintenance thread).
+  static absl::StatusOr<std::unique_ptr<Index>> Open(const std::string& path,
+                                                     bool autocheckpoint = true);
+  // A passive WAL checkpoint of the index file at path, on a connection of
+  // its own (so the caller needs no lock on the Index writing it).
+  static absl::Status CheckpointWal(const std::string& path);
   // A consistent read-only view of another process's index: one read
   // transaction held until the object is destroyed.
   static absl::StatusOr<std::unique_ptr<Index>> OpenReadOnly(const std::string& path);

@@ -7,8 +7,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <random>
+#include <utility>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/escaping.h"
@@ -38,6 +40,8 @@ struct Slot::Writer {
 namespace {
 constexpr size_t kMaxBatchBytes = 16u << 20;
 constexpr size_t kReplayBatch = 512;
+// Index commits between WAL checkpoints (besides one every 250 ms).
+constexpr uint64_t kWalCheckpointCommits = 256;
 
 std::vector<uint32_t> UniqueSorted(std::vector<uint32_t> v) {
   std::sort(v.begin(), v.end());
@@ -77,14 +81,27 @@ Slot::~Slot() {
 void Slot::MaintenanceLoop() {
   std::unique_lock<std::mutex> l(mu_);
   for (;;) {
-    maintenance_cv_.wait(l, [&] { return closing_ || checkpoint_wanted_; });
+    maintenance_cv_.wait_for(l, std::chrono::milliseconds(250), [&] {
+      return closing_ || checkpoint_wanted_ || index_commits_ >= kWalCheckpointCommits;
+    });
     if (closing_) return;
-    checkpoint_wanted_ = false;
+    const bool spool = std::exchange(checkpoint_wanted_, false);
+    const bool wal = std::exchange(index_commits_, 0) > 0;
     l.unlock();
-    absl::Status c = Checkpoint();
-    if (!c.ok()) {
-      LogLine(Severity::kWarning, "spool checkpoint failed",
-              Kv("slot", paths_.root) + Kv("error", c.message()));
+    if (spool) {
+      absl::Status c = Checkpoint();
+      if (!c.ok()) {
+        LogLine(Severity::kWarning, "spool checkpoint failed",
+                Kv("slot", paths_.root) + Kv("error", c.message()));
+      }
+    }
+    if (wal) {
+      // The index's WAL is copied back here, not by the commit that fills it.
+      absl::Status c = Index::CheckpointWal(paths_.index_file());
+      if (!c.ok()) {
+        LogLine(Severity::kWarning, "index WAL checkpoint failed",
+                Kv("slot", paths_.root) + Kv("error", c.message()));
+      }
     }
     l.lock();
   }
@@ -136,7 +153,7 @@ absl::StatusOr<std::unique_ptr<Slot>> Slot::Open(const SlotPaths& paths,
 
 absl::Status Slot::Recover() {
   std::lock_guard<std::mutex> il(index_mu_);
-  ASSIGN_OR_RETURN(index_, Index::Open(paths_.index_file()));
+  ASSIGN_OR_RETURN(index_, Index::Open(paths_.index_file(), /*autocheckpoint=*/false));
   // The spool first: a torn pack tail goes before anything is appended.
   ASSIGN_OR_RETURN(recovery_.pack_torn_tail, spool_.OpenForAppend());
   if (index_->applied_lsn() == 0) {
@@ -338,7 +355,7 @@ absl::Status Slot::CommitLocked(Writer& w, std::unique_lock<std::mutex>& lock) {
   joined.reserve(bytes);
   for (Writer* x : batch) {
     joined.append(x->encoded);
-    for (const LogRecord& r : x->records) records.push_back(r);
+    for (LogRecord& r : x->records) records.push_back(std::move(r));  // the writers keep their LSNs
   }
   absl::Status write = log_->Append(first_lsn, joined);
   absl::Status sync = write.ok() ? log_->Sync() : absl::OkStatus();
@@ -390,6 +407,7 @@ absl::Status Slot::CommitLocked(Writer& w, std::unique_lock<std::mutex>& lock) {
     bytes_since_checkpoint_ += joined.size();
   }
   if (write.ok() && sync.ok()) {
+    if (++index_commits_ == kWalCheckpointCommits) maintenance_cv_.notify_one();
     ++stats_.commits;
     stats_.records += records.size();
     stats_.bytes += joined.size();
@@ -417,8 +435,8 @@ absl::Status Slot::CommitLocked(Writer& w, std::unique_lock<std::mutex>& lock) {
   if (!queue_.empty()) queue_.front()->cv.notify_one();
   if (queue_.empty()) idle_cv_.notify_all();
   if (result.ok() && bytes_since_checkpoint_ >= options_.checkpoint_bytes) {
-    // The checkpoint (a syncfs) runs on the maintenance thread, never on the
-    // commit path.
+    // The checkpoint (an fdatasync of the packs) runs on the maintenance
+    // thread, never on the commit path.
     bytes_since_checkpoint_ = 0;
     checkpoint_wanted_ = true;
     maintenance_cv_.notify_one();

@@ -274,9 +274,10 @@ class Slot {
   bool assigned_stale_ ABSL_GUARDED_BY(mu_) = false;
   SlotStats stats_ ABSL_GUARDED_BY(mu_);
   bool checkpoint_wanted_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t index_commits_ ABSL_GUARDED_BY(mu_) = 0;  // since the last WAL checkpoint
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
   std::condition_variable maintenance_cv_;
-  std::thread maintenance_;  // runs checkpoints off the commit path
+  std::thread maintenance_;  // runs spool and WAL checkpoints off the commit path
 
   // The leader of a group commit owns the writer; nobody else touches it.
   std::optional<LogWriter> log_;
