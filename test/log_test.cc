@@ -2,6 +2,10 @@
 // is truncated and reported; damage anywhere else refuses the open, naming
 // the file and the offset.
 #include <catch2/catch.hpp>
+#include <fstream>
+#include <iterator>
+
+#include "absl/strings/escaping.h"
 
 #include "common/crc32c.h"
 #include "store/log_format.h"
@@ -194,6 +198,23 @@ TEST_CASE("a lost index is rebuilt from the log on open", "[log][recovery]") {
   auto slot = ReopenSlot(dir.path());
   CHECK(slot->recovery().records_replayed == 5);
   CHECK(slot->SlotDigest() == before);
+}
+
+TEST_CASE("a pack entry has the bytes docs/formats.md gives", "[log][spool]") {
+  TempDir dir;
+  Spool spool(dir.Sub("spool"));
+  REQUIRE(spool.Init().ok());
+  auto loc = spool.Append(Sha1("hello"), "hello");
+  REQUIRE(loc.ok());
+  CHECK(loc->pack == 1);
+  CHECK(loc->offset == 0);
+  CHECK(GuidHex(Sha1("hello")) == "aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d");
+  std::ifstream in(spool.PackPath(1), std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK(absl::BytesToHexString(bytes) ==
+        "4d425931a347283405000000aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d68656c6c6f");
+  CHECK(spool.Read(Sha1("hello"), *loc).value() == "hello");
+  CHECK(spool.Read(Sha1("other"), *loc).status().code() == absl::StatusCode::kDataLoss);
 }
 
 TEST_CASE("a body lost from the spool before a checkpoint is restored from the log",
