@@ -337,6 +337,9 @@ void Spool::StartWriteback() {
 }
 
 absl::Status Spool::Sync() {
+  // One Sync at a time: a second caller must not return while the packs it
+  // needs are still being synced by the first.
+  std::lock_guard<std::mutex> serial(sync_mu_);
   std::set<uint32_t> packs;
   bool dir = false;
   {

@@ -93,6 +93,7 @@ class Spool {
 
   const std::string dir_;
   const uint64_t pack_bytes_;
+  std::mutex sync_mu_;  // serializes Sync(); taken before mu_
   std::mutex mu_;
   int fd_ ABSL_GUARDED_BY(mu_) = -1;  // the current pack, O_APPEND
   uint32_t pack_ ABSL_GUARDED_BY(mu_) = 0;
