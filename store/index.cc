@@ -440,7 +440,9 @@ absl::Status Index::ApplyOne(const LogRecord& r) {
       m.internal_date = p.internal_date();
       m.flags = ToVector(p.flags());
       m.modseq = p.modseq();
-      RETURN_IF_ERROR(InsertMessage(p.mailbox_id(), m));
+      // A body the record carries gets its blobs row once it is in a pack
+      // (SetBlobLocation): one random B-tree page less per new message here.
+      RETURN_IF_ERROR(InsertMessage(p.mailbox_id(), m, /*add_blob=*/!p.has_body()));
       MailboxInfo after = it->second;
       after.last_uid = m.uid;
       after.highest_modseq = std::max(after.highest_modseq, m.modseq);
@@ -547,7 +549,8 @@ absl::Status Index::ApplyOne(const LogRecord& r) {
   }
 }
 
-absl::Status Index::InsertMessage(const std::string& mailbox_id, const MessageInfo& m) {
+absl::Status Index::InsertMessage(const std::string& mailbox_id, const MessageInfo& m,
+                                  bool add_blob) {
   ASSIGN_OR_RETURN(auto* ins, db_->Cached(
       "INSERT INTO messages(mailbox, uid, guid, size, internal_date, flags, modseq, expunged) "
       "VALUES(?,?,?,?,?,?,?,?)"));
@@ -560,6 +563,7 @@ absl::Status Index::InsertMessage(const std::string& mailbox_id, const MessageIn
   ins->Bind(7, static_cast<int64_t>(m.modseq));
   ins->Bind(8, int64_t{m.expunged ? 1 : 0});
   RETURN_IF_ERROR(ins->Run());
+  if (!add_blob) return absl::OkStatus();
   ASSIGN_OR_RETURN(auto* blob, db_->Cached("INSERT OR IGNORE INTO blobs(guid, size) VALUES(?,?)"));
   blob->BindBlob(1, m.guid);
   blob->Bind(2, static_cast<int64_t>(m.size));

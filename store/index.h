@@ -92,7 +92,10 @@ class Index {
                                                         bool include_expunged);
   absl::StatusOr<std::optional<MessageInfo>> GetMessage(const std::string& mailbox_id,
                                                         uint32_t uid);
-  // Whether the slot holds the GUID's body (in its spool, or on its way there).
+  // Whether the index lists the GUID in blobs: its body is in the spool, or
+  // a record or snapshot without the body referred to it. A body carried by
+  // a record is listed once it is in a pack (SetBlobLocation); until then
+  // the slot's BodyWriter has it.
   absl::StatusOr<bool> HasBlob(const std::string& guid);
   // Where the body is in the spool; nullopt while it is not there yet (the
   // background writer has not stored it) or the GUID is unknown.
@@ -132,7 +135,9 @@ class Index {
   absl::Status ApplyOne(const LogRecord& r);
   absl::Status ApplyRepair(const LogRecord& r);
   absl::Status QuarantineMailbox(const std::string& id, const LogRecord& r, absl::string_view why);
-  absl::Status InsertMessage(const std::string& mailbox_id, const MessageInfo& m);
+  // add_blob: also add the GUID's blobs row (without a location) if missing.
+  absl::Status InsertMessage(const std::string& mailbox_id, const MessageInfo& m,
+                             bool add_blob = true);
   absl::Status SaveMailbox(const MailboxInfo& mb);
   absl::Status SetMeta(const std::string& key, uint64_t value);
   void ReplaceMailboxDigest(const MailboxInfo* before, const MailboxInfo* after);

@@ -577,11 +577,7 @@ absl::StatusOr<AppendResult> Slot::Append(const AppendRequest& req) {
   if (req.body.empty()) return absl::InvalidArgumentError("message is empty");
   for (const auto& f : req.flags) RETURN_IF_ERROR(ValidateFlag(f));
   const std::string guid = Sha1(req.body);
-  bool known;
-  {
-    std::lock_guard<std::mutex> il(index_mu_);
-    ASSIGN_OR_RETURN(known, index_->HasBlob(guid));
-  }
+  ASSIGN_OR_RETURN(const bool known, HasBlob(guid));
   RETURN_IF_ERROR(CheckFreeSpace(req.body.size() * 2));
   {
     // Refuse early what would be refused below.
@@ -975,6 +971,9 @@ absl::Status Slot::StoreBodies(const std::vector<std::string>& bodies) {
 absl::Status Slot::FlushBodies() { return bodies_->WaitWritten(last_lsn()); }
 
 absl::StatusOr<bool> Slot::HasBlob(const std::string& guid) {
+  // The BodyWriter first: it records a body's location (its blobs row)
+  // before it lets go of the body.
+  if (bodies_->Pending(guid) != nullptr) return true;
   std::lock_guard<std::mutex> il(index_mu_);
   return index_->HasBlob(guid);
 }
