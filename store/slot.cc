@@ -40,6 +40,8 @@ struct Slot::Writer {
 namespace {
 constexpr size_t kMaxBatchBytes = 16u << 20;
 constexpr size_t kReplayBatch = 512;
+// The longest a commit leader waits for appends in progress to queue.
+constexpr int64_t kMaxGatherMicros = 300;
 // Index commits between WAL checkpoints (besides one every 250 ms).
 constexpr uint64_t kWalCheckpointCommits = 256;
 
@@ -337,8 +339,26 @@ void Slot::AddRecordLocked(Writer& w, RecordType type, const std::string& payloa
 
 absl::Status Slot::CommitLocked(Writer& w, std::unique_lock<std::mutex>& lock) {
   queue_.push_back(&w);
+  if (leader_gathering_ && queue_.size() >= static_cast<size_t>(appends_active_.load())) {
+    queue_.front()->cv.notify_one();  // everyone the leader waits for is here
+  }
   while (!w.done && &w != queue_.front()) w.cv.wait(lock);
   if (w.done) return w.status;
+
+  // The writers of the previous batch were woken when this leader was; most
+  // come back with their next append within microseconds. With other
+  // appends in progress (and no exclusive operation), wait briefly for them
+  // to queue, so that batches hold every active writer instead of about
+  // half of them (the rest would wait a whole commit for the next batch).
+  if (exclusive_ == 0 && queue_.size() < static_cast<size_t>(appends_active_.load())) {
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::microseconds(kMaxGatherMicros);
+    leader_gathering_ = true;
+    while (queue_.size() < static_cast<size_t>(appends_active_.load()) &&
+           w.cv.wait_until(lock, deadline) != std::cv_status::timeout) {
+    }
+    leader_gathering_ = false;
+  }
 
   // This writer leads: take a batch from the front of the queue.
   std::vector<Writer*> batch;
@@ -576,6 +596,8 @@ absl::StatusOr<AppendResult> Slot::Append(const AppendRequest& req) {
   }
   if (req.body.empty()) return absl::InvalidArgumentError("message is empty");
   for (const auto& f : req.flags) RETURN_IF_ERROR(ValidateFlag(f));
+  appends_active_.fetch_add(1);
+  absl::Cleanup leave = [&] { appends_active_.fetch_sub(1); };
   const std::string guid = Sha1(req.body);
   ASSIGN_OR_RETURN(const bool known, HasBlob(guid));
   RETURN_IF_ERROR(CheckFreeSpace(req.body.size() * 2));

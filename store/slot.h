@@ -15,6 +15,7 @@
 #ifndef MAILREPL_STORE_SLOT_H_
 #define MAILREPL_STORE_SLOT_H_
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -259,6 +260,9 @@ class Slot {
   std::mutex mu_;
   std::condition_variable idle_cv_;
   std::deque<Writer*> queue_ ABSL_GUARDED_BY(mu_);
+  // Appends between validation and return (group commit gathers them).
+  std::atomic<int> appends_active_{0};
+  bool leader_gathering_ ABSL_GUARDED_BY(mu_) = false;
   int exclusive_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Status failed_ ABSL_GUARDED_BY(mu_);
   uint64_t next_lsn_ ABSL_GUARDED_BY(mu_) = 1;
