@@ -14,9 +14,11 @@
 // (latencies, Workload plans) is allocated up front.
 //
 // Deleting files: ext4 without a journal skips inodes freed in the last 1-6
-// minutes and scans past them on every create (recently_deleted()), so spool
-// files are created several times slower right after a big delete. The bench
-// deletes its slots only at the end; leave minutes between runs.
+// minutes and scans past them on every create (recently_deleted()), so files
+// are created several times slower right after a big delete (the spool now
+// keeps bodies in a few pack files, but log segments and the raw loops'
+// files are still created). The bench deletes its slots only at the end;
+// leave minutes between runs.
 #include <fcntl.h>
 #include <stdlib.h>
 #include <unistd.h>

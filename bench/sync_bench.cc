@@ -585,8 +585,8 @@ absl::StatusOr<WriteRun> Write(Slot& slot, const std::vector<AppendRequest>& req
 // journal, new inodes skip inodes deleted in the last 60-360 s
 // (recently_deleted() in fs/ext4/ialloc.c), which makes every create slow
 // after mass deletions -- by this bench, by Cyrus's setup.sh --fresh, or by
-// anyone else on the machine. The spools of both systems create one file
-// per message, so this is printed beside the figures. Files stay until the
+// anyone else on the machine. Cyrus's spool creates one file per message
+// (ours appends to pack files), so this is printed beside the figures. Files stay until the
 // bench directory is removed.
 double CreateProbeMicros(const std::string& dir, int n) {
   if (!MakeDirs(dir).ok()) return NAN;

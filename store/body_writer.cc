@@ -3,9 +3,16 @@
 #include "common/log.h"
 
 namespace mailrepl {
+namespace {
+// Bodies appended between two calls of the sink (one index transaction).
+constexpr size_t kChunkBytes = 4u << 20;
+constexpr size_t kChunkItems = 512;
+}  // namespace
 
-BodyWriter::BodyWriter(Spool& spool, size_t max_pending_bytes, size_t flush_bytes)
+BodyWriter::BodyWriter(Spool& spool, LocationSink sink, size_t max_pending_bytes,
+                       size_t flush_bytes)
     : spool_(spool),
+      sink_(std::move(sink)),
       max_pending_bytes_(max_pending_bytes),
       flush_bytes_(flush_bytes),
       thread_([this] { Run(); }) {}
@@ -63,15 +70,44 @@ void BodyWriter::Run() {
       if (stopping_) return;
       continue;
     }
-    Item item = queue_.front();  // stays queued (and served) until written
+    // A chunk from the front; it stays queued (and served) until located.
+    std::vector<Item> chunk;
+    size_t bytes = 0;
+    for (const Item& item : queue_) {
+      if (chunk.size() >= kChunkItems || (!chunk.empty() && bytes >= kChunkBytes)) break;
+      chunk.push_back(item);
+      bytes += item.body->size();
+    }
     l.unlock();
-    absl::Status s = spool_.Write(item.guid, *item.body);
+    std::vector<StoredBody> stored;
+    absl::Status s;
+    for (const Item& item : chunk) {
+      absl::StatusOr<BodyLocation> loc = spool_.Append(item.guid, *item.body);
+      if (!loc.ok()) {
+        s = loc.status();
+        break;
+      }
+      stored.push_back({item.guid, item.body->size(), *loc});
+    }
+    if (!stored.empty()) {
+      absl::Status located = sink_(stored);
+      if (!located.ok()) {
+        s = located;
+        stored.clear();  // appended again on the retry: a dead entry, harmless
+      }
+    }
     l.lock();
+    for (size_t i = 0; i < stored.size(); ++i) {
+      const Item& item = queue_.front();
+      pending_.erase(item.guid);
+      pending_bytes_ -= item.body->size();
+      queue_.pop_front();
+    }
     if (!s.ok()) {
-      // The body is safe in the log; recovery restores it if we never manage.
+      // The bodies are safe in the log; recovery restores them if we never manage.
       if (error_.ok()) {
         LogLine(Severity::kError, "spool write failed; retrying",
-                Kv("guid", GuidHex(item.guid)) + Kv("error", s.message()));
+                Kv("guid", GuidHex(chunk[stored.size()].guid)) + Kv("error", s.message()));
       }
       error_ = s;
       done_cv_.notify_all();
@@ -80,20 +116,14 @@ void BodyWriter::Run() {
       continue;
     }
     error_ = absl::OkStatus();
-    queue_.pop_front();
-    pending_.erase(item.guid);
-    pending_bytes_ -= item.body->size();
     done_cv_.notify_all();
     if (queue_.empty()) {
-      // End of a burst: flush it now, a few MiB at a time, so that the
-      // checkpoint's syncfs later finds little to do and never stalls the
-      // log's fdatasyncs for long.
+      // End of a burst: start writing it out now, so that the checkpoint's
+      // fdatasync later finds little to do and never stalls the log's
+      // fdatasyncs for long.
       l.unlock();
-      absl::Status synced = spool_.SyncAll();
+      spool_.StartWriteback();
       l.lock();
-      if (!synced.ok()) {
-        LogLine(Severity::kWarning, "spool syncfs failed", Kv("error", synced.message()));
-      }
     }
   }
 }

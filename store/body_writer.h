@@ -1,22 +1,24 @@
-// Writes new message bodies to the spool in the background, after the
-// records that carry them are durable in the change log. An append therefore
-// costs one log write and one fdatasync, not a file creation too; until its
-// file exists, a body is served from memory. Files are created in bursts,
-// once flush_bytes are pending (or on WaitWritten()), so that the log's
-// fdatasyncs between bursts do not also flush new spool files' data and
-// inodes through the file system journal. The queue is bounded: when it is
-// full, Enqueue() refuses and the caller writes the file itself.
-// Thread-safe.
+// Writes new message bodies to the spool's packs in the background, after
+// the records that carry them are durable in the change log. An append
+// therefore costs one log write and one fdatasync; until it is in a pack and
+// its location is recorded (through the sink), a body is served from
+// memory. Bodies are appended in bursts, once flush_bytes are pending (or on
+// WaitWritten()); each burst ends by starting the packs' writeback, so that
+// the checkpoint's fdatasync later finds little left to flush. The queue is
+// bounded: when it is full, Enqueue() refuses and the caller stores the body
+// itself. Thread-safe.
 #ifndef MAILREPL_STORE_BODY_WRITER_H_
 #define MAILREPL_STORE_BODY_WRITER_H_
 
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -27,8 +29,12 @@ namespace mailrepl {
 
 class BodyWriter {
  public:
+  // Records where bodies went (the slot writes them to the index). Called on
+  // the writer's thread, before those bodies stop being served from memory.
+  using LocationSink = std::function<absl::Status(const std::vector<StoredBody>&)>;
+
   // spool must outlive the writer.
-  BodyWriter(Spool& spool, size_t max_pending_bytes, size_t flush_bytes);
+  BodyWriter(Spool& spool, LocationSink sink, size_t max_pending_bytes, size_t flush_bytes);
   // Writes everything still queued, then stops the thread.
   ~BodyWriter();
   BodyWriter(const BodyWriter&) = delete;
@@ -40,8 +46,8 @@ class BodyWriter {
   size_t pending_bytes();
   // The body while it is queued or being written; nullptr otherwise.
   std::shared_ptr<const std::string> Pending(const std::string& guid);
-  // Waits until every body queued with an LSN <= lsn is written (not yet
-  // synced). Returns the write error if one keeps a body from being written.
+  // Waits until every body queued with an LSN <= lsn is in a pack and
+  // located (not yet synced). Returns the error that keeps one from it.
   absl::Status WaitWritten(uint64_t lsn);
 
  private:
@@ -53,6 +59,7 @@ class BodyWriter {
   void Run();
 
   Spool& spool_;
+  const LocationSink sink_;
   const size_t max_pending_bytes_;
   const size_t flush_bytes_;
   uint64_t wanted_lsn_ ABSL_GUARDED_BY(mu_) = 0;  // WaitWritten() callers need up to here

@@ -10,7 +10,7 @@
 namespace mailrepl {
 namespace {
 
-constexpr int kSchemaVersion = 1;
+constexpr int kSchemaVersion = 2;
 
 std::string JoinFlags(const std::vector<std::string>& flags) { return absl::StrJoin(flags, " "); }
 std::vector<std::string> SplitFlags(const std::string& s) {
@@ -93,12 +93,19 @@ absl::StatusOr<std::unique_ptr<Index>> Index::OpenReadOnly(const std::string& pa
   return ix;
 }
 
-absl::StatusOr<std::unique_ptr<Index>> Index::Open(const std::string& path) {
+absl::StatusOr<std::unique_ptr<Index>> Index::Open(const std::string& path,
+                                                    bool autocheckpoint) {
   std::unique_ptr<Index> ix(new Index());
   ASSIGN_OR_RETURN(ix->db_, sqlite::Database::Open(path, /*synchronous_full=*/false));
+  if (!autocheckpoint) RETURN_IF_ERROR(ix->db_->Exec("PRAGMA wal_autocheckpoint=0"));
   RETURN_IF_ERROR(ix->CreateSchema());
   RETURN_IF_ERROR(ix->Load());
   return ix;
+}
+
+absl::Status Index::CheckpointWal(const std::string& path) {
+  ASSIGN_OR_RETURN(auto db, sqlite::Database::Open(path, /*synchronous_full=*/false));
+  return db->Exec("PRAGMA wal_checkpoint(PASSIVE)");
 }
 
 absl::Status Index::CreateSchema() {
@@ -113,7 +120,8 @@ absl::Status Index::CreateSchema() {
       mailbox TEXT NOT NULL, uid INTEGER NOT NULL, guid BLOB NOT NULL, size INTEGER NOT NULL,
       internal_date INTEGER NOT NULL, flags TEXT NOT NULL, modseq INTEGER NOT NULL,
       expunged INTEGER NOT NULL, PRIMARY KEY(mailbox, uid)) WITHOUT ROWID;
-    CREATE TABLE IF NOT EXISTS blobs(guid BLOB PRIMARY KEY, size INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS blobs(guid BLOB PRIMARY KEY, size INTEGER NOT NULL, pack INTEGER,
+      offset INTEGER) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS quotas(user TEXT PRIMARY KEY, storage_limit INTEGER NOT NULL,
       message_limit INTEGER NOT NULL);
     CREATE TABLE IF NOT EXISTS epochs(epoch INTEGER PRIMARY KEY, first_lsn INTEGER NOT NULL);
@@ -252,7 +260,8 @@ absl::Status Index::Rollback() {
 
 absl::Status Index::Clear() {
   RETURN_IF_ERROR(db_->Exec(
-      "BEGIN; DELETE FROM messages; DELETE FROM mailboxes; DELETE FROM blobs; DELETE FROM quotas;"
+      "BEGIN; DELETE FROM messages; DELETE FROM mailboxes; DELETE FROM blobs WHERE pack IS NULL;"
+      "DELETE FROM quotas;"
       "DELETE FROM epochs; DELETE FROM quarantine; DELETE FROM meta WHERE key <> 'schema_version'; COMMIT;"));
   return Load();
 }
@@ -285,6 +294,22 @@ void Index::ReplaceMailboxDigest(const MailboxInfo* before, const MailboxInfo* a
 }
 
 absl::Status Index::SaveMailbox(const MailboxInfo& mb) {
+  auto known = mailboxes_.find(mb.id);
+  if (known != mailboxes_.end() && known->second.name == mb.name) {
+    // The hot path (appends, flags): only the counters change, so no
+    // delete and re-insert of the row and its name index entry.
+    ASSIGN_OR_RETURN(auto* st, db_->Cached(
+        "UPDATE mailboxes SET last_uid = ?, highest_modseq = ?, messages = ?, bytes = ?, "
+        "msum_a = ?, msum_b = ? WHERE id = ?"));
+    st->Bind(1, int64_t{mb.last_uid});
+    st->Bind(2, static_cast<int64_t>(mb.highest_modseq));
+    st->Bind(3, static_cast<int64_t>(mb.messages));
+    st->Bind(4, static_cast<int64_t>(mb.bytes));
+    st->Bind(5, static_cast<int64_t>(mb.message_sum.a));
+    st->Bind(6, static_cast<int64_t>(mb.message_sum.b));
+    st->Bind(7, mb.id);
+    return st->Run();
+  }
   ASSIGN_OR_RETURN(auto* st, db_->Cached(
       "INSERT OR REPLACE INTO mailboxes(id, name, owner, uidvalidity, last_uid, highest_modseq, "
       "messages, bytes, msum_a, msum_b) VALUES(?,?,?,?,?,?,?,?,?,?)"));
@@ -314,7 +339,7 @@ absl::Status Index::Apply(const std::vector<LogRecord>& records, bool quarantine
                                                      applied_lsn_, ", cannot apply LSN ", r.lsn));
       break;
     }
-    std::string mailbox = RecordMailboxId(r);
+    std::string mailbox = quarantine_misfits ? RecordMailboxId(r) : std::string();
     if (quarantine_misfits && !mailbox.empty() && quarantine_.contains(mailbox) &&
         r.type != RecordType::kRepairMailbox) {
       // Skipped: a resync of the mailbox will bring its state.
@@ -415,7 +440,9 @@ absl::Status Index::ApplyOne(const LogRecord& r) {
       m.internal_date = p.internal_date();
       m.flags = ToVector(p.flags());
       m.modseq = p.modseq();
-      RETURN_IF_ERROR(InsertMessage(p.mailbox_id(), m));
+      // A body the record carries gets its blobs row once it is in a pack
+      // (SetBlobLocation): one random B-tree page less per new message here.
+      RETURN_IF_ERROR(InsertMessage(p.mailbox_id(), m, /*add_blob=*/!p.has_body()));
       MailboxInfo after = it->second;
       after.last_uid = m.uid;
       after.highest_modseq = std::max(after.highest_modseq, m.modseq);
@@ -522,7 +549,8 @@ absl::Status Index::ApplyOne(const LogRecord& r) {
   }
 }
 
-absl::Status Index::InsertMessage(const std::string& mailbox_id, const MessageInfo& m) {
+absl::Status Index::InsertMessage(const std::string& mailbox_id, const MessageInfo& m,
+                                  bool add_blob) {
   ASSIGN_OR_RETURN(auto* ins, db_->Cached(
       "INSERT INTO messages(mailbox, uid, guid, size, internal_date, flags, modseq, expunged) "
       "VALUES(?,?,?,?,?,?,?,?)"));
@@ -535,6 +563,7 @@ absl::Status Index::InsertMessage(const std::string& mailbox_id, const MessageIn
   ins->Bind(7, static_cast<int64_t>(m.modseq));
   ins->Bind(8, int64_t{m.expunged ? 1 : 0});
   RETURN_IF_ERROR(ins->Run());
+  if (!add_blob) return absl::OkStatus();
   ASSIGN_OR_RETURN(auto* blob, db_->Cached("INSERT OR IGNORE INTO blobs(guid, size) VALUES(?,?)"));
   blob->BindBlob(1, m.guid);
   blob->Bind(2, static_cast<int64_t>(m.size));
@@ -635,13 +664,57 @@ absl::StatusOr<bool> Index::HasBlob(const std::string& guid) {
   return st->Step();
 }
 
+absl::StatusOr<std::optional<BodyLocation>> Index::BlobLocation(const std::string& guid) {
+  ASSIGN_OR_RETURN(auto* st, db_->Cached("SELECT pack, offset FROM blobs WHERE guid = ?"));
+  st->BindBlob(1, guid);
+  ASSIGN_OR_RETURN(bool row, st->Step());
+  std::optional<BodyLocation> loc;
+  if (row && !st->ColumnIsNull(0)) {
+    loc = BodyLocation{static_cast<uint32_t>(st->ColumnInt(0)),
+                       static_cast<uint64_t>(st->ColumnInt(1))};
+  }
+  RETURN_IF_ERROR(st->Run());  // resets the statement
+  return loc;
+}
+
+absl::Status Index::SetBlobLocation(const StoredBody& b) {
+  if (read_only_) return absl::FailedPreconditionError("index opened read-only");
+  ASSIGN_OR_RETURN(auto* st, db_->Cached(
+      "INSERT INTO blobs(guid, size, pack, offset) VALUES(?,?,?,?) "
+      "ON CONFLICT(guid) DO UPDATE SET pack = excluded.pack, offset = excluded.offset"));
+  st->BindBlob(1, b.guid);
+  st->Bind(2, static_cast<int64_t>(b.size));
+  st->Bind(3, int64_t{b.location.pack});
+  st->Bind(4, static_cast<int64_t>(b.location.offset));
+  return st->Run();
+}
+
+absl::Status Index::SetBlobLocations(const std::vector<StoredBody>& bodies) {
+  RETURN_IF_ERROR(Begin());
+  absl::Status s;
+  for (const StoredBody& b : bodies) {
+    s = SetBlobLocation(b);
+    if (!s.ok()) break;
+  }
+  if (s.ok()) s = Commit();
+  if (!s.ok()) db_->Exec("ROLLBACK").IgnoreError();
+  return s;
+}
+
 absl::Status Index::ForEachBlob(
-    const std::function<absl::Status(const std::string&, uint64_t)>& fn) {
-  ASSIGN_OR_RETURN(auto st, db_->Prepare("SELECT guid, size FROM blobs ORDER BY guid"));
+    const std::function<absl::Status(const std::string&, uint64_t,
+                                     const std::optional<BodyLocation>&)>& fn) {
+  ASSIGN_OR_RETURN(auto st,
+                   db_->Prepare("SELECT guid, size, pack, offset FROM blobs ORDER BY guid"));
   for (;;) {
     ASSIGN_OR_RETURN(bool row, st.Step());
     if (!row) return absl::OkStatus();
-    RETURN_IF_ERROR(fn(st.ColumnBlob(0), static_cast<uint64_t>(st.ColumnInt(1))));
+    std::optional<BodyLocation> loc;
+    if (!st.ColumnIsNull(2)) {
+      loc = BodyLocation{static_cast<uint32_t>(st.ColumnInt(2)),
+                         static_cast<uint64_t>(st.ColumnInt(3))};
+    }
+    RETURN_IF_ERROR(fn(st.ColumnBlob(0), static_cast<uint64_t>(st.ColumnInt(1)), loc));
   }
 }
 

@@ -22,6 +22,7 @@
 #include "absl/status/statusor.h"
 #include "common/sqlite.h"
 #include "store/log_format.h"
+#include "store/spool.h"
 #include "store/types.h"
 
 namespace mailrepl {
@@ -40,7 +41,14 @@ std::string RecordMailboxId(const LogRecord& record);
 
 class Index {
  public:
-  static absl::StatusOr<std::unique_ptr<Index>> Open(const std::string& path);
+  // autocheckpoint=false: commits never copy the WAL back into the database
+  // (SQLite's default does it, with two fsyncs, every 1000 pages); the
+  // caller runs CheckpointWal() elsewhere (the slot: its maintenance thread).
+  static absl::StatusOr<std::unique_ptr<Index>> Open(const std::string& path,
+                                                     bool autocheckpoint = true);
+  // A passive WAL checkpoint of the index file at path, on a connection of
+  // its own (so the caller needs no lock on the Index writing it).
+  static absl::Status CheckpointWal(const std::string& path);
   // A consistent read-only view of another process's index: one read
   // transaction held until the object is destroyed.
   static absl::StatusOr<std::unique_ptr<Index>> OpenReadOnly(const std::string& path);
@@ -61,7 +69,8 @@ class Index {
   uint64_t seen_epoch() const { return seen_epoch_; }
   absl::Status SetSeenEpoch(uint64_t epoch);
 
-  // Erases all state (reconstruct starts from here).
+  // Erases all state (reconstruct starts from here) except the locations of
+  // bodies in the spool, which stay usable by GUID.
   absl::Status Clear();
 
   uint64_t applied_lsn() const { return applied_lsn_; }
@@ -83,9 +92,23 @@ class Index {
                                                         bool include_expunged);
   absl::StatusOr<std::optional<MessageInfo>> GetMessage(const std::string& mailbox_id,
                                                         uint32_t uid);
+  // Whether the index lists the GUID in blobs: its body is in the spool, or
+  // a record or snapshot without the body referred to it. A body carried by
+  // a record is listed once it is in a pack (SetBlobLocation); until then
+  // the slot's BodyWriter has it.
   absl::StatusOr<bool> HasBlob(const std::string& guid);
-  // Visits every blob (GUID, size) in GUID order; stops at the first error.
-  absl::Status ForEachBlob(const std::function<absl::Status(const std::string&, uint64_t)>& fn);
+  // Where the body is in the spool; nullopt while it is not there yet (the
+  // background writer has not stored it) or the GUID is unknown.
+  absl::StatusOr<std::optional<BodyLocation>> BlobLocation(const std::string& guid);
+  // Records where a body is in the spool (adds the blobs row if missing).
+  absl::Status SetBlobLocation(const StoredBody& body);
+  // The same for many, in one transaction of its own.
+  absl::Status SetBlobLocations(const std::vector<StoredBody>& bodies);
+  // Visits every blob (GUID, size, location) in GUID order; stops at the
+  // first error.
+  absl::Status ForEachBlob(
+      const std::function<absl::Status(const std::string&, uint64_t,
+                                       const std::optional<BodyLocation>&)>& fn);
   // Visits every message row of every mailbox.
   absl::Status ForEachMessage(
       const std::function<absl::Status(const std::string& mailbox_id, const MessageInfo&)>& fn);
@@ -112,7 +135,9 @@ class Index {
   absl::Status ApplyOne(const LogRecord& r);
   absl::Status ApplyRepair(const LogRecord& r);
   absl::Status QuarantineMailbox(const std::string& id, const LogRecord& r, absl::string_view why);
-  absl::Status InsertMessage(const std::string& mailbox_id, const MessageInfo& m);
+  // add_blob: also add the GUID's blobs row (without a location) if missing.
+  absl::Status InsertMessage(const std::string& mailbox_id, const MessageInfo& m,
+                             bool add_blob = true);
   absl::Status SaveMailbox(const MailboxInfo& mb);
   absl::Status SetMeta(const std::string& key, uint64_t value);
   void ReplaceMailboxDigest(const MailboxInfo* before, const MailboxInfo* after);

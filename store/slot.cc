@@ -7,8 +7,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <random>
+#include <utility>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/escaping.h"
@@ -38,6 +40,10 @@ struct Slot::Writer {
 namespace {
 constexpr size_t kMaxBatchBytes = 16u << 20;
 constexpr size_t kReplayBatch = 512;
+// The longest a commit leader waits for appends in progress to queue.
+constexpr int64_t kMaxGatherMicros = 300;
+// Index commits between WAL checkpoints (besides one every 250 ms).
+constexpr uint64_t kWalCheckpointCommits = 256;
 
 std::vector<uint32_t> UniqueSorted(std::vector<uint32_t> v) {
   std::sort(v.begin(), v.end());
@@ -54,7 +60,14 @@ Slot::Slot(SlotPaths paths, SlotOptions options)
     : paths_(std::move(paths)),
       options_(std::move(options)),
       spool_(paths_.spool),
-      bodies_(std::make_unique<BodyWriter>(spool_, 256u << 20, 8u << 20)) {}
+      bodies_(std::make_unique<BodyWriter>(
+          spool_,
+          [this](const std::vector<StoredBody>& stored) -> absl::Status {
+            std::lock_guard<std::mutex> il(index_mu_);
+            if (index_ == nullptr) return absl::FailedPreconditionError("slot is not open");
+            return index_->SetBlobLocations(stored);
+          },
+          256u << 20, 8u << 20)) {}
 
 Slot::~Slot() {
   {
@@ -70,14 +83,27 @@ Slot::~Slot() {
 void Slot::MaintenanceLoop() {
   std::unique_lock<std::mutex> l(mu_);
   for (;;) {
-    maintenance_cv_.wait(l, [&] { return closing_ || checkpoint_wanted_; });
+    maintenance_cv_.wait_for(l, std::chrono::milliseconds(250), [&] {
+      return closing_ || checkpoint_wanted_ || index_commits_ >= kWalCheckpointCommits;
+    });
     if (closing_) return;
-    checkpoint_wanted_ = false;
+    const bool spool = std::exchange(checkpoint_wanted_, false);
+    const bool wal = std::exchange(index_commits_, 0) > 0;
     l.unlock();
-    absl::Status c = Checkpoint();
-    if (!c.ok()) {
-      LogLine(Severity::kWarning, "spool checkpoint failed",
-              Kv("slot", paths_.root) + Kv("error", c.message()));
+    if (spool) {
+      absl::Status c = Checkpoint();
+      if (!c.ok()) {
+        LogLine(Severity::kWarning, "spool checkpoint failed",
+                Kv("slot", paths_.root) + Kv("error", c.message()));
+      }
+    }
+    if (wal) {
+      // The index's WAL is copied back here, not by the commit that fills it.
+      absl::Status c = Index::CheckpointWal(paths_.index_file());
+      if (!c.ok()) {
+        LogLine(Severity::kWarning, "index WAL checkpoint failed",
+                Kv("slot", paths_.root) + Kv("error", c.message()));
+      }
     }
     l.lock();
   }
@@ -129,7 +155,24 @@ absl::StatusOr<std::unique_ptr<Slot>> Slot::Open(const SlotPaths& paths,
 
 absl::Status Slot::Recover() {
   std::lock_guard<std::mutex> il(index_mu_);
-  ASSIGN_OR_RETURN(index_, Index::Open(paths_.index_file()));
+  ASSIGN_OR_RETURN(index_, Index::Open(paths_.index_file(), /*autocheckpoint=*/false));
+  // The spool first: a torn pack tail goes before anything is appended.
+  ASSIGN_OR_RETURN(recovery_.pack_torn_tail, spool_.OpenForAppend());
+  if (index_->applied_lsn() == 0) {
+    // A new or rebuilt index: find the bodies the spool already holds.
+    std::vector<StoredBody> found;
+    RETURN_IF_ERROR(spool_.Scan(
+        [&](const std::string& guid, uint64_t size, const BodyLocation& loc) {
+          found.push_back({guid, size, loc});
+          return absl::OkStatus();
+        },
+        [&](const std::string& path, uint64_t offset) {
+          LogLine(Severity::kError, "spool pack damaged; skipped to the next valid entry",
+                  Kv("file", path) + Kv("offset", offset));
+        }));
+    if (!found.empty()) RETURN_IF_ERROR(index_->SetBlobLocations(found));
+    recovery_.bodies_located = found.size();
+  }
   struct stat st;
   if (index_->applied_lsn() == 0 && ::stat(paths_.base_snapshot().c_str(), &st) == 0) {
     // A rebuilt index starts from the base snapshot left by log retention.
@@ -157,17 +200,25 @@ absl::Status Slot::Recover() {
                                                   ": body of LSN ", r.lsn,
                                                   " does not hash to its GUID"));
         }
-        auto size = spool_.FileSize(p.guid());
-        if (!size.ok() || *size != p.body().size()) {
-          absl::Status w = spool_.Write(p.guid(), p.body());
-          if (w.code() == absl::StatusCode::kResourceExhausted) {
+        ASSIGN_OR_RETURN(std::optional<BodyLocation> loc, index_->BlobLocation(p.guid()));
+        absl::Status found = loc ? spool_.Read(p.guid(), *loc).status()
+                                 : absl::NotFoundError("not in the spool");
+        if (!found.ok()) {
+          if (loc) {  // written, then lost or damaged (not merely unwritten at a crash)
+            LogLine(Severity::kWarning, "spool body restored from the log",
+                    Kv("slot", paths_.root) + Kv("guid", GuidHex(p.guid())) +
+                        Kv("lsn", r.lsn) + Kv("reason", found.message()));
+          }
+          absl::StatusOr<BodyLocation> w = spool_.Append(p.guid(), p.body());
+          if (w.status().code() == absl::StatusCode::kResourceExhausted) {
             // A full disk must not keep the slot closed: serve the body from
             // memory and let the background writer retry.
             LogLine(Severity::kWarning, "spool full; body kept in memory",
                     Kv("slot", paths_.root) + Kv("guid", GuidHex(p.guid())));
             bodies_->Enqueue(p.guid(), std::make_shared<const std::string>(p.body()), r.lsn);
           } else {
-            RETURN_IF_ERROR(w);
+            RETURN_IF_ERROR(w.status());
+            RETURN_IF_ERROR(index_->SetBlobLocation({p.guid(), p.body().size(), *w}));
           }
           ++recovery_.bodies_restored;
         }
@@ -288,8 +339,26 @@ void Slot::AddRecordLocked(Writer& w, RecordType type, const std::string& payloa
 
 absl::Status Slot::CommitLocked(Writer& w, std::unique_lock<std::mutex>& lock) {
   queue_.push_back(&w);
+  if (leader_gathering_ && queue_.size() >= static_cast<size_t>(appends_active_.load())) {
+    queue_.front()->cv.notify_one();  // everyone the leader waits for is here
+  }
   while (!w.done && &w != queue_.front()) w.cv.wait(lock);
   if (w.done) return w.status;
+
+  // The writers of the previous batch were woken when this leader was; most
+  // come back with their next append within microseconds. With other
+  // appends in progress (and no exclusive operation), wait briefly for them
+  // to queue, so that batches hold every active writer instead of about
+  // half of them (the rest would wait a whole commit for the next batch).
+  if (exclusive_ == 0 && queue_.size() < static_cast<size_t>(appends_active_.load())) {
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::microseconds(kMaxGatherMicros);
+    leader_gathering_ = true;
+    while (queue_.size() < static_cast<size_t>(appends_active_.load()) &&
+           w.cv.wait_until(lock, deadline) != std::cv_status::timeout) {
+    }
+    leader_gathering_ = false;
+  }
 
   // This writer leads: take a batch from the front of the queue.
   std::vector<Writer*> batch;
@@ -306,7 +375,7 @@ absl::Status Slot::CommitLocked(Writer& w, std::unique_lock<std::mutex>& lock) {
   joined.reserve(bytes);
   for (Writer* x : batch) {
     joined.append(x->encoded);
-    for (const LogRecord& r : x->records) records.push_back(r);
+    for (LogRecord& r : x->records) records.push_back(std::move(r));  // the writers keep their LSNs
   }
   absl::Status write = log_->Append(first_lsn, joined);
   absl::Status sync = write.ok() ? log_->Sync() : absl::OkStatus();
@@ -325,7 +394,7 @@ absl::Status Slot::CommitLocked(Writer& w, std::unique_lock<std::mutex>& lock) {
       const uint64_t lsn = x->records.back().lsn;
       for (auto& [guid, body] : x->bodies) {
         if (!bodies_->Enqueue(guid, body, lsn)) {
-          absl::Status b = spool_.Write(guid, *body);
+          absl::Status b = StoreBody(guid, *body);
           if (!b.ok()) {
             LogLine(Severity::kError, "spool write failed; the body stays in the log",
                     Kv("slot", paths_.root) + Kv("guid", GuidHex(guid)) + Kv("error", b.message()));
@@ -359,6 +428,7 @@ absl::Status Slot::CommitLocked(Writer& w, std::unique_lock<std::mutex>& lock) {
     bytes_since_checkpoint_ += joined.size();
   }
   if (write.ok() && sync.ok()) {
+    if (++index_commits_ == kWalCheckpointCommits) maintenance_cv_.notify_one();
     ++stats_.commits;
     stats_.records += records.size();
     stats_.bytes += joined.size();
@@ -386,8 +456,8 @@ absl::Status Slot::CommitLocked(Writer& w, std::unique_lock<std::mutex>& lock) {
   if (!queue_.empty()) queue_.front()->cv.notify_one();
   if (queue_.empty()) idle_cv_.notify_all();
   if (result.ok() && bytes_since_checkpoint_ >= options_.checkpoint_bytes) {
-    // The checkpoint (a syncfs) runs on the maintenance thread, never on the
-    // commit path.
+    // The checkpoint (an fdatasync of the packs) runs on the maintenance
+    // thread, never on the commit path.
     bytes_since_checkpoint_ = 0;
     checkpoint_wanted_ = true;
     maintenance_cv_.notify_one();
@@ -527,12 +597,10 @@ absl::StatusOr<AppendResult> Slot::Append(const AppendRequest& req) {
   }
   if (req.body.empty()) return absl::InvalidArgumentError("message is empty");
   for (const auto& f : req.flags) RETURN_IF_ERROR(ValidateFlag(f));
+  appends_active_.fetch_add(1);
+  absl::Cleanup leave = [&] { appends_active_.fetch_sub(1); };
   const std::string guid = Sha1(req.body);
-  bool known;
-  {
-    std::lock_guard<std::mutex> il(index_mu_);
-    ASSIGN_OR_RETURN(known, index_->HasBlob(guid));
-  }
+  ASSIGN_OR_RETURN(const bool known, HasBlob(guid));
   RETURN_IF_ERROR(CheckFreeSpace(req.body.size() * 2));
   {
     // Refuse early what would be refused below.
@@ -804,9 +872,10 @@ absl::Status Slot::RepairMailbox(const std::string& repair_payload,
     return absl::InvalidArgumentError("unparsable mailbox repair");
   }
   if (!p.deleted()) RETURN_IF_ERROR(ValidateMailboxName(p.mailbox().name()));
-  for (const std::string& body : bodies) RETURN_IF_ERROR(spool_.Write(Sha1(body), body));
+  RETURN_IF_ERROR(StoreBodies(bodies));
   for (const auto& m : p.messages()) {
-    if (!spool_.Has(m.guid())) {
+    ASSIGN_OR_RETURN(bool has, HasBlob(m.guid()));
+    if (!has) {
       return absl::FailedPreconditionError(absl::StrCat(
           "repair of mailbox ", p.mailbox().name(), " needs body ", GuidHex(m.guid()),
           " which this slot lacks"));
@@ -877,24 +946,57 @@ absl::StatusOr<std::string> Slot::FetchBody(const std::string& mailbox, uint32_t
     }
     guid = m->guid;
   }
+  return ReadBlob(guid);
+}
+
+absl::StatusOr<std::string> Slot::ReadBlob(const std::string& guid) {
+  // Pending first: the writer records a body's location before it stops
+  // serving it from memory.
   if (auto pending = bodies_->Pending(guid)) return *pending;
-  ASSIGN_OR_RETURN(std::string body, spool_.Read(guid));
+  std::optional<BodyLocation> loc;
+  {
+    std::lock_guard<std::mutex> il(index_mu_);
+    ASSIGN_OR_RETURN(loc, index_->BlobLocation(guid));
+  }
+  if (!loc) {
+    return absl::NotFoundError(absl::StrCat("body ", GuidHex(guid), " is not in the spool of ",
+                                            paths_.root, "; run 'mailctl verify'"));
+  }
+  ASSIGN_OR_RETURN(std::string body, spool_.Read(guid, *loc));
   if (Sha1(body) != guid) {
-    return absl::DataLossError(absl::StrCat("body file ", spool_.PathFor(guid),
-                                            " does not hash to its GUID (damaged); run "
-                                            "'mailctl verify' and resync from a replica"));
+    return absl::DataLossError(absl::StrCat(
+        "body ", GuidHex(guid), " in pack ", spool_.PackPath(loc->pack), " offset ", loc->offset,
+        " does not hash to its GUID (damaged); run 'mailctl verify' and resync from a replica"));
   }
   return body;
 }
 
-absl::StatusOr<std::string> Slot::ReadBlob(const std::string& guid) {
-  if (auto pending = bodies_->Pending(guid)) return *pending;
-  return spool_.Read(guid);
+absl::Status Slot::StoreBody(const std::string& guid, absl::string_view body) {
+  ASSIGN_OR_RETURN(BodyLocation loc, spool_.Append(guid, body));
+  std::lock_guard<std::mutex> il(index_mu_);
+  return index_->SetBlobLocation({guid, body.size(), loc});
+}
+
+absl::Status Slot::StoreBodies(const std::vector<std::string>& bodies) {
+  if (bodies.empty()) return absl::OkStatus();
+  std::vector<StoredBody> stored;
+  for (const std::string& body : bodies) {
+    std::string guid = Sha1(body);
+    ASSIGN_OR_RETURN(BodyLocation loc, spool_.Append(guid, body));
+    stored.push_back({std::move(guid), body.size(), loc});
+  }
+  // No log record carries these bodies: they are durable before they count.
+  RETURN_IF_ERROR(spool_.Sync());
+  std::lock_guard<std::mutex> il(index_mu_);
+  return index_->SetBlobLocations(stored);
 }
 
 absl::Status Slot::FlushBodies() { return bodies_->WaitWritten(last_lsn()); }
 
 absl::StatusOr<bool> Slot::HasBlob(const std::string& guid) {
+  // The BodyWriter first: it records a body's location (its blobs row)
+  // before it lets go of the body.
+  if (bodies_->Pending(guid) != nullptr) return true;
   std::lock_guard<std::mutex> il(index_mu_);
   return index_->HasBlob(guid);
 }
@@ -943,7 +1045,7 @@ absl::Status Slot::Checkpoint() {
     lsn = index_->applied_lsn();
   }
   RETURN_IF_ERROR(bodies_->WaitWritten(lsn));
-  RETURN_IF_ERROR(spool_.SyncAll());
+  RETURN_IF_ERROR(spool_.Sync());
   std::lock_guard<std::mutex> il(index_mu_);
   if (lsn > index_->spool_checkpoint_lsn()) RETURN_IF_ERROR(index_->SetSpoolCheckpoint(lsn));
   return absl::OkStatus();
@@ -976,6 +1078,11 @@ absl::Status Slot::ImportSnapshot(const std::string& path, bool replace) {
   std::unique_lock<std::mutex> lock(mu_);
   RETURN_IF_ERROR(BeginExclusiveLocked(lock));
   absl::Cleanup end = [&] { EndExclusiveLocked(); };
+  if (replace) {
+    // The log goes: every body it carries must be durable in the spool first.
+    RETURN_IF_ERROR(bodies_->WaitWritten(next_lsn_));
+    RETURN_IF_ERROR(spool_.Sync());
+  }
   std::lock_guard<std::mutex> il(index_mu_);
   if (replace && (next_lsn_ != 1 || !index_->mailboxes().empty())) {
     const uint64_t seen = std::max(index_->seen_epoch(), index_->applied_epoch());

@@ -15,6 +15,7 @@
 #ifndef MAILREPL_STORE_SLOT_H_
 #define MAILREPL_STORE_SLOT_H_
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -83,6 +84,8 @@ struct RecoveryReport {
   std::optional<TornTail> torn_tail;  // truncated at open
   uint64_t records_replayed = 0;      // applied to the index at open
   uint64_t bodies_restored = 0;       // written back to the spool from the log
+  std::optional<PackTornTail> pack_torn_tail;  // cut off the last spool pack
+  uint64_t bodies_located = 0;        // found by a spool scan for a new index
   uint64_t last_lsn = 0;
 };
 
@@ -181,10 +184,10 @@ class Slot {
   SlotStats stats();
 
   // --- maintenance ---
-  // Waits until every body of an applied record is in its spool file (not
-  // necessarily synced); tools that read spool files directly call it.
+  // Waits until every body of an applied record is in a spool pack and
+  // located (not necessarily synced); tools that read the spool call it.
   absl::Status FlushBodies();
-  // Makes the spool durable up to the applied LSN (syncfs), so that log
+  // Makes the spool durable up to the applied LSN (fdatasync of the packs), so that log
   // records up to it are no longer needed to restore bodies.
   absl::Status Checkpoint();
   // Log retention: writes the base snapshot (state at the applied LSN, no
@@ -199,8 +202,11 @@ class Slot {
   // snapshot becomes the slot's base and the log continues at the
   // snapshot's LSN + 1. kDataLoss if the file is damaged.
   absl::Status ImportSnapshot(const std::string& path, bool replace = false);
-  // Visits body bytes (only for tools and replication).
+  // A body by GUID, checked against its SHA-1 (tools and replication).
   absl::StatusOr<std::string> ReadBlob(const std::string& guid);
+  // Stores bodies that no log record carries (replication: a resync's or a
+  // snapshot's bodies) in the spool, synced, and records their locations.
+  absl::Status StoreBodies(const std::vector<std::string>& bodies);
   absl::StatusOr<bool> HasBlob(const std::string& guid);
 
   // Runs fn with the index locked (tools: verify, digest listings).
@@ -245,6 +251,8 @@ class Slot {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::string NewMailboxId();
   void MaintenanceLoop();
+  // Appends one body to the spool and records its location (not synced).
+  absl::Status StoreBody(const std::string& guid, absl::string_view body);
   // kResourceExhausted when writing `need` bytes would eat into the reserve.
   absl::Status CheckFreeSpace(uint64_t need);
 
@@ -259,6 +267,9 @@ class Slot {
   std::mutex mu_;
   std::condition_variable idle_cv_;
   std::deque<Writer*> queue_ ABSL_GUARDED_BY(mu_);
+  // Appends between validation and return (group commit gathers them).
+  std::atomic<int> appends_active_{0};
+  bool leader_gathering_ ABSL_GUARDED_BY(mu_) = false;
   int exclusive_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Status failed_ ABSL_GUARDED_BY(mu_);
   uint64_t next_lsn_ ABSL_GUARDED_BY(mu_) = 1;
@@ -274,9 +285,10 @@ class Slot {
   bool assigned_stale_ ABSL_GUARDED_BY(mu_) = false;
   SlotStats stats_ ABSL_GUARDED_BY(mu_);
   bool checkpoint_wanted_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t index_commits_ ABSL_GUARDED_BY(mu_) = 0;  // since the last WAL checkpoint
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
   std::condition_variable maintenance_cv_;
-  std::thread maintenance_;  // runs checkpoints off the commit path
+  std::thread maintenance_;  // runs spool and WAL checkpoints off the commit path
 
   // The leader of a group commit owns the writer; nobody else touches it.
   std::optional<LogWriter> log_;

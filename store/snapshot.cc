@@ -129,8 +129,14 @@ absl::Status WriteSnapshot(Index& index, Spool* spool, const SlotIdentity& ident
     return w.Add(RecordType::kSnapshotMessage, m);
   }));
   if (spool != nullptr) {
-    RETURN_IF_ERROR(index.ForEachBlob([&](const std::string& guid, uint64_t) -> absl::Status {
-      ASSIGN_OR_RETURN(std::string body, spool->Read(guid));
+    RETURN_IF_ERROR(index.ForEachBlob([&](const std::string& guid, uint64_t,
+                                          const std::optional<BodyLocation>& loc)
+                                          -> absl::Status {
+      if (!loc) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "body ", GuidHex(guid), " is not in the spool yet; flush the bodies first"));
+      }
+      ASSIGN_OR_RETURN(std::string body, spool->Read(guid, *loc));
       logpb::SnapshotBody b;
       b.set_guid(guid);
       b.set_body(std::move(body));
@@ -219,7 +225,8 @@ absl::Status ImportSnapshot(const std::string& path, Index& index, Spool& spool,
         logpb::SnapshotBody b;
         if (!b.ParseFromString(r.payload)) return reader.Damaged("bad body entry");
         if (Sha1(b.body()) != b.guid()) return reader.Damaged("body does not hash to its GUID");
-        RETURN_IF_ERROR(spool.Write(b.guid(), b.body()));
+        ASSIGN_OR_RETURN(BodyLocation loc, spool.Append(b.guid(), b.body()));
+        RETURN_IF_ERROR(index.SetBlobLocation({b.guid(), b.body().size(), loc}));
         ++bodies;
         break;
       }
@@ -245,7 +252,7 @@ absl::Status ImportSnapshot(const std::string& path, Index& index, Spool& spool,
   std::vector<EpochStart> epochs;
   for (const auto& e : h.epoch_history()) epochs.push_back({e.epoch(), e.first_lsn()});
   RETURN_IF_ERROR(index.FinishImport(h.lsn(), h.epoch(), epochs));
-  if (bodies > 0) RETURN_IF_ERROR(spool.SyncAll());
+  if (bodies > 0) RETURN_IF_ERROR(spool.Sync());
   RETURN_IF_ERROR(index.Commit());
   committed = true;
   return absl::OkStatus();

@@ -94,14 +94,21 @@ absl::StatusOr<VerifyReport> VerifySlot(Slot& slot) {
   // 3. Every body hashes to its GUID (once the background writer is done).
   RETURN_IF_ERROR(slot.FlushBodies());
   absl::Status blobs = slot.WithIndex([&](Index& live, Spool& spool) {
-    return live.ForEachBlob([&](const std::string& guid, uint64_t size) {
+    return live.ForEachBlob([&](const std::string& guid, uint64_t size,
+                                const std::optional<BodyLocation>& loc) {
       ++report.blobs;
-      absl::StatusOr<std::string> body = spool.Read(guid);
+      if (!loc) {
+        report.problems.push_back(
+            absl::StrCat("body ", GuidHex(guid), " missing: it is not in the spool"));
+        return absl::OkStatus();
+      }
+      absl::StatusOr<std::string> body = spool.Read(guid, *loc);
       if (!body.ok()) {
-        report.problems.push_back(absl::StrCat("body ", GuidHex(guid), " missing: ",
-                                               body.status().message()));
+        report.problems.push_back(std::string(body.status().message()));
       } else if (body->size() != size || Sha1(*body) != guid) {
-        report.problems.push_back(absl::StrCat("body ", spool.PathFor(guid),
+        report.problems.push_back(absl::StrCat("body ", GuidHex(guid), " in pack ",
+                                               spool.PackPath(loc->pack), " offset ",
+                                               loc->offset,
                                                " does not hash to its GUID (damaged)"));
       }
       return absl::OkStatus();

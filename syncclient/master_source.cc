@@ -85,9 +85,24 @@ absl::StatusOr<std::optional<LogRecord>> MasterSource::ReadRecord(
 }
 
 absl::StatusOr<std::string> MasterSource::ReadBody(const std::string& guid) {
-  // No waiting here: the file may not appear for a long time (see
+  // No waiting here: the body may not reach the spool for a long time (see
   // ReadBodiesFromLog), and sleeping would stall the io_context.
-  return spool_.Read(guid);
+  ASSIGN_OR_RETURN(auto st, meta_db_->Prepare("SELECT pack, offset FROM blobs WHERE guid = ?"));
+  st.BindBlob(1, guid);
+  ASSIGN_OR_RETURN(bool row, st.Step());
+  if (!row || st.ColumnIsNull(0)) {
+    return absl::NotFoundError(
+        absl::StrCat("body ", GuidHex(guid), " is not in the spool of ", paths_.root, " yet"));
+  }
+  const BodyLocation loc{static_cast<uint32_t>(st.ColumnInt(0)),
+                         static_cast<uint64_t>(st.ColumnInt(1))};
+  ASSIGN_OR_RETURN(std::string body, spool_.Read(guid, loc));
+  if (Sha1(body) != guid) {
+    return absl::DataLossError(absl::StrCat("body ", GuidHex(guid), " in pack ",
+                                            spool_.PackPath(loc.pack), " offset ", loc.offset,
+                                            " does not hash to its GUID; run 'mailctl verify'"));
+  }
+  return body;
 }
 
 absl::StatusOr<std::vector<std::string>> MasterSource::ReadBodiesFromLog(
@@ -118,7 +133,7 @@ absl::StatusOr<std::vector<std::string>> MasterSource::ReadBodiesFromLog(
       out.push_back(it->second);
       continue;
     }
-    ASSIGN_OR_RETURN(std::string body, spool_.Read(guid));
+    ASSIGN_OR_RETURN(std::string body, ReadBody(guid));
     out.push_back(std::move(body));
   }
   return out;

@@ -45,10 +45,11 @@ class MasterSource {
   // if it is durable (LSN <= durable). nullopt: none yet.
   absl::StatusOr<std::optional<LogRecord>> ReadRecord(uint64_t from,
                                                       uint64_t durable);
-  // A body from the spool; kNotFound if its file does not exist (yet).
+  // A body from the spool, found through the index's blobs table and
+  // checked against its SHA-1; kNotFound if it is not there (yet).
   absl::StatusOr<std::string> ReadBody(const std::string& guid);
   // Bodies (in the order of guids) that ReadBody did not find. The master
-  // writes spool files in the background after their records are durable,
+  // appends bodies to spool packs in the background after their records are durable,
   // in bursts of several MiB (store/body_writer.h), so on a quiet master a
   // recent body may stay for a long time only in the log record that
   // carries it, above the spool checkpoint. Reads the log from there once;

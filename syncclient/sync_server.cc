@@ -547,12 +547,7 @@ awaitable<absl::Status> SyncServer::ReceiveSnapshot(FramedConnection& conn, uint
     if (!f.ok()) co_return f.status();
     if (!f->has_bodies()) co_return BadFrame("expected bodies");
     std::vector<std::string> bodies(f->bodies().bodies().begin(), f->bodies().bodies().end());
-    absl::Status w = co_await OffThread([&]() -> absl::Status {
-      return slot_.WithIndex([&](Index&, Spool& spool) -> absl::Status {
-        for (const auto& b : bodies) RETURN_IF_ERROR(spool.Write(Sha1(b), b));
-        return absl::OkStatus();
-      });
-    });
+    absl::Status w = co_await OffThread([&] { return slot_.StoreBodies(bodies); });
     if (!w.ok()) co_return w;
     if (f->bodies().last()) break;
   }

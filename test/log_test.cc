@@ -2,6 +2,10 @@
 // is truncated and reported; damage anywhere else refuses the open, naming
 // the file and the offset.
 #include <catch2/catch.hpp>
+#include <fstream>
+#include <iterator>
+
+#include "absl/strings/escaping.h"
 
 #include "common/crc32c.h"
 #include "store/log_format.h"
@@ -13,7 +17,11 @@ namespace mailrepl {
 namespace {
 
 using testing::FileSize;
+using testing::AppendBytes;
+using testing::FindPackedBody;
 using testing::FlipByte;
+using testing::PackedBody;
+using testing::TruncateFile;
 using testing::LastSegment;
 using testing::NewSlot;
 using testing::ReopenSlot;
@@ -192,21 +200,127 @@ TEST_CASE("a lost index is rebuilt from the log on open", "[log][recovery]") {
   CHECK(slot->SlotDigest() == before);
 }
 
+TEST_CASE("a pack entry has the bytes docs/formats.md gives", "[log][spool]") {
+  TempDir dir;
+  Spool spool(dir.Sub("spool"));
+  REQUIRE(spool.Init().ok());
+  auto loc = spool.Append(Sha1("hello"), "hello");
+  REQUIRE(loc.ok());
+  CHECK(loc->pack == 1);
+  CHECK(loc->offset == 0);
+  CHECK(GuidHex(Sha1("hello")) == "aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d");
+  std::ifstream in(spool.PackPath(1), std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK(absl::BytesToHexString(bytes) ==
+        "4d425931a347283405000000aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d68656c6c6f");
+  CHECK(spool.Read(Sha1("hello"), *loc).value() == "hello");
+  CHECK(spool.Read(Sha1("other"), *loc).status().code() == absl::StatusCode::kDataLoss);
+}
+
 TEST_CASE("a body lost from the spool before a checkpoint is restored from the log",
           "[log][recovery]") {
   TempDir dir;
-  std::string path;
+  std::string pack;
   {
     auto slot = NewSlot(dir.path());
     REQUIRE(slot->CreateMailbox("user/u").ok());
     auto r = slot->Append({.mailbox = "user/u", .body = TestMessage(1)});
     REQUIRE(r.ok());
-    path = slot->WithIndex([&](Index&, Spool& sp) { return sp.PathFor(r->guid); });
+    pack = FindPackedBody(*slot, r->guid).path;
   }
-  REQUIRE(::unlink(path.c_str()) == 0);  // as after a power loss
+  TruncateFile(pack, 0);  // as after a power loss: the pack was never synced
   auto slot = ReopenSlot(dir.path());
   CHECK(slot->recovery().bodies_restored == 1);
   CHECK(slot->FetchBody("user/u", 1).value() == TestMessage(1));
+  CHECK(VerifySlot(*slot).value().clean());
+}
+
+TEST_CASE("a torn pack tail is cut off at open and its bodies come back from the log",
+          "[log][recovery]") {
+  TempDir dir;
+  PackedBody last;
+  uint64_t clean_size = 0;
+  {
+    auto slot = NewSlot(dir.path());
+    REQUIRE(slot->CreateMailbox("user/u").ok());
+    for (int i = 0; i < 3; ++i) {
+      REQUIRE(slot->Append({.mailbox = "user/u", .body = TestMessage(i, 3000)}).ok());
+    }
+    auto r = slot->Append({.mailbox = "user/u", .body = TestMessage(3, 3000)});
+    REQUIRE(r.ok());
+    last = FindPackedBody(*slot, r->guid);
+    clean_size = FileSize(last.path);
+  }
+  // The crash cut the last entry in the middle of its body, after a page of
+  // zeros the file system had already allocated.
+  TruncateFile(last.path, last.body_offset + 1000);
+  AppendBytes(last.path, std::string(4096, '\0'));
+  auto slot = ReopenSlot(dir.path());
+  REQUIRE(slot->recovery().pack_torn_tail.has_value());
+  CHECK(slot->recovery().pack_torn_tail->path == last.path);
+  CHECK(slot->recovery().pack_torn_tail->offset == last.entry_offset);
+  CHECK(slot->recovery().bodies_restored == 1);
+  for (int i = 0; i < 4; ++i) {
+    CHECK(slot->FetchBody("user/u", i + 1).value() == TestMessage(i, 3000));
+  }
+  REQUIRE(slot->Append({.mailbox = "user/u", .body = TestMessage(4, 3000)}).ok());
+  CHECK(slot->FetchBody("user/u", 5).value() == TestMessage(4, 3000));
+  REQUIRE(slot->FlushBodies().ok());
+  // The restored body took the torn entry's place; the new one follows.
+  CHECK(FileSize(last.path) == clean_size + TestMessage(4, 3000).size() + kPackEntryHeaderSize);
+  CHECK(VerifySlot(*slot).value().clean());
+}
+
+TEST_CASE("damage in the middle of a pack is not mistaken for a torn tail", "[log][recovery]") {
+  TempDir dir;
+  PackedBody first;
+  uint64_t size = 0;
+  {
+    auto slot = NewSlot(dir.path());
+    REQUIRE(slot->CreateMailbox("user/u").ok());
+    auto r = slot->Append({.mailbox = "user/u", .body = TestMessage(0, 3000)});
+    REQUIRE(r.ok());
+    REQUIRE(slot->Append({.mailbox = "user/u", .body = TestMessage(1, 3000)}).ok());
+    first = FindPackedBody(*slot, r->guid);
+    REQUIRE(slot->Checkpoint().ok());
+    size = FileSize(first.path);
+  }
+  FlipByte(first.path, first.entry_offset + 1);  // the magic of the first entry
+  auto slot = ReopenSlot(dir.path());
+  CHECK_FALSE(slot->recovery().pack_torn_tail.has_value());
+  CHECK(FileSize(first.path) == size);
+  CHECK(slot->FetchBody("user/u", 2).value() == TestMessage(1, 3000));
+  auto fetched = slot->FetchBody("user/u", 1);
+  CHECK(fetched.status().code() == absl::StatusCode::kDataLoss);
+  CHECK_THAT(std::string(fetched.status().message()), Catch::Contains(first.path));
+  auto report = VerifySlot(*slot);
+  REQUIRE(report.ok());
+  REQUIRE(report->problems.size() == 1);
+  CHECK_THAT(report->problems[0], Catch::Contains(first.path));
+}
+
+TEST_CASE("a rebuilt index finds bodies that only the spool still holds", "[log][recovery]") {
+  TempDir dir;
+  {
+    auto slot = NewSlot(dir.path(), {.segment_bytes = 2048});
+    REQUIRE(slot->CreateMailbox("user/u").ok());
+    for (int i = 0; i < 5; ++i) {
+      REQUIRE(slot->Append({.mailbox = "user/u", .body = TestMessage(i, 900)}).ok());
+    }
+    // Retention drops the records that carried the bodies.
+    REQUIRE(slot->AdminNote("roll", "").ok());
+    REQUIRE(slot->DropLogBelow(slot->last_lsn() + 1).ok());
+    REQUIRE(slot->log_start_lsn() > 4);
+  }
+  for (const char* suffix : {"", "-wal", "-shm"}) {
+    ::unlink((dir.path() + "/meta/index.sqlite3" + suffix).c_str());
+  }
+  auto slot = ReopenSlot(dir.path());
+  CHECK(slot->recovery().bodies_located == 5);
+  for (int i = 0; i < 5; ++i) {
+    CHECK(slot->FetchBody("user/u", i + 1).value() == TestMessage(i, 900));
+  }
+  CHECK(VerifySlot(*slot).value().clean());
 }
 
 TEST_CASE("verify finds a damaged body and an index that disagrees with the log",
@@ -217,12 +331,12 @@ TEST_CASE("verify finds a damaged body and an index that disagrees with the log"
   auto r = slot->Append({.mailbox = "user/u", .body = TestMessage(1)});
   REQUIRE(r.ok());
   CHECK(VerifySlot(*slot).value().clean());
-  std::string path = slot->WithIndex([&](Index&, Spool& sp) { return sp.PathFor(r->guid); });
-  FlipByte(path, 10);
+  const PackedBody packed = FindPackedBody(*slot, r->guid);
+  FlipByte(packed.path, packed.body_offset + 10);  // a byte of the body in its pack
   auto report = VerifySlot(*slot);
   REQUIRE(report.ok());
   REQUIRE(report->problems.size() == 1);
-  CHECK_THAT(report->problems[0], Catch::Contains(path));
+  CHECK_THAT(report->problems[0], Catch::Contains(packed.path));
 }
 
 }  // namespace

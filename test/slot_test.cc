@@ -72,6 +72,21 @@ TEST_CASE("a copied message shares its body and its record carries no second cop
   CHECK(slot->stats().bytes - before < 1000);
   CHECK(slot->FetchBody("user/alice/Archive", 1).value() == body);
   CHECK(slot->Quota("alice").storage_used == 3 * body.size());
+  // Once the body is in a pack (and after reopening) it is known too, and
+  // the pack holds it once.
+  REQUIRE(slot->FlushBodies().ok());
+  before = slot->stats().bytes;
+  REQUIRE(slot->Append({.mailbox = "user/alice", .body = body}).ok());
+  CHECK(slot->stats().bytes - before < 1000);
+  slot.reset();
+  slot = ReopenSlot(dir.path());
+  before = slot->stats().bytes;
+  REQUIRE(slot->Append({.mailbox = "user/alice", .body = body}).ok());
+  CHECK(slot->stats().bytes - before < 1000);
+  REQUIRE(slot->FlushBodies().ok());
+  CHECK(testing::FileSize(dir.Sub("spool/packs/00000001.pack")) ==
+        kPackEntryHeaderSize + body.size());
+  CHECK(VerifySlot(*slot).value().clean());
 }
 
 TEST_CASE("a rename chain A->C, B->A, C->B keeps every message with its mailbox", "[slot]") {

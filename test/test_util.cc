@@ -77,6 +77,18 @@ void AppendBytes(const std::string& path, const std::string& bytes) {
   ::close(fd);
 }
 
+PackedBody FindPackedBody(Slot& slot, const std::string& guid) {
+  if (!slot.FlushBodies().ok()) throw std::runtime_error("bodies not flushed");
+  return slot.WithIndex([&](Index& ix, Spool& sp) {
+    auto loc = ix.BlobLocation(guid);
+    if (!loc.ok() || !loc->has_value()) {
+      throw std::runtime_error("body " + GuidHex(guid) + " is not in the spool");
+    }
+    const BodyLocation& l = **loc;
+    return PackedBody{sp.PackPath(l.pack), l.offset, l.offset + kPackEntryHeaderSize};
+  });
+}
+
 std::string LastSegment(const std::string& slot_dir) {
   auto segs = ListSegments(slot_dir + "/log");
   if (!segs.ok() || segs->empty()) throw std::runtime_error("no log segment in " + slot_dir);

@@ -39,6 +39,15 @@ uint64_t FileSize(const std::string& path);
 void TruncateFile(const std::string& path, uint64_t size);
 void AppendBytes(const std::string& path, const std::string& bytes);
 
+// Where a body is in the slot's spool: its pack file, the offset of its
+// entry and of its first byte. Flushes the background writer first.
+struct PackedBody {
+  std::string path;
+  uint64_t entry_offset = 0;
+  uint64_t body_offset = 0;
+};
+PackedBody FindPackedBody(Slot& slot, const std::string& guid);
+
 // The path of the single (or last) log segment of a slot.
 std::string LastSegment(const std::string& slot_dir);
 

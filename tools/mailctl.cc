@@ -120,8 +120,8 @@ const std::vector<CommandSpec>& Commands() {
        "and removes log segments whose records are all below LSN.",
        0, 0, {{"--below", true}}, true, RunRetain},
       {"checkpoint", "checkpoint",
-       "Makes the spool durable up to the last LSN (syncfs), so that the\n"
-       "log's copies of those bodies are no longer needed.",
+       "Makes the spool durable up to the last LSN (fdatasync of its packs),\n"
+       "so that the log's copies of those bodies are no longer needed.",
        0, 0, {}, true, RunCheckpoint},
   };
   return *kCommands;
