@@ -833,20 +833,23 @@ absl::StatusOr<std::optional<SlotReport>> Coordinator::LastReport(uint64_t slot_
   return report;
 }
 
+absl::StatusOr<coordpb::StoreInfo> Coordinator::LoadIdleStore(uint64_t store_id) {
+  bool exists = false;
+  ASSIGN_OR_RETURN(coordpb::StoreInfo store, LoadStore(store_id, &exists));
+  if (!exists) return absl::NotFoundError(absl::StrCat("store ", store_id, " does not exist"));
+  if (store.fenced()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "a failover or promotion of store ", store_id,
+        " is in progress: wait for it to end (replctl history shows how it ended)"));
+  }
+  return store;
+}
+
 absl::StatusOr<FailoverPlan> Coordinator::BeginFailover(const coordpb::Failover& request) {
   FailoverPlan plan;
   RETURN_IF_ERROR(InTransaction(true, [&](Txn& txn) -> absl::Status {
     const uint64_t store_id = request.store_id();
-    bool exists = false;
-    ASSIGN_OR_RETURN(coordpb::StoreInfo store, LoadStore(store_id, &exists));
-    if (!exists) {
-      return absl::NotFoundError(absl::StrCat("store ", store_id, " does not exist"));
-    }
-    if (store.fenced()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "a failover of store ", store_id,
-          " is in progress: wait for it to end (replctl history shows how it ended)"));
-    }
+    ASSIGN_OR_RETURN(coordpb::StoreInfo store, LoadIdleStore(store_id));
     std::map<uint64_t, std::string> host_of;
     std::vector<std::string> replicas;
     for (const coordpb::SlotInfo& m : store.members()) {
@@ -979,16 +982,7 @@ absl::StatusOr<PromotionPlan> Coordinator::BeginPromotion(const coordpb::Promote
   PromotionPlan plan;
   RETURN_IF_ERROR(InTransaction(true, [&](Txn& txn) -> absl::Status {
     const uint64_t store_id = request.store_id();
-    bool exists = false;
-    ASSIGN_OR_RETURN(coordpb::StoreInfo store, LoadStore(store_id, &exists));
-    if (!exists) {
-      return absl::NotFoundError(absl::StrCat("store ", store_id, " does not exist"));
-    }
-    if (store.fenced()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "a failover or promotion of store ", store_id,
-          " is in progress: wait for it to end (replctl history shows how it ended)"));
-    }
+    ASSIGN_OR_RETURN(coordpb::StoreInfo store, LoadIdleStore(store_id));
     const uint64_t master = store.master_slot_id();
     std::string master_host;
     std::vector<std::string> live_replicas, dead_replicas;

@@ -238,6 +238,9 @@ class Coordinator {
   absl::StatusOr<bool> HostExists(const std::string& host);
   absl::StatusOr<coordpb::SlotInfo> LoadSlot(uint64_t slot_id, bool* found);
   absl::StatusOr<coordpb::StoreInfo> LoadStore(uint64_t store_id, bool* found);
+  // The store, unless it is unknown (kNotFound) or a failover or promotion
+  // of it is in progress (kFailedPrecondition).
+  absl::StatusOr<coordpb::StoreInfo> LoadIdleStore(uint64_t store_id);
   absl::Status FillAssignments(Txn& txn, const std::string& host, bool include_slots,
                                bool include_users, coordpb::Assignments* out);
 

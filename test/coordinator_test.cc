@@ -1078,7 +1078,7 @@ TEST_CASE("a second failover of a store in progress is refused", "[coordinator][
   REQUIRE(second.done);
   CHECK(absl::IsFailedPrecondition(second.result.status()));
   CHECK(absl::StrContains(second.result.status().message(),
-                          "a failover of store 1 is in progress"));
+                          "a failover or promotion of store 1 is in progress"));
   CHECK_FALSE(first.done);
 
   // Another store fails over at the same time.
