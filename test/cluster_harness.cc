@@ -35,9 +35,11 @@ RunResult Run(const std::vector<std::string>& argv, absl::Duration timeout) {
 }
 
 std::string WorkloadEml(int count) {
+  // Made once per test process, in a directory removed when it exits.
+  static TempDir root;
   static std::map<int, std::string> made;
   if (made.contains(count)) return made[count];
-  const std::string dir = absl::StrCat("/tmp/mailrepl_test_eml_", ::getpid(), "_", count);
+  const std::string dir = root.Sub(absl::StrCat("eml_", count));
   RunResult r = Run({Bin("workload"), "dump", "--dir", dir, "--count", absl::StrCat(count)});
   if (r.exit != 0) throw std::runtime_error("workload dump failed: " + r.err);
   made[count] = dir;

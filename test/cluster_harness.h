@@ -117,7 +117,7 @@ class Cluster {
 };
 
 // The standard workload's messages [0, count) as .eml files, made once
-// per test run (workload dump).
+// per test process (workload dump) in a directory removed at its exit.
 std::string WorkloadEml(int count);
 
 }  // namespace mailrepl::testing
