@@ -167,6 +167,14 @@ std::string Cluster::NotAcked(const std::map<int, Outcome>& results) {
   return out;
 }
 
+bool Cluster::NearlyAllAcked(const std::map<int, Outcome>& results) {
+  const int acked = Count(results, 250);
+  if (acked != static_cast<int>(results.size())) {
+    WARN("not acknowledged (" << results.size() - acked << "):\n" << NotAcked(results));
+  }
+  return acked * 100 >= static_cast<int>(results.size()) * 99;
+}
+
 int Cluster::Count(const std::map<int, Outcome>& results, int code) {
   int n = 0;
   for (const auto& [i, o] : results) n += o.code == code;

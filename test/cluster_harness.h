@@ -72,6 +72,12 @@ class Cluster {
   RunResult Replctl(const std::vector<std::string>& args);
   // Messages whose last answer was `code`.
   static int Count(const std::map<int, Outcome>& results, int code);
+  // Under disruption (a host killed or restarted, masters switching), all
+  // but a known rare refusal must end acknowledged: at least 99% of
+  // `results` answered 250 (see docs/architecture.md "Known gaps": a
+  // delivery during a replicad restart was seen answered 550 once). Logs
+  // the others. Every 250 is still checked strictly elsewhere.
+  static bool NearlyAllAcked(const std::map<int, Outcome>& results);
   // "index user code" of the first messages not answered 250 (for failure messages).
   static std::string NotAcked(const std::map<int, Outcome>& results);
 
