@@ -266,6 +266,24 @@ absl::Status Coordinator::RenewLeases(Txn&, const std::string& host) {
   return st.Run();
 }
 
+absl::Status Coordinator::GrantLease(Txn&, uint64_t store_id, uint64_t slot_id) {
+  ASSIGN_OR_RETURN(Statement st,
+                   db_->Prepare("INSERT INTO leases (store_id, slot_id, expires_ms) "
+                                "VALUES (?, ?, ?) ON CONFLICT (store_id) DO UPDATE SET "
+                                "slot_id = excluded.slot_id, expires_ms = excluded.expires_ms"));
+  st.Bind(1, static_cast<int64_t>(store_id));
+  st.Bind(2, static_cast<int64_t>(slot_id));
+  st.Bind(3, Now() + static_cast<int64_t>(lease_ms_));
+  return st.Run();
+}
+
+absl::Status Coordinator::Unfence(Txn&, uint64_t store_id) {
+  ASSIGN_OR_RETURN(Statement st,
+                   db_->Prepare("UPDATE stores SET fenced = 0 WHERE store_id = ? AND fenced = 1"));
+  st.Bind(1, static_cast<int64_t>(store_id));
+  return st.Run();
+}
+
 absl::StatusOr<bool> Coordinator::HostExists(const std::string& host) {
   ASSIGN_OR_RETURN(Statement st, db_->Prepare("SELECT 1 FROM hosts WHERE name = ?"));
   st.Bind(1, host);
@@ -941,14 +959,7 @@ absl::StatusOr<coordpb::StoreInfo> Coordinator::SwitchMaster(const FailoverPlan&
     st.Bind(1, static_cast<int64_t>(plan.to_slot_id));
     st.Bind(2, static_cast<int64_t>(plan.store_id));
     RETURN_IF_ERROR(st.Run());
-    ASSIGN_OR_RETURN(Statement lease,
-                     db_->Prepare("INSERT INTO leases (store_id, slot_id, expires_ms) "
-                                  "VALUES (?, ?, ?) ON CONFLICT (store_id) DO UPDATE SET "
-                                  "slot_id = excluded.slot_id, expires_ms = excluded.expires_ms"));
-    lease.Bind(1, static_cast<int64_t>(plan.store_id));
-    lease.Bind(2, static_cast<int64_t>(plan.to_slot_id));
-    lease.Bind(3, Now() + static_cast<int64_t>(lease_ms_));
-    RETURN_IF_ERROR(lease.Run());
+    RETURN_IF_ERROR(GrantLease(txn, plan.store_id, plan.to_slot_id));
     RETURN_IF_ERROR(AppendEvent(
         txn, plan.store_id, "failover",
         absl::StrCat(SlotAt(plan.from_slot_id, plan.from_host), " -> ",
@@ -963,10 +974,7 @@ absl::StatusOr<coordpb::StoreInfo> Coordinator::SwitchMaster(const FailoverPlan&
 
 absl::Status Coordinator::AbortFailover(const FailoverPlan& plan, absl::string_view why) {
   return InTransaction(true, [&](Txn& txn) -> absl::Status {
-    ASSIGN_OR_RETURN(Statement st, db_->Prepare("UPDATE stores SET fenced = 0 WHERE "
-                                                "store_id = ? AND fenced = 1"));
-    st.Bind(1, static_cast<int64_t>(plan.store_id));
-    RETURN_IF_ERROR(st.Run());
+    RETURN_IF_ERROR(Unfence(txn, plan.store_id));
     RETURN_IF_ERROR(AppendEvent(
         txn, plan.store_id, "failover_aborted",
         absl::StrCat(why, " (failover from ", SlotAt(plan.from_slot_id, plan.from_host), " to ",
@@ -1088,14 +1096,7 @@ absl::StatusOr<Promotion> Coordinator::PromoteMaster(const PromotionPlan& plan) 
     st.Bind(1, static_cast<int64_t>(out.to_slot_id));
     st.Bind(2, static_cast<int64_t>(plan.store_id));
     RETURN_IF_ERROR(st.Run());
-    ASSIGN_OR_RETURN(Statement lease,
-                     db_->Prepare("INSERT INTO leases (store_id, slot_id, expires_ms) "
-                                  "VALUES (?, ?, ?) ON CONFLICT (store_id) DO UPDATE SET "
-                                  "slot_id = excluded.slot_id, expires_ms = excluded.expires_ms"));
-    lease.Bind(1, static_cast<int64_t>(plan.store_id));
-    lease.Bind(2, static_cast<int64_t>(out.to_slot_id));
-    lease.Bind(3, Now() + static_cast<int64_t>(lease_ms_));
-    RETURN_IF_ERROR(lease.Run());
+    RETURN_IF_ERROR(GrantLease(txn, plan.store_id, out.to_slot_id));
     const std::string lost =
         out.lost_to_lsn < out.lost_from_lsn
             ? absl::StrCat("nothing lost as of the old master's last report (LSN ",
@@ -1117,10 +1118,7 @@ absl::StatusOr<Promotion> Coordinator::PromoteMaster(const PromotionPlan& plan) 
 
 absl::Status Coordinator::AbortPromotion(const PromotionPlan& plan, absl::string_view why) {
   return InTransaction(true, [&](Txn& txn) -> absl::Status {
-    ASSIGN_OR_RETURN(Statement st, db_->Prepare("UPDATE stores SET fenced = 0 WHERE "
-                                                "store_id = ? AND fenced = 1"));
-    st.Bind(1, static_cast<int64_t>(plan.store_id));
-    RETURN_IF_ERROR(st.Run());
+    RETURN_IF_ERROR(Unfence(txn, plan.store_id));
     RETURN_IF_ERROR(AppendEvent(
         txn, plan.store_id, "promote_aborted",
         absl::StrCat(why, " (promotion away from ", SlotAt(plan.from_slot_id, plan.from_host),

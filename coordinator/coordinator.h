@@ -226,6 +226,10 @@ class Coordinator {
   absl::Status BumpTopology(Txn& txn);
   absl::Status BumpDirectory(Txn& txn);
   absl::Status RenewLeases(Txn& txn, const std::string& host);
+  // The store's lease goes to slot_id, valid for lease_ms from now.
+  absl::Status GrantLease(Txn& txn, uint64_t store_id, uint64_t slot_id);
+  // Clears the store's fenced flag (a failover or promotion ended).
+  absl::Status Unfence(Txn& txn, uint64_t store_id);
   absl::Status SetLeaseMs(uint32_t lease_ms);
   // At Open: a store left fenced by a coordinatord that stopped during a
   // failover or a promotion is unfenced ("failover_aborted"), as none runs

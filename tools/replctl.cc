@@ -140,13 +140,14 @@ absl::StatusOr<Target> ResolveTarget() {
   return Target{coordinator, *secret};
 }
 
-absl::StatusOr<mailrepl::coordpb::Response> Call(const mailrepl::coordpb::Request& request) {
+absl::StatusOr<mailrepl::coordpb::Response> Call(const mailrepl::coordpb::Request& request,
+                                                 absl::Duration timeout = absl::Seconds(15)) {
   absl::StatusOr<Target> t = ResolveTarget();
   if (!t.ok()) return t.status();
   return mailrepl::rpc::CallOnce<mailrepl::coordpb::Response>(
       {.address = t->coordinator, .service = "coordinator", .secret = t->secret,
        .client = "replctl"},
-      request, absl::Seconds(15));
+      request, timeout);
 }
 
 // Transport and authentication failures mean "could not run" (2); an
@@ -183,13 +184,8 @@ absl::StatusOr<mailrepl::coordpb::FailoverReply> CallFailover(uint64_t store, ui
   f->set_to_slot_id(to);
   f->set_timeout_ms(absl::GetFlag(FLAGS_timeout_ms));
   f->set_reason(reason);
-  absl::StatusOr<Target> t = ResolveTarget();
-  if (!t.ok()) return t.status();
   absl::StatusOr<mailrepl::coordpb::Response> r =
-      mailrepl::rpc::CallOnce<mailrepl::coordpb::Response>(
-          {.address = t->coordinator, .service = "coordinator", .secret = t->secret,
-           .client = "replctl"},
-          request, absl::Milliseconds(absl::GetFlag(FLAGS_timeout_ms)) + absl::Seconds(15));
+      Call(request, absl::Milliseconds(absl::GetFlag(FLAGS_timeout_ms)) + absl::Seconds(15));
   if (!r.ok()) return r.status();
   return r->failover();
 }
@@ -211,14 +207,9 @@ int Promote(uint64_t store, bool json) {
   p->set_force(absl::GetFlag(FLAGS_force));
   p->set_timeout_ms(absl::GetFlag(FLAGS_timeout_ms));
   p->set_reason("manual");
-  absl::StatusOr<Target> t = ResolveTarget();
-  if (!t.ok()) return CannotRun(std::string(t.status().message()));
   // The coordinator waits up to two lease periods before it switches.
   absl::StatusOr<mailrepl::coordpb::Response> r =
-      mailrepl::rpc::CallOnce<mailrepl::coordpb::Response>(
-          {.address = t->coordinator, .service = "coordinator", .secret = t->secret,
-           .client = "replctl"},
-          request, absl::Milliseconds(absl::GetFlag(FLAGS_timeout_ms)) + absl::Minutes(2));
+      Call(request, absl::Milliseconds(absl::GetFlag(FLAGS_timeout_ms)) + absl::Minutes(2));
   if (!r.ok()) return Failed(r.status());
   const mailrepl::coordpb::PromoteReply& pr = r->promote();
   if (json) {
@@ -355,7 +346,7 @@ int Plan(const std::vector<std::string>& args, bool json) {
   if (!mapped.ok()) return CannotRun(std::string(mapped.status().message()));
   std::vector<tools::StoreOutcome> outcomes = tools::TakenSlots(*mapped, status->get_status());
   const bool refused = !outcomes.empty();
-  if (!refused) outcomes = tools::CreateStores(*mapped, durability, Call);
+  if (!refused) outcomes = tools::CreateStores(*mapped, durability, [](const mailrepl::coordpb::Request& r) { return Call(r); });
   if (json) {
     std::fputs(tools::PlanToJson(*mapped, load, *names, &outcomes).c_str(), stdout);
   } else {
@@ -448,10 +439,9 @@ int main(int argc, char** argv) {
 
   if (command == "dev-cluster") return DevCluster(args, argv[0]);
   if (command == "plan") return Plan(args, json);
-  if (command == "failover" || command == "drain" || command == "undrain") {
-    if (absl::StatusOr<Target> t = ResolveTarget(); !t.ok()) {
-      return CannotRun(std::string(t.status().message()));
-    }
+  // Every other command talks to the coordinator: find it first.
+  if (absl::StatusOr<Target> t = ResolveTarget(); !t.ok()) {
+    return CannotRun(std::string(t.status().message()));
   }
   if (command == "promote") {
     uint64_t store = 0;
@@ -472,10 +462,6 @@ int main(int argc, char** argv) {
     return Drain(args[1], command == "undrain", json);
   }
 
-  // Every other command talks to the coordinator: find it first.
-  if (absl::StatusOr<Target> t = ResolveTarget(); !t.ok()) {
-    return CannotRun(std::string(t.status().message()));
-  }
   coordpb::Request request;
   if (command == "status") {
     request.mutable_get_status();
