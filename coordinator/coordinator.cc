@@ -541,6 +541,7 @@ absl::StatusOr<coordpb::HeartbeatReply> Coordinator::Heartbeat(
   }));
   ++report_sequence_;
   report_sequence_by_host_[host] = report_sequence_;
+  known_by_host_[host] = {request.known_version(), request.known_directory_version()};
   for (const coordpb::SlotStatus& s : request.slots()) {
     report_sequence_by_slot_[s.slot_id()] = report_sequence_;
   }
@@ -1164,6 +1165,7 @@ absl::StatusOr<coordpb::GetStatusReply> Coordinator::GetStatus(const coordpb::Ge
   RETURN_IF_ERROR(InTransaction(false, [&](Txn& txn) -> absl::Status {
     reply.set_cluster_id(cluster_id_);
     reply.set_version(txn.versions.topology);
+    reply.set_directory_version(txn.versions.directory);
     reply.set_lease_ms(lease_ms_);
     std::map<std::string, bool> alive;
     ASSIGN_OR_RETURN(Statement hosts, db_->Prepare("SELECT name, metrics_address, "
@@ -1180,6 +1182,10 @@ absl::StatusOr<coordpb::GetStatusReply> Coordinator::GetStatus(const coordpb::Ge
       h->set_alive(h->last_heartbeat_ms() > 0 &&
                    now - h->last_heartbeat_ms() <= static_cast<int64_t>(lease_ms_));
       alive[h->host()] = h->alive();
+      if (auto known = known_by_host_.find(h->host()); known != known_by_host_.end()) {
+        h->set_known_version(known->second.topology);
+        h->set_known_directory_version(known->second.directory);
+      }
       host_slots.Bind(1, h->host());
       while (true) {
         ASSIGN_OR_RETURN(bool s, host_slots.Step());

@@ -259,6 +259,8 @@ class Coordinator {
   uint64_t report_sequence_ = 0;
   std::map<uint64_t, uint64_t> report_sequence_by_slot_;
   std::map<std::string, uint64_t> report_sequence_by_host_;
+  // What each host's last heartbeat said it holds (GetStatus shows it).
+  std::map<std::string, Versions> known_by_host_;
 };
 
 // Normalizes a LookupUser name ("Bob", "bob+lists", "Bob@example.com") to

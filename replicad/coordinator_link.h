@@ -13,6 +13,7 @@
 #ifndef MAILREPL_REPLICAD_COORDINATOR_LINK_H_
 #define MAILREPL_REPLICAD_COORDINATOR_LINK_H_
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -80,7 +81,7 @@ class CoordinatorLink {
   asio::steady_timer pause_;
   bool stopping_ = false;
   bool registered_ = false;
-  bool connected_ = false;
+  std::atomic<bool> connected_ = false;  // read by LMTP threads (Replicad::Directory)
   absl::Time last_heard_ = absl::InfinitePast();
   uint64_t version_ = 0;
   uint64_t directory_version_ = 0;

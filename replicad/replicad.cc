@@ -155,6 +155,13 @@ std::optional<lmtp::LmtpReply> Replicad::Directory(const std::string& user, uint
   }
   auto it = directory_.find(user);
   if (it == directory_.end()) {
+    // Bounce only on a directory known to be current: with the coordinator
+    // unreachable, the user may have been added since the cached copy.
+    if (!link_ || !link_->connected()) {
+      return lmtp::LmtpReply{451, "4.3.0",
+                             absl::StrCat("<", user, "> is not in this host's cached user "
+                                          "directory and the coordinator is unreachable; retry later")};
+    }
     return lmtp::LmtpReply{550, "5.1.1", absl::StrCat("<", user, ">: unknown user")};
   }
   if (it->second != store_id) {

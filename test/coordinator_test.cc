@@ -519,6 +519,31 @@ TEST_CASE("a heartbeat reply carries slots only when the topology changed and us
   CHECK(topo->assignments().slots(0).store().durability() == coordpb::SYNC);
 }
 
+TEST_CASE("status shows which roles and users each host's last heartbeat said it holds",
+          "[coordinator]") {
+  Fixture f;
+  f.RegisterThreeHosts();
+  REQUIRE(f.c().CreateStore(Store({1, 3})).ok());
+  const Versions before = f.c().versions();
+  REQUIRE(f.c().Heartbeat(Beat("h1", before.topology, before.directory)).ok());
+  REQUIRE(f.c().AssignUsers(Users({"alice"}, 1)).ok());
+  REQUIRE(f.c().Heartbeat(Beat("h2", before.topology, before.directory)).ok());
+  const Versions now = f.c().versions();
+  REQUIRE(now.directory == before.directory + 1);
+  REQUIRE(f.c().Heartbeat(Beat("h2", now.topology, now.directory)).ok());
+  auto status = f.c().GetStatus({});
+  REQUIRE(status.ok());
+  CHECK(status->version() == now.topology);
+  CHECK(status->directory_version() == now.directory);
+  std::map<std::string, std::pair<uint64_t, uint64_t>> known;
+  for (const auto& h : status->hosts()) {
+    known[h.host()] = {h.known_version(), h.known_directory_version()};
+  }
+  CHECK(known["h1"] == std::pair(before.topology, before.directory));  // behind on users
+  CHECK(known["h2"] == std::pair(now.topology, now.directory));        // current
+  CHECK(known["h3"] == std::pair<uint64_t, uint64_t>(0, 0));            // never beat
+}
+
 TEST_CASE("store state is ok, lagging, fenced or down from the hosts' reports",
           "[coordinator]") {
   Fixture f;

@@ -284,9 +284,17 @@ absl::StatusOr<configpb::DevCluster> DevClusterUp(const DevClusterOptions& optio
   RETURN_IF_ERROR(WriteClusterFile(c));
 
   absl::StatusOr<coordpb::GetStatusReply> ready = WaitForStatus(
-      c, secret, deadline, "every store to be ok (masters serving, replicas connected)",
+      c, secret, deadline,
+      "every store to be ok (masters serving, replicas connected) and every host to hold the "
+      "current roles and users",
       [&](const coordpb::GetStatusReply& s) {
         if (s.stores_size() != c.stores_size()) return false;
+        for (const auto& h : s.hosts()) {
+          if (h.known_version() != s.version() ||
+              h.known_directory_version() != s.directory_version()) {
+            return false;
+          }
+        }
         for (const auto& st : s.stores()) {
           if (st.state() != "ok") return false;
         }
