@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <iterator>
 #include <map>
 #include <set>
 #include <utility>
@@ -1157,6 +1158,43 @@ absl::Status Coordinator::AbortInterruptedFailovers() {
   });
 }
 
+// --- RecordCheck ---
+
+absl::StatusOr<coordpb::RecordCheckReply> Coordinator::RecordCheck(
+    const coordpb::RecordCheck& request) {
+  const std::string& result = request.result();
+  if (std::find(std::begin(kCheckResults), std::end(kCheckResults), result) ==
+      std::end(kCheckResults)) {
+    std::vector<std::string> known(std::begin(kCheckResults), std::end(kCheckResults));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unknown check result '", absl::CEscape(result), "' for store ", request.store_id(),
+        ": use one of ", absl::StrJoin(known, ", ")));
+  }
+  RETURN_IF_ERROR(InTransaction(true, [&](Txn& txn) -> absl::Status {
+    ASSIGN_OR_RETURN(Statement exists, db_->Prepare("SELECT 1 FROM stores WHERE store_id = ?"));
+    exists.Bind(1, static_cast<int64_t>(request.store_id()));
+    ASSIGN_OR_RETURN(bool found, exists.Step());
+    if (!found) {
+      return absl::NotFoundError(absl::StrCat("store ", request.store_id(), " does not exist"));
+    }
+    // The last check only: a new one replaces the row.
+    ASSIGN_OR_RETURN(Statement st,
+                     db_->Prepare("INSERT OR REPLACE INTO checks (store_id, time_ms, result, "
+                                  "summary, deep) VALUES (?, ?, ?, ?, ?)"));
+    st.Bind(1, static_cast<int64_t>(request.store_id()));
+    st.Bind(2, Now());
+    st.Bind(3, result);
+    st.Bind(4, request.summary());
+    st.Bind(5, static_cast<int64_t>(request.deep() ? 1 : 0));
+    RETURN_IF_ERROR(st.Run());
+    // No BumpTopology/BumpDirectory: hosts have nothing to learn from it.
+    return AppendEvent(txn, request.store_id(), "check",
+                       absl::StrCat(result, request.deep() ? " (deep)" : "",
+                                    request.summary().empty() ? "" : ": ", request.summary()));
+  }));
+  return coordpb::RecordCheckReply();
+}
+
 // --- GetStatus ---
 
 absl::StatusOr<coordpb::GetStatusReply> Coordinator::GetStatus(const coordpb::GetStatus&) {
@@ -1202,6 +1240,8 @@ absl::StatusOr<coordpb::GetStatusReply> Coordinator::GetStatus(const coordpb::Ge
                                                    "store_id = ?"));
     ASSIGN_OR_RETURN(Statement users, db_->Prepare("SELECT count(*) FROM users WHERE "
                                                    "store_id = ?"));
+    ASSIGN_OR_RETURN(Statement check, db_->Prepare("SELECT time_ms, result, summary, deep "
+                                                   "FROM checks WHERE store_id = ?"));
     while (true) {
       ASSIGN_OR_RETURN(bool row, stores.Step());
       if (!row) break;
@@ -1281,6 +1321,16 @@ absl::StatusOr<coordpb::GetStatusReply> Coordinator::GetStatus(const coordpb::Ge
       ASSIGN_OR_RETURN(bool counted, users.Step());
       ss->set_users(counted ? static_cast<uint64_t>(users.ColumnInt(0)) : 0);
       users.Reset();
+      check.Bind(1, static_cast<int64_t>(store_id));
+      ASSIGN_OR_RETURN(bool checked, check.Step());
+      if (checked) {
+        coordpb::LastCheck* last = ss->mutable_last_check();
+        last->set_time_ms(check.ColumnInt(0));
+        last->set_result(check.ColumnText(1));
+        last->set_summary(check.ColumnText(2));
+        last->set_deep(check.ColumnInt(3) != 0);
+      }
+      check.Reset();
     }
     return absl::OkStatus();
   }));

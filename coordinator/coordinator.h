@@ -45,6 +45,9 @@ inline constexpr size_t kMaxUserNameBytes = 64;
 // kMaxHistoryLimit in any case.
 inline constexpr uint32_t kDefaultHistoryLimit = 1000;
 inline constexpr uint32_t kMaxHistoryLimit = 100000;
+// The results RecordCheck accepts.
+inline constexpr const char* kCheckResults[] = {"consistent", "differs", "repaired",
+                                                "unchecked"};
 
 struct CoordinatorOptions {
   // Used only when the database is created; if set and the database
@@ -140,6 +143,13 @@ class Coordinator {
       const coordpb::SetDurability& request);
   absl::StatusOr<coordpb::GetStatusReply> GetStatus(const coordpb::GetStatus& request);
   absl::StatusOr<coordpb::GetHistoryReply> GetHistory(const coordpb::GetHistory& request);
+  // Records the outcome of a consistency check of one store (`replctl
+  // check`), replacing the store's previous one (GetStatus shows it as
+  // StoreStatus.last_check), and appends a "check" event. Not a topology or
+  // directory change: no version moves, so no heartbeat wakes.
+  // kInvalidArgument: the result is not one of kCheckResults (nothing
+  // recorded); kNotFound: no such store.
+  absl::StatusOr<coordpb::RecordCheckReply> RecordCheck(const coordpb::RecordCheck& request);
 
   // --- planned failover (driven by coordinator/failover.h; each one
   // transaction) ---

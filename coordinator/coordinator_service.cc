@@ -22,16 +22,19 @@ const char* OpName(coordpb::Request::OpCase op) {
     case coordpb::Request::kGetHistory: return "get_history";
     case coordpb::Request::kFailover: return "failover";
     case coordpb::Request::kPromote: return "promote";
+    case coordpb::Request::kRecordCheck: return "record_check";
     case coordpb::Request::OP_NOT_SET: break;
   }
   return "none";
 }
 
-// Calls that change the topology or the directory: logged.
+// Calls that change the topology or the directory, and recorded checks:
+// logged.
 bool IsAdminChange(coordpb::Request::OpCase op) {
   return op == coordpb::Request::kRegisterHost || op == coordpb::Request::kCreateStore ||
          op == coordpb::Request::kAssignUsers || op == coordpb::Request::kSetDurability ||
-         op == coordpb::Request::kFailover || op == coordpb::Request::kPromote;
+         op == coordpb::Request::kFailover || op == coordpb::Request::kPromote ||
+         op == coordpb::Request::kRecordCheck;
 }
 
 // Moves a typed reply into the Response's matching field.
@@ -124,6 +127,8 @@ absl::StatusOr<std::string> CoordinatorService::Dispatch(const coordpb::Request&
       return Wrap(coordinator_.GetStatus(request.get_status()), &R::mutable_get_status);
     case coordpb::Request::kGetHistory:
       return Wrap(coordinator_.GetHistory(request.get_history()), &R::mutable_get_history);
+    case coordpb::Request::kRecordCheck:
+      return Wrap(coordinator_.RecordCheck(request.record_check()), &R::mutable_record_check);
     case coordpb::Request::kHeartbeat:  // Handle() answers these three (they wait)
     case coordpb::Request::kFailover:
     case coordpb::Request::kPromote:

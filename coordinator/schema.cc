@@ -77,6 +77,19 @@ CREATE TRIGGER events_no_delete BEFORE DELETE ON events
   BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
 )sql";
 
+// Migration 2: the last consistency check of each store (RecordCheck,
+// `replctl check`). The result words are validated by the Coordinator, not
+// here, so a later release can add one without rebuilding the table.
+constexpr char kSchemaV2[] = R"sql(
+CREATE TABLE checks (
+  store_id INTEGER PRIMARY KEY REFERENCES stores(store_id) ON DELETE CASCADE,
+  time_ms  INTEGER NOT NULL,                 -- Unix ms, the coordinator's clock
+  result   TEXT    NOT NULL,                 -- consistent, differs, repaired, unchecked
+  summary  TEXT    NOT NULL DEFAULT '',
+  deep     INTEGER NOT NULL DEFAULT 0 CHECK (deep IN (0, 1))
+);
+)sql";
+
 std::string RandomClusterId() {
   std::random_device rd;
   uint64_t v = (static_cast<uint64_t>(rd()) << 32) ^ rd();
@@ -122,7 +135,9 @@ const std::vector<Migration>& Migrations() {
       {1, "create the cluster, hosts, slots, stores, store_members, users, leases and events "
           "tables",
        [](sqlite::Database& db) { return db.Exec(kSchemaV1); }},
-      // {2, "...", [](sqlite::Database& db) { return db.Exec("ALTER TABLE ..."); }},
+      {2, "create the checks table (the last consistency check of each store)",
+       [](sqlite::Database& db) { return db.Exec(kSchemaV2); }},
+      // {3, "...", [](sqlite::Database& db) { return db.Exec("ALTER TABLE ..."); }},
   };
   return *migrations;
 }

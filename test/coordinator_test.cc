@@ -826,6 +826,196 @@ TEST_CASE("an unparsable or empty request is refused", "[coordinator]") {
   CHECK(absl::IsInvalidArgument(empty.result.status()));
 }
 
+// --- consistency checks (RecordCheck, `replctl check`) ---
+
+coordpb::RecordCheck CheckOf(uint64_t store_id, const std::string& result,
+                             const std::string& summary = "", bool deep = false) {
+  coordpb::RecordCheck r;
+  r.set_store_id(store_id);
+  r.set_result(result);
+  r.set_summary(summary);
+  r.set_deep(deep);
+  return r;
+}
+
+// The number of rows of the checks table (the coordinator must be closed).
+int64_t CheckRows(const std::string& path) {
+  auto db = sqlite::Database::Open(path, true);
+  REQUIRE(db.ok());
+  auto st = (*db)->Prepare("SELECT count(*) FROM checks");
+  REQUIRE(st.ok());
+  auto row = st->Step();
+  REQUIRE(row.ok());
+  REQUIRE(*row);
+  return st->ColumnInt(0);
+}
+
+TEST_CASE("a recorded check is shown in status and history and does not bump versions",
+          "[coordinator][check]") {
+  Fixture f(60000);
+  f.RegisterThreeHosts();
+  REQUIRE(f.c().CreateStore(Store({1, 3})).ok());
+  REQUIRE(f.c().CreateStore(Store({2, 5})).ok());
+  CHECK_FALSE(f.StoreState(1).has_last_check());
+  const Versions v = f.c().versions();
+  const size_t events = f.Events().size();
+
+  // A heartbeat waiting for a change, and the check through the service.
+  asio::io_context io;
+  CoordinatorService service(io, f.c());
+  coordpb::Request beat;
+  *beat.mutable_heartbeat() = Beat("h1", v.topology, v.directory);
+  beat.mutable_heartbeat()->set_wait_ms(10000);
+  PendingCall waiting;
+  StartCall(io, service, beat, &waiting);
+  io.poll();
+  REQUIRE(service.waiting() == 1);
+
+  f.now += 5000;
+  coordpb::Request record;
+  *record.mutable_record_check() = CheckOf(1, "differs", "store 1: 2 mailboxes differ", true);
+  PendingCall call;
+  StartCall(io, service, record, &call);
+  io.restart();
+  io.poll();
+  REQUIRE(call.done);
+  CHECK(Parse(call.result).has_record_check());
+
+  // No version moved, so the waiting heartbeat was not woken.
+  CHECK(f.c().versions() == v);
+  CHECK_FALSE(waiting.done);
+  CHECK(service.waiting() == 1);
+  CHECK(service.stats().heartbeats_woken == 0);
+  auto hb = f.c().Heartbeat(Beat("h2", v.topology, v.directory));
+  REQUIRE(hb.ok());
+  CHECK_FALSE(hb->changed());
+  CHECK_FALSE(hb->assignments().users_included());
+
+  const coordpb::StoreStatus s1 = f.StoreState(1);
+  REQUIRE(s1.has_last_check());
+  CHECK(s1.last_check().time_ms() == kStart + 5000);
+  CHECK(s1.last_check().result() == "differs");
+  CHECK(s1.last_check().summary() == "store 1: 2 mailboxes differ");
+  CHECK(s1.last_check().deep());
+  CHECK_FALSE(f.StoreState(2).has_last_check());
+
+  auto all = f.Events();
+  REQUIRE(all.size() == events + 1);
+  const coordpb::Event& e = all.back();
+  CHECK(e.kind() == "check");
+  CHECK(e.store_id() == 1);
+  CHECK(e.time_ms() == kStart + 5000);
+  CHECK(absl::StrContains(e.detail(), "differs"));
+  CHECK(absl::StrContains(e.detail(), "deep"));
+  CHECK(absl::StrContains(e.detail(), "store 1: 2 mailboxes differ"));
+  CHECK(f.Events(2).back().kind() == "create_store");
+
+  service.Shutdown();
+  io.restart();
+  io.run();
+  REQUIRE(waiting.done);
+  CHECK_FALSE(Parse(waiting.result).heartbeat().changed());
+}
+
+TEST_CASE("a check of an unknown store or with an unknown result is refused and records "
+          "nothing",
+          "[coordinator][check]") {
+  Fixture f;
+  f.RegisterThreeHosts();
+  REQUIRE(f.c().CreateStore(Store({1, 3})).ok());
+  const Versions v = f.c().versions();
+  const size_t events = f.Events().size();
+
+  auto unknown_store = f.c().RecordCheck(CheckOf(42, "consistent"));
+  CHECK(absl::IsNotFound(unknown_store.status()));
+  CHECK(absl::StrContains(unknown_store.status().message(), "store 42"));
+
+  for (const std::string result : {"ok", "Consistent", "", "differs "}) {
+    INFO("result '" << result << "'");
+    auto r = f.c().RecordCheck(CheckOf(1, result, "summary"));
+    CHECK(absl::IsInvalidArgument(r.status()));
+    CHECK(absl::StrContains(r.status().message(), absl::StrCat("'", result, "'")));
+    CHECK(absl::StrContains(r.status().message(), "consistent, differs, repaired, unchecked"));
+  }
+  // Through the service too: the error reaches the caller.
+  asio::io_context io;
+  CoordinatorService service(io, f.c());
+  coordpb::Request req;
+  *req.mutable_record_check() = CheckOf(7, "repaired");
+  PendingCall call;
+  StartCall(io, service, req, &call);
+  io.run();
+  REQUIRE(call.done);
+  CHECK(absl::IsNotFound(call.result.status()));
+  CHECK(service.stats().errors == 1);
+
+  CHECK_FALSE(f.StoreState(1).has_last_check());
+  CHECK(f.Events().size() == events);
+  CHECK(f.c().versions() == v);
+  f.Close();
+  CHECK(CheckRows(f.path()) == 0);
+}
+
+TEST_CASE("only the last check per store is kept, and it survives reopening the database",
+          "[coordinator][check]") {
+  Fixture f;
+  f.RegisterThreeHosts();
+  REQUIRE(f.c().CreateStore(Store({1, 3})).ok());
+  REQUIRE(f.c().CreateStore(Store({2, 5})).ok());
+  REQUIRE(f.c().RecordCheck(CheckOf(1, "differs", "first", true)).ok());
+  f.now += 3'600'000;
+  REQUIRE(f.c().RecordCheck(CheckOf(1, "repaired", "second")).ok());
+  f.now += 1000;
+  REQUIRE(f.c().RecordCheck(CheckOf(2, "unchecked", "host h3 is down")).ok());
+  auto before = f.c().GetStatus({});
+  REQUIRE(before.ok());
+
+  const coordpb::StoreStatus s1 = f.StoreState(1);
+  REQUIRE(s1.has_last_check());
+  CHECK(s1.last_check().result() == "repaired");
+  CHECK(s1.last_check().summary() == "second");
+  CHECK(s1.last_check().time_ms() == kStart + 3'600'000);
+  CHECK_FALSE(s1.last_check().deep());
+  CHECK(f.StoreState(2).last_check().result() == "unchecked");
+  // The history keeps every check.
+  std::vector<std::string> details;
+  for (const auto& e : f.Events(1)) {
+    if (e.kind() == "check") details.push_back(e.detail());
+  }
+  REQUIRE(details.size() == 2);
+  CHECK(absl::StrContains(details[0], "first"));
+  CHECK(absl::StrContains(details[1], "second"));
+
+  f.Close();
+  CHECK(CheckRows(f.path()) == 2);  // one per store
+  f.Open();
+  auto after = f.c().GetStatus({});
+  REQUIRE(after.ok());
+  CHECK(after->SerializeAsString() == before->SerializeAsString());
+}
+
+TEST_CASE("a database of schema version 1 gains the checks table when opened",
+          "[coordinator][check]") {
+  Fixture f;
+  f.RegisterThreeHosts();
+  REQUIRE(f.c().CreateStore(Store({1, 3})).ok());
+  f.Close();
+  {
+    // What the previous release left: no checks table, version 1.
+    auto db = sqlite::Database::Open(f.path(), true);
+    REQUIRE(db.ok());
+    REQUIRE((*db)->Exec("DROP TABLE checks; PRAGMA user_version = 1").ok());
+  }
+  f.Open();
+  CHECK_FALSE(f.StoreState(1).has_last_check());
+  REQUIRE(f.c().RecordCheck(CheckOf(1, "consistent", "store 1: consistent")).ok());
+  CHECK(f.StoreState(1).last_check().result() == "consistent");
+  f.Close();
+  auto db = sqlite::Database::Open(f.path(), true);
+  REQUIRE(db.ok());
+  CHECK(SchemaVersion(**db).value() == CurrentSchemaVersion());
+}
+
 // --- planned failover, in-process ---
 
 // A master's report during a failover: last_lsn, fenced_lsn and one

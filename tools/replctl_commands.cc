@@ -1,6 +1,10 @@
 #include "tools/replctl_commands.h"
 
+#include <algorithm>
+#include <cstdint>
 #include <map>
+#include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -20,6 +24,32 @@ std::string SlotAt(uint64_t slot_id, const coordpb::StoreInfo& store) {
   return absl::StrCat(slot_id, "@?");
 }
 
+// "3h" for a duration: whole seconds, minutes, hours or days, rounded down.
+std::string Ago(absl::Duration d) {
+  const int64_t s = std::max<int64_t>(0, absl::ToInt64Seconds(d));  // clocks may differ
+  if (s < 60) return absl::StrCat(s, "s");
+  if (s < 3600) return absl::StrCat(s / 60, "m");
+  if (s < 86400) return absl::StrCat(s / 3600, "h");
+  return absl::StrCat(s / 86400, "d");
+}
+
+// A last check's result as status shows it: "ok", "DIFFERS" (to stand
+// out), "repaired", "unchecked"; "never" without one.
+std::string CheckWord(const coordpb::StoreStatus& s) {
+  if (!s.has_last_check()) return "never";
+  const std::string& result = s.last_check().result();
+  if (result == "consistent") return "ok";
+  if (result == "differs") return "DIFFERS";
+  return result;
+}
+
+// The CHECKED column: "ok 3h ago", "DIFFERS 5m ago", "never".
+std::string LastCheck(const coordpb::StoreStatus& s, absl::Time now) {
+  if (!s.has_last_check()) return "never";
+  return absl::StrCat(CheckWord(s), " ",
+                      Ago(now - absl::FromUnixMillis(s.last_check().time_ms())), " ago");
+}
+
 }  // namespace
 
 std::string ToJson(const google::protobuf::Message& message) {
@@ -36,10 +66,13 @@ std::string FormatStatus(const coordpb::GetStatusReply& status) {
   std::string out = absl::StrFormat("cluster %s  topology v%d  lease %d ms  %d stores  %d hosts\n\n",
                                     status.cluster_id(), status.version(), status.lease_ms(),
                                     status.stores_size(), status.hosts_size());
-  absl::StrAppendFormat(&out, "%-6s %-14s %-22s %6s %-6s %-8s %10s %8s %6s\n", "STORE", "MASTER",
-                        "REPLICAS", "EPOCH", "DURAB", "STATE", "LAG(rec)", "LAG(s)", "USERS");
+  const absl::Time now = absl::Now();
+  absl::StrAppendFormat(&out, "%-6s %-14s %-22s %6s %-6s %-8s %10s %8s %6s %s\n", "STORE",
+                        "MASTER", "REPLICAS", "EPOCH", "DURAB", "STATE", "LAG(rec)", "LAG(s)",
+                        "USERS", "CHECKED");
   std::map<std::string, std::pair<int, int>> per_host;  // masters, replicas
   std::map<std::string, int> states;
+  std::map<std::string, int> checks;  // last check result ("never": none)
   for (const coordpb::StoreStatus& s : status.stores()) {
     const coordpb::StoreInfo& st = s.store();
     std::vector<std::string> replicas;
@@ -52,10 +85,12 @@ std::string FormatStatus(const coordpb::GetStatusReply& status) {
       }
     }
     ++states[s.state()];
-    absl::StrAppendFormat(&out, "%-6d %-14s %-22s %6d %-6s %-8s %10d %8.2f %6d\n", st.store_id(),
-                          SlotAt(st.master_slot_id(), st), absl::StrJoin(replicas, ","),
-                          st.epoch(), st.durability() == coordpb::SYNC ? "sync" : "async",
-                          s.state(), s.lag_records(), s.lag_seconds(), s.users());
+    ++checks[CheckWord(s)];
+    absl::StrAppendFormat(&out, "%-6d %-14s %-22s %6d %-6s %-8s %10d %8.2f %6d %s\n",
+                          st.store_id(), SlotAt(st.master_slot_id(), st),
+                          absl::StrJoin(replicas, ","), st.epoch(),
+                          st.durability() == coordpb::SYNC ? "sync" : "async", s.state(),
+                          s.lag_records(), s.lag_seconds(), s.users(), LastCheck(s, now));
   }
   absl::StrAppend(&out, "\n");
   absl::StrAppendFormat(&out, "%-12s %-6s %8s %9s %s\n", "HOST", "ALIVE", "MASTERS", "REPLICAS",
@@ -75,6 +110,18 @@ std::string FormatStatus(const coordpb::GetStatusReply& status) {
   for (const auto& [state, n] : states) summary.push_back(absl::StrCat(n, " ", state));
   absl::StrAppend(&out, "\nstores: ", summary.empty() ? "none" : absl::StrJoin(summary, ", "),
                   "\n");
+  // Last checks, so a DIFFERS among hundreds of stores is not missed.
+  if (!status.stores().empty()) {
+    std::vector<std::string> checked;
+    for (const char* word : {"DIFFERS", "repaired", "ok", "unchecked", "never"}) {
+      auto it = checks.find(word);
+      if (it == checks.end()) continue;
+      checked.push_back(absl::StrCat(it->second, " ", word));
+      checks.erase(it);
+    }
+    for (const auto& [word, n] : checks) checked.push_back(absl::StrCat(n, " ", word));
+    absl::StrAppend(&out, "last checks: ", absl::StrJoin(checked, ", "), "\n");
+  }
   return out;
 }
 

@@ -13,8 +13,9 @@
 namespace mailrepl::tools {
 
 // `replctl status`: every store (master slot@host, replicas, epoch,
-// durability, state, lag), then per host how many masters and replicas it
-// holds and whether it is alive.
+// durability, state, lag, users, last check: "ok 3h ago", "DIFFERS 5m ago",
+// "never"), then per host how many masters and replicas it holds and
+// whether it is alive, then the stores per state and per last check result.
 std::string FormatStatus(const coordpb::GetStatusReply& status);
 // `replctl history`: one line per event, oldest first.
 std::string FormatHistory(const coordpb::GetHistoryReply& history);
