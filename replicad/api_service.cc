@@ -8,6 +8,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "store/mailbox_name.h"
+#include "store/verify.h"
 #include "store/types.h"
 
 namespace mailrepl::api {
@@ -87,6 +88,7 @@ bool ApiService::IsWrite(const apipb::Request& request) {
     case apipb::Request::kFetchBody:
     case apipb::Request::kGetQuota:
     case apipb::Request::kGetSlot:
+    case apipb::Request::kCheckStore:  // writes only to replicas, via sync
     case apipb::Request::OP_NOT_SET:
       return false;
   }
@@ -134,6 +136,11 @@ absl::Status ValidateRequest(const apipb::Request& r) {
     }
     case apipb::Request::kGetSlot:
       return absl::OkStatus();
+    case apipb::Request::kCheckStore:
+      if (r.check_store().max_bytes_per_second() < 0) {
+        return absl::InvalidArgumentError("check_store.max_bytes_per_second must not be negative");
+      }
+      return absl::OkStatus();
     case apipb::Request::OP_NOT_SET:
       break;
   }
@@ -150,6 +157,45 @@ ApiService::~ApiService() { pool_->join(); }
 
 ApiServiceStats ApiService::stats() const {
   return {reads_.load(), writes_.load(), refused_writes_.load(), errors_.load()};
+}
+
+awaitable<absl::StatusOr<apipb::Response>> ApiService::CheckStore(apipb::Request request) {
+  if (!options_.check_store) {
+    ++errors_;
+    co_return absl::UnimplementedError("this server does not run consistency checks");
+  }
+  const absl::Time start = absl::Now();
+  const apipb::CheckStore params = request.check_store();
+  absl::StatusOr<checkpb::StoreCheck> check = co_await options_.check_store(params);
+  if (!check.ok()) {
+    ++errors_;
+    co_return check.status();
+  }
+  if (params.deep()) {
+    // The master's own damage: bodies against their GUIDs, index against log.
+    auto work = [this, rate = params.max_bytes_per_second()]()
+        -> awaitable<absl::StatusOr<VerifyReport>> {
+      co_return VerifySlot(slot_, {.max_bytes_per_second = rate});
+    };
+    awaitable<absl::StatusOr<VerifyReport>> done =
+        asio::co_spawn(*pool_, std::move(work), use_awaitable);
+    absl::StatusOr<VerifyReport> mine = co_await std::move(done);
+    if (!mine.ok()) {
+      check->add_master_problems(absl::StrCat("verify could not run: ", mine.status().message()));
+    } else {
+      check->set_bodies_hashed(mine->blobs);
+      check->set_bytes_hashed(mine->bytes);
+      for (const std::string& p : mine->problems) check->add_master_problems(p);
+      for (const VerifyReport::BadBody& b : mine->bad_bodies) {
+        check->add_master_problems(b.problem);
+      }
+    }
+  }
+  check->set_seconds(absl::ToDoubleSeconds(absl::Now() - start));
+  ++reads_;
+  apipb::Response response;
+  *response.mutable_check() = std::move(*check);
+  co_return response;
 }
 
 rpc::RpcHandler ApiService::Handler() {
@@ -180,6 +226,7 @@ awaitable<absl::StatusOr<apipb::Response>> ApiService::Call(apipb::Request reque
     co_return absl::FailedPreconditionError(
         "the write carries no epoch (0): every write carries the epoch; ask GetSlot");
   }
+  if (request.op_case() == apipb::Request::kCheckStore) co_return co_await CheckStore(request);
   if (request.op_case() == apipb::Request::kGetSlot) {
     // The role comes from replicad, on this (the io) thread; the slot's own
     // numbers are filled in on the pool.

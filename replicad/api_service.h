@@ -73,6 +73,12 @@ struct ApiServiceOptions {
   // last LSN; a non-OK status answers the write instead (sync durability:
   // no replica confirmed it in time; the write stays on the master).
   std::function<absl::Status(uint64_t lsn)> await_durable;
+  // For CheckStore: compares the slot with its replicas (replicad's
+  // SlotHost::CheckStore), on the caller's executor. With deep set, the
+  // service verifies its own slot too (VerifySlot, on the pool). Unset:
+  // CheckStore is refused.
+  std::function<asio::awaitable<absl::StatusOr<checkpb::StoreCheck>>(apipb::CheckStore)>
+      check_store;
 };
 
 struct ApiServiceStats {
@@ -109,6 +115,7 @@ class ApiService {
   static bool IsWrite(const apipb::Request& request);
 
  private:
+  asio::awaitable<absl::StatusOr<apipb::Response>> CheckStore(apipb::Request request);
   // Blocking: runs on the pool.
   absl::StatusOr<apipb::Response> Execute(const apipb::Request& request);
   absl::StatusOr<apipb::Response> ExecuteWrite(const apipb::Request& request);

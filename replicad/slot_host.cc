@@ -114,7 +114,8 @@ absl::Status SlotHost::StartListeners() {
                     std::optional<LmtpReply> late = AwaitReplica(lsn);
                     if (!late) return absl::OkStatus();
                     return absl::UnavailableError(late->text);
-                  }});
+                  },
+                  .check_store = [this](apipb::CheckStore r) { return CheckStore(std::move(r)); }});
   api_server_ = std::make_unique<rpc::RpcServer>(
       io_, rpc::RpcServerOptions{.listen = config_.api_listen(), .service = "api",
                                  .secret = options_.secret},
@@ -372,6 +373,48 @@ absl::Time SlotHost::LastContact() const {
 }
 
 absl::Status SlotHost::CheckWrite(uint64_t epoch) { return CheckWriteFor(epoch, false); }
+
+awaitable<absl::StatusOr<checkpb::StoreCheck>> SlotHost::CheckStore(apipb::CheckStore request) {
+  checkpb::StoreCheck out;
+  std::vector<coordpb::SlotInfo> replicas;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (role_ != coordpb::MASTER || !slot_) {
+      co_return absl::FailedPreconditionError(absl::StrCat(
+          "slot ", config_.slot_id(), " is not the master of its store",
+          master_api_.empty() ? "" : absl::StrCat(" (the master's API is ", master_api_, ")"),
+          "; a check runs on the master"));
+    }
+    out.set_store_id(store_.store_id());
+    out.set_master_slot_id(config_.slot_id());
+    for (const coordpb::SlotInfo& m : store_.members()) {
+      if (m.slot_id() != config_.slot_id()) replicas.push_back(m);
+    }
+  }
+  out.set_deep(request.deep());
+  for (const MailboxInfo& mb : slot_->ListMailboxes()) {
+    out.set_mailboxes(out.mailboxes() + 1);
+    out.set_messages(out.messages() + mb.messages);
+  }
+  for (const coordpb::SlotInfo& replica : replicas) {
+    sync::SyncClientOptions o;
+    o.slot = slot_->paths();
+    o.server = replica.sync_address();
+    o.secret = options_.secret;
+    o.mode = sync::SyncClientOptions::Mode::kCheck;
+    o.check = {.deep = request.deep(),
+               .repair = request.repair(),
+               .max_bytes_per_second = request.max_bytes_per_second()};
+    auto client = std::make_unique<sync::SyncClient>(io_, std::move(o));
+    absl::Status s = co_await client->Run();
+    checkpb::ReplicaCheck* rc = out.add_replicas();
+    *rc = client->check_result();
+    rc->set_slot_id(replica.slot_id());
+    rc->set_address(replica.sync_address());
+    if (!s.ok()) rc->set_error(std::string(s.message()));
+  }
+  co_return out;
+}
 
 absl::Status SlotHost::CheckWriteFor(uint64_t epoch, bool lmtp) {
   std::string master;

@@ -108,6 +108,12 @@ class SlotHost {
   // OK iff the slot takes writes at `epoch` now (0: at its current epoch).
   absl::Status CheckWrite(uint64_t epoch);
 
+  // replctl check, on the master: compares this slot with each replica
+  // (SyncClient mode kCheck, one replica after the other). The master's
+  // own --deep verify is the ApiService's part. kFailedPrecondition when
+  // this slot is not the master. On the io thread.
+  asio::awaitable<absl::StatusOr<checkpb::StoreCheck>> CheckStore(apipb::CheckStore request);
+
  private:
   // The refusal names the master's LMTP address (lmtp) or its API address.
   absl::Status CheckWriteFor(uint64_t epoch, bool lmtp);

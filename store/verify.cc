@@ -3,7 +3,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <optional>
+
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "common/status_macros.h"
 #include "store/log_reader.h"
 #include "store/snapshot.h"
@@ -17,7 +20,7 @@ void RemoveIndexFiles(const std::string& path) {
 
 }  // namespace
 
-absl::StatusOr<VerifyReport> VerifySlot(Slot& slot) {
+absl::StatusOr<VerifyReport> VerifySlot(Slot& slot, const VerifyOptions& options) {
   VerifyReport report;
   const SlotPaths& paths = slot.paths();
 
@@ -92,29 +95,50 @@ absl::StatusOr<VerifyReport> VerifySlot(Slot& slot) {
   cleanup_scratch();
 
   // 3. Every body hashes to its GUID (once the background writer is done).
+  // The list is taken under the index lock; the reads happen outside it.
   RETURN_IF_ERROR(slot.FlushBodies());
-  absl::Status blobs = slot.WithIndex([&](Index& live, Spool& spool) {
+  struct Blob {
+    std::string guid;
+    uint64_t size;
+    std::optional<BodyLocation> location;
+  };
+  std::vector<Blob> blobs;
+  const Spool* spool = nullptr;  // thread-safe for reads (pread)
+  RETURN_IF_ERROR(slot.WithIndex([&](Index& live, Spool& s) {
+    spool = &s;
     return live.ForEachBlob([&](const std::string& guid, uint64_t size,
                                 const std::optional<BodyLocation>& loc) {
-      ++report.blobs;
-      if (!loc) {
-        report.problems.push_back(
-            absl::StrCat("body ", GuidHex(guid), " missing: it is not in the spool"));
-        return absl::OkStatus();
-      }
-      absl::StatusOr<std::string> body = spool.Read(guid, *loc);
-      if (!body.ok()) {
-        report.problems.push_back(std::string(body.status().message()));
-      } else if (body->size() != size || Sha1(*body) != guid) {
-        report.problems.push_back(absl::StrCat("body ", GuidHex(guid), " in pack ",
-                                               spool.PackPath(loc->pack), " offset ",
-                                               loc->offset,
-                                               " does not hash to its GUID (damaged)"));
-      }
+      blobs.push_back({guid, size, loc});
       return absl::OkStatus();
     });
-  });
-  RETURN_IF_ERROR(blobs);
+  }));
+  const absl::Time start = absl::Now();
+  for (const Blob& b : blobs) {
+    ++report.blobs;
+    if (!b.location) {
+      report.bad_bodies.push_back(
+          {b.guid, absl::StrCat("body ", GuidHex(b.guid), " missing: it is not in the spool")});
+      continue;
+    }
+    absl::StatusOr<std::string> body = spool->Read(b.guid, *b.location);
+    if (!body.ok()) {
+      report.bad_bodies.push_back({b.guid, std::string(body.status().message())});
+      continue;
+    }
+    report.bytes += body->size();
+    if (body->size() != b.size || Sha1(*body) != b.guid) {
+      report.bad_bodies.push_back(
+          {b.guid, absl::StrCat("body ", GuidHex(b.guid), " in pack ",
+                                spool->PackPath(b.location->pack), " offset ",
+                                b.location->offset, " does not hash to its GUID (damaged)")});
+    }
+    if (options.max_bytes_per_second > 0) {
+      // Pace: never ahead of the allowed rate since the start.
+      const absl::Time due =
+          start + absl::Seconds(static_cast<double>(report.bytes) / options.max_bytes_per_second);
+      if (const absl::Time now = absl::Now(); due > now) absl::SleepFor(due - now);
+    }
+  }
   return report;
 }
 

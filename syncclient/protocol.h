@@ -17,6 +17,9 @@ inline constexpr uint32_t kProtocolMajor = 1;
 // overrides it, so tests can play a peer one minor version newer or older.
 uint32_t ProtocolMinor();
 inline constexpr char kCapabilityZstd[] = "zstd";
+// The server answers ContentsRequest and VerifyRequest and honours
+// DigestRequest.source (consistency checks, replctl check).
+inline constexpr char kCapabilityCheck[] = "check";
 
 // How long a side waits for the hello exchange, and for any frame once
 // streaming (heartbeats arrive every kHeartbeatInterval when idle).

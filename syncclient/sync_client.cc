@@ -17,32 +17,16 @@
 #include "syncclient/auth.h"
 #include "syncclient/fork_point.h"
 #include "syncclient/framed_connection.h"
+#include "syncclient/mailbox_compare.h"
 #include "syncclient/master_source.h"
 #include "syncclient/protocol.h"
+#include "syncclient/sync_session.h"
 
 namespace mailrepl::sync {
 
 using asio::awaitable;
 using asio::use_awaitable;
 using namespace asio::experimental::awaitable_operators;
-
-// One connection's state.
-struct SyncClient::Session {
-  std::shared_ptr<FramedConnection> conn;
-  uint64_t replica_last = 0;
-  std::vector<EpochStart> replica_history;
-  uint64_t next = 0;   // next LSN to send
-  uint64_t acked = 0;  // replica has everything up to here
-  struct InFlight {
-    uint64_t last_lsn;
-    size_t bytes;
-    absl::Time sent;
-  };
-  std::deque<InFlight> in_flight;
-  size_t in_flight_bytes = 0;
-  absl::Time last_send = absl::Now();
-  std::unique_ptr<asio::steady_timer> wake;
-};
 
 namespace {
 
@@ -61,16 +45,6 @@ absl::Status FromErrorFrame(const syncpb::Error& e, const std::string& peer) {
   }
 }
 
-absl::Status Unexpected(const syncpb::Frame& f, const std::string& what, const std::string& peer,
-                        SyncStats* stats) {
-  if (f.has_error() && f.error().code() == syncpb::STALE_EPOCH) {
-    stats->newer_epoch = std::max(stats->newer_epoch, f.error().epoch());
-  }
-  if (f.has_error()) return FromErrorFrame(f.error(), peer);
-  return absl::UnavailableError(absl::StrCat("sync server ", peer, " sent frame type ",
-                                             f.body_case(), " where ", what, " was expected"));
-}
-
 // Permanent failures end a rolling client too; others are retried.
 bool Retryable(const absl::Status& s) {
   return s.code() == absl::StatusCode::kUnavailable ||
@@ -83,6 +57,17 @@ std::string QuarantineText(const syncpb::QuarantinedMailbox& q) {
 }
 
 }  // namespace
+
+absl::Status Unexpected(const syncpb::Frame& f, const std::string& what, const std::string& peer,
+                        SyncStats* stats) {
+  if (f.has_error() && f.error().code() == syncpb::STALE_EPOCH) {
+    stats->newer_epoch = std::max(stats->newer_epoch, f.error().epoch());
+  }
+  if (f.has_error()) return FromErrorFrame(f.error(), peer);
+  return absl::UnavailableError(absl::StrCat("sync server ", peer, " sent frame type ",
+                                             f.body_case(), " where ", what, " was expected"));
+}
+
 
 SyncClient::SyncClient(asio::io_context& io, SyncClientOptions options)
     : io_(io), options_(std::move(options)), stop_timer_(io) {}
@@ -158,6 +143,8 @@ awaitable<absl::Status> SyncClient::RunOnce() {
       co_return co_await Stream(s, 0, /*follow=*/true);
     case SyncClientOptions::Mode::kReplayFile:
       co_return co_await ReplayFile(s);
+    case SyncClientOptions::Mode::kCheck:
+      co_return co_await Check(s);
     default:
       co_return co_await Resync(s);
   }
@@ -199,6 +186,11 @@ awaitable<absl::Status> SyncClient::Handshake(Session& s) {
   bool server_zstd = false;
   for (const auto& c : sh.capabilities()) server_zstd |= c == kCapabilityZstd;
   if (options_.compress && server_zstd) h->add_capabilities(kCapabilityZstd);
+  for (const auto& c : sh.capabilities()) {
+    if (c == kCapabilityCheck && options_.mode == SyncClientOptions::Mode::kCheck) {
+      h->add_capabilities(kCapabilityCheck);
+    }
+  }
   const std::string challenge = NewChallenge();
   h->set_challenge(challenge);
   h->set_response(AuthResponse(options_.secret, "client", context, sh.challenge(), challenge));
@@ -224,7 +216,9 @@ awaitable<absl::Status> SyncClient::Handshake(Session& s) {
   }
   for (const auto& c : w.capabilities()) {
     if (c == kCapabilityZstd) s.conn->EnableCompression();
+    if (c == kCapabilityCheck) s.check_capable = true;
   }
+  s.replica_slot = w.slot_id();
   s.replica_last = w.last_lsn();
   Heard();
   for (const auto& e : w.epoch_history()) s.replica_history.push_back({e.epoch(), e.first_lsn()});
@@ -482,19 +476,13 @@ awaitable<absl::Status> SyncClient::Stream(Session& s, uint64_t target, bool fol
   co_return s1;
 }
 
-awaitable<absl::Status> SyncClient::Resync(Session& s) {
-  std::vector<std::string> prefixes;
-  if (options_.mode == SyncClientOptions::Mode::kResyncUser) {
-    prefixes.push_back(InboxName(options_.target));
-  } else if (options_.mode == SyncClientOptions::Mode::kResyncMailbox) {
-    prefixes.push_back(options_.target);
-  }
+awaitable<absl::StatusOr<SyncClient::CommonPoint>> SyncClient::MeetAtCommonLsn(
+    Session& s, const syncpb::DigestRequest& request) {
   auto request_digests = [&]() -> awaitable<absl::StatusOr<syncpb::DigestReply>> {
     syncpb::Frame req;
-    req.mutable_digest_request();
-    for (const auto& p : prefixes) req.mutable_digest_request()->add_prefixes(p);
+    *req.mutable_digest_request() = request;
     s.conn->Send(req);
-    auto reply = co_await s.conn->Read(absl::Seconds(60));
+    auto reply = co_await s.conn->Read(absl::Seconds(120));
     if (!reply.ok()) co_return reply.status();
     if (!reply->has_digest_reply()) co_return Unexpected(*reply, "digests", options_.server, &stats_);
     co_return reply->digest_reply();
@@ -507,7 +495,7 @@ awaitable<absl::Status> SyncClient::Resync(Session& s) {
   const uint64_t replica_lsn = first->lsn();
   // Compare at a common LSN: the master's view holds still while it is
   // open; bring the replica to exactly its LSN (one batch at a time;
-  // resyncs are not the bulk path).
+  // resyncs and checks are not the bulk path).
   auto view = source_->View();
   if (!view.ok()) co_return view.status();
   const uint64_t at = (*view)->applied_lsn();
@@ -550,9 +538,44 @@ awaitable<absl::Status> SyncClient::Resync(Session& s) {
   }
   if (dr.lsn() != at) {
     co_return absl::UnavailableError(absl::StrCat("replica ", options_.server, " moved to LSN ",
-                                                  dr.lsn(), " during a resync at LSN ", at,
+                                                  dr.lsn(), " during a comparison at LSN ", at,
                                                   "; retry"));
   }
+  co_return CommonPoint{std::move(*view), std::move(dr)};
+}
+
+awaitable<absl::StatusOr<syncpb::RepairDone>> SyncClient::SendRepair(
+    Session& s, const logpb::RepairMailbox& repair, const std::vector<std::string>& replace) {
+  syncpb::Frame f;
+  *f.mutable_repair()->mutable_repair() = repair;
+  for (const std::string& g : replace) f.mutable_repair()->add_replace_guids(g);
+  s.conn->Send(f);
+  auto br = co_await s.conn->Read(absl::Seconds(60));
+  if (!br.ok()) co_return br.status();
+  if (!br->has_body_request()) co_return Unexpected(*br, "a body request", options_.server, &stats_);
+  std::vector<std::string> guids(br->body_request().guids().begin(),
+                                 br->body_request().guids().end());
+  absl::Status sb = co_await SendBodies(s, guids);
+  if (!sb.ok()) co_return sb;
+  auto done = co_await s.conn->Read(absl::Seconds(120));
+  if (!done.ok()) co_return done.status();
+  if (!done->has_repair_done()) co_return Unexpected(*done, "a repair result", options_.server, &stats_);
+  co_return done->repair_done();
+}
+
+awaitable<absl::Status> SyncClient::Resync(Session& s) {
+  std::vector<std::string> prefixes;
+  if (options_.mode == SyncClientOptions::Mode::kResyncUser) {
+    prefixes.push_back(InboxName(options_.target));
+  } else if (options_.mode == SyncClientOptions::Mode::kResyncMailbox) {
+    prefixes.push_back(options_.target);
+  }
+  syncpb::DigestRequest request;
+  for (const auto& p : prefixes) request.add_prefixes(p);
+  auto met = co_await MeetAtCommonLsn(s, request);
+  if (!met.ok()) co_return met.status();
+  std::unique_ptr<Index>* view = &met->view;
+  syncpb::DigestReply& dr = met->replica;
   Index& ix = **view;
   auto in_scope = [&](const std::string& name) {
     if (options_.mode == SyncClientOptions::Mode::kResyncMailbox) return name == options_.target;
@@ -575,29 +598,10 @@ awaitable<absl::Status> SyncClient::Resync(Session& s) {
         it->second.second == mb.MailboxDigest()) {
       continue;
     }
-    logpb::RepairMailbox r;
-    r.set_mailbox_id(id);
-    r.set_reason(it == replica.end() ? "missing on replica" : "digest differs");
-    auto* sm = r.mutable_mailbox();
-    sm->set_mailbox_id(id);
-    sm->set_name(mb.name);
-    sm->set_uidvalidity(mb.uidvalidity);
-    sm->set_last_uid(mb.last_uid);
-    sm->set_highest_modseq(mb.highest_modseq);
-    auto msgs = ix.ListMessages(id, true);
-    if (!msgs.ok()) co_return msgs.status();
-    for (const MessageInfo& m : *msgs) {
-      auto* x = r.add_messages();
-      x->set_mailbox_id(id);
-      x->set_uid(m.uid);
-      x->set_guid(m.guid);
-      x->set_size(m.size);
-      x->set_internal_date(m.internal_date);
-      for (const auto& fl : m.flags) x->add_flags(fl);
-      x->set_modseq(m.modseq);
-      x->set_expunged(m.expunged);
-    }
-    repairs.push_back(std::move(r));
+    absl::StatusOr<logpb::RepairMailbox> r = MailboxState(ix, id);
+    if (!r.ok()) co_return r.status();
+    r->set_reason(it == replica.end() ? "missing on replica" : "digest differs");
+    repairs.push_back(std::move(*r));
   }
   for (const auto& [id, nd] : replica) {
     if (ix.FindMailbox(id) != nullptr || !in_scope(nd.first)) continue;
@@ -611,23 +615,12 @@ awaitable<absl::Status> SyncClient::Resync(Session& s) {
   view->reset();
   for (const auto& r : repairs) {
     const std::string name = r.mailbox().name();
-    syncpb::Frame f;
-    *f.mutable_repair()->mutable_repair() = r;
-    s.conn->Send(f);
-    auto br = co_await s.conn->Read(absl::Seconds(60));
-    if (!br.ok()) co_return br.status();
-    if (!br->has_body_request()) co_return Unexpected(*br, "a body request", options_.server, &stats_);
-    std::vector<std::string> guids(br->body_request().guids().begin(),
-                                   br->body_request().guids().end());
-    absl::Status sb = co_await SendBodies(s, guids);
-    if (!sb.ok()) co_return sb;
-    auto done = co_await s.conn->Read(absl::Seconds(120));
+    auto done = co_await SendRepair(s, r, {});
     if (!done.ok()) co_return done.status();
-    if (!done->has_repair_done()) co_return Unexpected(*done, "a repair result", options_.server, &stats_);
-    if (done->repair_done().ok()) {
+    if (done->ok()) {
       stats_.repaired.push_back(absl::StrCat(name, " (", r.reason(), ")"));
     } else {
-      stats_.failed.push_back(absl::StrCat(name, ": ", done->repair_done().error()));
+      stats_.failed.push_back(absl::StrCat(name, ": ", done->error()));
     }
   }
   syncpb::Frame done;

@@ -20,7 +20,9 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "asio.hpp"
+#include "proto/check.pb.h"
 #include "proto/sync.pb.h"
+#include "store/index.h"
 #include "store/slot.h"
 
 namespace mailrepl::sync {
@@ -41,6 +43,7 @@ struct SyncClientOptions {
     kResyncMailbox,  // ... of mailbox `target`
     kResyncAll,      // ... of every mailbox
     kReplayFile,     // send the records of log file `target`
+    kCheck,          // compare with the replica at a common LSN (check())
   };
   Mode mode = Mode::kCatchUp;
   std::string target;
@@ -57,6 +60,12 @@ struct SyncClientOptions {
   // Called on the io thread whenever the replica is heard from (welcome,
   // acknowledgement, heartbeat): stats() then holds the news.
   std::function<void()> on_progress;
+  // kCheck (replctl check; docs/operations.md "Consistency checks").
+  struct Check {
+    bool deep = false;    // also hash every body and check index against log
+    bool repair = false;  // resync differing mailboxes, then compare again
+    double max_bytes_per_second = 0;  // --deep body reads on the replica
+  } check;
 };
 
 struct SyncStats {
@@ -99,6 +108,8 @@ class SyncClient {
   // which may fire before the commit is visible in the index.
   void Poke();
   const SyncStats& stats() const { return stats_; }
+  // kCheck: what the check found (valid once Run() returned OK).
+  const checkpb::ReplicaCheck& check_result() const { return check_; }
 
  private:
   struct Session;
@@ -109,6 +120,18 @@ class SyncClient {
   asio::awaitable<absl::Status> Stream(Session& s, uint64_t target,
                                        bool follow);
   asio::awaitable<absl::Status> Resync(Session& s);
+  asio::awaitable<absl::Status> Check(Session& s);
+  // The view of the master and the replica's digests at one LSN (the
+  // server holds other sessions back from the first digest request on).
+  struct CommonPoint {
+    std::unique_ptr<Index> view;
+    syncpb::DigestReply replica;
+  };
+  asio::awaitable<absl::StatusOr<CommonPoint>> MeetAtCommonLsn(
+      Session& s, const syncpb::DigestRequest& request);
+  asio::awaitable<absl::StatusOr<syncpb::RepairDone>> SendRepair(
+      Session& s, const logpb::RepairMailbox& repair,
+      const std::vector<std::string>& replace_guids);
   asio::awaitable<absl::Status> ReplayFile(Session& s);
   asio::awaitable<absl::Status> SendBodies(
       Session& s, const std::vector<std::string>& guids);
@@ -117,6 +140,7 @@ class SyncClient {
   SyncClientOptions options_;
   std::unique_ptr<MasterSource> source_;
   SyncStats stats_;
+  checkpb::ReplicaCheck check_;
   bool stopping_ = false;
   bool poked_ = false;
   asio::steady_timer* wake_ = nullptr;  // the streaming session's, while it runs

@@ -1,5 +1,9 @@
 #include "syncclient/sync_server.h"
 
+#include "store/verify.h"
+
+#include "syncclient/mailbox_compare.h"
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -10,8 +14,10 @@
 #include "proto/log.pb.h"
 #include "store/log_format.h"
 #include "store/mailbox_name.h"
+#include "store/verify.h"
 #include "syncclient/auth.h"
 #include "syncclient/framed_connection.h"
+#include "syncclient/mailbox_compare.h"
 #include "syncclient/protocol.h"
 
 namespace mailrepl::sync {
@@ -252,6 +258,7 @@ awaitable<absl::Status> SyncServer::Serve(FramedConnection& conn) {
   syncpb::Frame hello;
   *hello.mutable_server_hello()->mutable_version() = OurVersion();
   hello.mutable_server_hello()->add_capabilities(kCapabilityZstd);
+  hello.mutable_server_hello()->add_capabilities(kCapabilityCheck);
   hello.mutable_server_hello()->set_challenge(challenge);
   conn.Send(hello);
 
@@ -318,6 +325,9 @@ awaitable<absl::Status> SyncServer::Serve(FramedConnection& conn) {
   bool zstd = false;
   for (const auto& c : h.capabilities()) zstd |= c == kCapabilityZstd;
   if (zstd) w->add_capabilities(kCapabilityZstd);
+  for (const auto& c : h.capabilities()) {
+    if (c == kCapabilityCheck) w->add_capabilities(kCapabilityCheck);
+  }
   w->set_response(AuthResponse(options_.secret, "server", context, h.challenge(), challenge));
   w->set_slot_id(id.slot_id);
   w->set_epoch(slot_.epoch());
@@ -438,22 +448,22 @@ awaitable<absl::Status> SyncServer::Serve(FramedConnection& conn) {
         syncpb::DigestReply* dr = reply.mutable_digest_reply();
         dr->set_lsn(slot_.last_lsn());
         dr->set_slot_digest(slot_.SlotDigest().Bytes());
-        const auto& prefixes = f->digest_request().prefixes();
-        // A resync is there to find damage, so each mailbox digest is
-        // recomputed from its message rows: the running sums kept with the
-        // mailbox rows do not see rows lost or changed behind the engine's
-        // back.
+        const syncpb::DigestRequest& req = f->digest_request();
+        // A resync is there to find damage, so by default each mailbox
+        // digest is recomputed from its message rows (ROWS): the running
+        // sums kept with the mailbox rows do not see rows lost or changed
+        // behind the engine's back. A check's fast path asks for the sums
+        // (STORED, O(mailboxes)) or for the slot digest alone.
         absl::Status digests = co_await OffThread([&]() -> absl::Status {
+          if (req.slot_only()) return absl::OkStatus();
           return slot_.WithIndex([&](Index& ix, Spool&) -> absl::Status {
             for (const auto& [id, mb] : ix.mailboxes()) {
-              bool in = prefixes.empty();
-              for (const auto& p : prefixes) in |= IsSameOrBelow(mb.name, p);
+              bool in = req.prefixes().empty();
+              for (const auto& p : req.prefixes()) in |= IsSameOrBelow(mb.name, p);
               if (!in) continue;
-              ASSIGN_OR_RETURN(auto messages, ix.ListMessages(id, /*include_expunged=*/true));
-              Digest d = MailboxAttributesDigest(mb.id, mb.name, mb.uidvalidity, mb.last_uid,
-                                                 mb.highest_modseq);
-              for (const MessageInfo& m : messages) {
-                d.Add(MessageDigest(m.uid, m.guid, m.flags, m.modseq, m.expunged));
+              Digest d = mb.MailboxDigest();
+              if (req.source() == syncpb::ROWS) {
+                ASSIGN_OR_RETURN(d, RowDigest(ix, mb));
               }
               auto* m = dr->add_mailboxes();
               m->set_mailbox_id(mb.id);
@@ -467,9 +477,44 @@ awaitable<absl::Status> SyncServer::Serve(FramedConnection& conn) {
         conn.Send(reply);
         break;
       }
+      case syncpb::Frame::kContentsRequest: {
+        syncpb::Frame reply;
+        absl::Status read = co_await OffThread([&]() -> absl::Status {
+          return slot_.WithIndex([&](Index& ix, Spool&) -> absl::Status {
+            for (const std::string& id : f->contents_request().mailbox_ids()) {
+              ASSIGN_OR_RETURN(*reply.mutable_contents()->add_mailboxes(), MailboxState(ix, id));
+            }
+            return absl::OkStatus();
+          });
+        });
+        if (!read.ok()) co_return refuse(syncpb::APPLY_FAILED, std::string(read.message()));
+        conn.Send(reply);
+        break;
+      }
+      case syncpb::Frame::kVerifyRequest: {
+        // Runs on the live replica (VerifySlot hashes bodies outside the
+        // index lock); the client asks before it holds other sessions back.
+        absl::StatusOr<VerifyReport> v;
+        co_await OffThread([&]() -> absl::Status {
+          v = VerifySlot(slot_, {.max_bytes_per_second =
+                                     f->verify_request().max_bytes_per_second()});
+          return absl::OkStatus();
+        });
+        if (!v.ok()) co_return refuse(syncpb::APPLY_FAILED, std::string(v.status().message()));
+        syncpb::Frame reply;
+        syncpb::VerifyReply* vr = reply.mutable_verify_reply();
+        vr->set_records(v->records);
+        vr->set_bodies(v->blobs);
+        vr->set_bytes(v->bytes);
+        for (const VerifyReport::BadBody& b : v->bad_bodies) vr->add_bad_guids(b.guid);
+        for (const std::string& p : v->problems) vr->add_problems(p);
+        conn.Send(reply);
+        break;
+      }
       case syncpb::Frame::kRepair: {
         const logpb::RepairMailbox& r = f->repair().repair();
-        std::vector<std::string> missing;
+        std::vector<std::string> missing(f->repair().replace_guids().begin(),
+                                         f->repair().replace_guids().end());
         for (const auto& m : r.messages()) {
           auto has = slot_.HasBlob(m.guid());
           if (!has.ok() || !*has) missing.push_back(m.guid());

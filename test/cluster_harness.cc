@@ -113,6 +113,17 @@ void Cluster::Signal(const std::string& name, int sig) {
   }
 }
 
+bool Cluster::Stop(const std::string& name, absl::Duration timeout) {
+  auto it = restarted_.find(name);
+  if (it != restarted_.end()) {
+    it->second->Signal(SIGTERM);
+    return it->second->Wait(timeout).has_value();
+  }
+  const int pid = PidOf(name);
+  ::kill(pid, SIGTERM);
+  return WaitFor([&] { return ::kill(pid, 0) != 0; }, timeout);
+}
+
 void Cluster::Restart(const std::string& name) {
   std::vector<std::string> argv;
   if (name == "coordinator") {

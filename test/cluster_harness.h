@@ -93,6 +93,8 @@ class Cluster {
   // belongs to the harness and is stopped with it).
   void Signal(const std::string& host_or_coordinator, int sig);
   void Restart(const std::string& host_or_coordinator);
+  // SIGTERM, then true once the process has exited (within timeout).
+  bool Stop(const std::string& host_or_coordinator, absl::Duration timeout);
   // Signals a restarted process and waits for its exit code (-1: still runs).
   int StopRestarted(const std::string& name, int sig, absl::Duration timeout);
 

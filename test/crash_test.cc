@@ -116,6 +116,7 @@ TEST_CASE("no acknowledged append is lost when the writer is SIGKILLed at random
     auto report = VerifySlot(*slot);
     REQUIRE(report.ok());
     INFO((report->problems.empty() ? "" : report->problems[0]));
+    INFO((report->bad_bodies.empty() ? "" : report->bad_bodies[0].problem));
     REQUIRE(report->clean());
   }
   SetLogQuiet(false);

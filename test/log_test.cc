@@ -295,8 +295,9 @@ TEST_CASE("damage in the middle of a pack is not mistaken for a torn tail", "[lo
   CHECK_THAT(std::string(fetched.status().message()), Catch::Contains(first.path));
   auto report = VerifySlot(*slot);
   REQUIRE(report.ok());
-  REQUIRE(report->problems.size() == 1);
-  CHECK_THAT(report->problems[0], Catch::Contains(first.path));
+  CHECK(report->problems.empty());
+  REQUIRE(report->bad_bodies.size() == 1);
+  CHECK_THAT(report->bad_bodies[0].problem, Catch::Contains(first.path));
 }
 
 TEST_CASE("a rebuilt index finds bodies that only the spool still holds", "[log][recovery]") {
@@ -335,8 +336,10 @@ TEST_CASE("verify finds a damaged body and an index that disagrees with the log"
   FlipByte(packed.path, packed.body_offset + 10);  // a byte of the body in its pack
   auto report = VerifySlot(*slot);
   REQUIRE(report.ok());
-  REQUIRE(report->problems.size() == 1);
-  CHECK_THAT(report->problems[0], Catch::Contains(packed.path));
+  CHECK(report->problems.empty());
+  REQUIRE(report->bad_bodies.size() == 1);
+  CHECK(report->bad_bodies[0].guid == r->guid);
+  CHECK_THAT(report->bad_bodies[0].problem, Catch::Contains(packed.path));
 }
 
 }  // namespace

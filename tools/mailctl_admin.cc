@@ -350,12 +350,16 @@ absl::Status RunVerify(CommandContext& ctx) {
   }
   Print(ctx, absl::StrCat("records=", report->records, " blobs=", report->blobs,
                           " mailboxes=", report->mailboxes,
-                          " problems=", report->problems.size(), "\n"));
+                          " problems=", report->problems.size() + report->bad_bodies.size(),
+                          "\n"));
   for (const std::string& p : report->problems)
     Print(ctx, absl::StrCat("problem: ", p, "\n"));
+  for (const VerifyReport::BadBody& b : report->bad_bodies)
+    Print(ctx, absl::StrCat("problem: ", b.problem, "\n"));
   if (!report->clean()) {
     return absl::DataLossError(absl::StrCat(
-        "verify found ", report->problems.size(), " problems in slot ", root,
+        "verify found ", report->problems.size() + report->bad_bodies.size(),
+        " problems in slot ", root,
         " (listed on stdout); repair the slot from a replica, or run "
         "'mailctl reconstruct' if only the index differs from the log"));
   }

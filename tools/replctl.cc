@@ -24,6 +24,7 @@
 #include "syncclient/auth.h"
 #include "tools/dev_cluster.h"
 #include "tools/placement.h"
+#include "tools/replctl_check.h"
 #include "tools/replctl_plan.h"
 #include "tools/replctl_commands.h"
 
@@ -51,6 +52,12 @@ ABSL_FLAG(int, timeout_ms, 10000, "failover, drain, undrain: per store, before r
 ABSL_FLAG(int, parallel, 1, "drain, undrain: stores switched at once");
 ABSL_FLAG(bool, force, false, "promote: the master's host is gone; promote a replica anyway");
 ABSL_FLAG(bool, apply, false, "plan: create the planned stores on the coordinator");
+ABSL_FLAG(std::string, host, "", "check: every store with a slot on this host");
+ABSL_FLAG(bool, all, false, "check: every store");
+ABSL_FLAG(bool, deep, false, "check: also hash every body and check index against log");
+ABSL_FLAG(bool, repair, false, "check: resync differing mailboxes from the master, then re-check");
+ABSL_FLAG(double, max_rate, 0, "check --deep: body reads per side, MB/s (0: unthrottled)");
+ABSL_FLAG(uint64_t, max_lag, 100000, "check: skip (exit 2) a store whose replica lags more records");
 
 namespace {
 
@@ -89,6 +96,23 @@ commands:
                                   --apply creates the stores (slot i*K+k of the plan
                                   is the k-th lowest slot id host i registered);
                                   nothing is created if a planned slot is in a store
+  check [--store S ...|--host H|--all] [--json] [--deep] [--repair] [--max-rate MB/s]
+        [--max-lag N]             compare each store's master with its replicas at a
+                                  common LSN (lag is never reported as divergence):
+                                  slot digests, then the digests of the mailboxes,
+                                  then exactly how the differing mailboxes differ
+                                  (missing/extra UIDs, flags, attributes). --deep also
+                                  recomputes digests from the message rows, hashes
+                                  every body against its GUID and checks each index
+                                  against its log (paced by --max-rate). --repair
+                                  resyncs the differing mailboxes from the master
+                                  (never writing to it) and checks again. One line
+                                  per store; the result is recorded in the
+                                  coordinator (replctl status shows it). Exit: 0
+                                  consistent (or repaired and clean on re-check),
+                                  1 differences found, 2 some store could not be
+                                  checked (down, switching, lagging beyond --max-lag,
+                                  unreachable)
   dev-cluster up --dir DIR [--hosts N] [--slots-per-host K] [--replicas R]
                  [--users U] [--lease-ms L] [--durability D] [--net A.B.C]
                  start a local cluster on loopback addresses and write
@@ -418,6 +442,15 @@ int main(int argc, char** argv) {
   // Flags are spelled with dashes (--slots-per-host); Abseil's names use
   // underscores.
   std::vector<std::string> spelled(argv, argv + argc);
+  // --store may be given several times (check): keep every value.
+  std::vector<uint64_t> stores_given;
+  for (size_t i = 1; i < spelled.size(); ++i) {
+    std::string value;
+    if (spelled[i] == "--store" && i + 1 < spelled.size()) value = spelled[i + 1];
+    if (spelled[i].rfind("--store=", 0) == 0) value = spelled[i].substr(8);
+    uint64_t id;
+    if (!value.empty() && absl::SimpleAtoi(value, &id)) stores_given.push_back(id);
+  }
   std::vector<char*> argv2;
   for (std::string& a : spelled) {
     if (a.rfind("--", 0) == 0) {
@@ -456,6 +489,29 @@ int main(int argc, char** argv) {
       return CannotRun("failover takes one STORE id");
     }
     return Failover(store, absl::GetFlag(FLAGS_to), "manual", json);
+  }
+  if (command == "check") {
+    tools::CheckOptions o;
+    o.stores = stores_given;
+    for (size_t i = 1; i < args.size(); ++i) {
+      uint64_t id;
+      if (!absl::SimpleAtoi(args[i], &id)) return CannotRun("check takes store ids: check 3 5");
+      o.stores.push_back(id);
+    }
+    o.host = absl::GetFlag(FLAGS_host);
+    o.all = absl::GetFlag(FLAGS_all);
+    o.deep = absl::GetFlag(FLAGS_deep);
+    o.repair = absl::GetFlag(FLAGS_repair);
+    o.max_rate_mb = absl::GetFlag(FLAGS_max_rate);
+    o.max_lag_records = absl::GetFlag(FLAGS_max_lag);
+    o.json = json;
+    o.progress = !json && ::isatty(STDOUT_FILENO) && ::isatty(STDERR_FILENO);
+    if (o.stores.empty() && o.host.empty() && !o.all) {
+      return CannotRun("check: give --store S (repeatable), --host H or --all");
+    }
+    if (o.max_rate_mb < 0) return CannotRun("--max-rate must not be negative");
+    return tools::RunCheck(
+        o, [](const coordpb::Request& r) { return Call(r); }, ResolveTarget()->secret);
   }
   if (command == "drain" || command == "undrain") {
     if (args.size() != 2) return CannotRun(command + " takes one HOST");
