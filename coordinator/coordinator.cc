@@ -19,6 +19,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/net.h"
 #include "common/status_macros.h"
 #include "coordinator/schema.h"
 
@@ -302,8 +303,9 @@ absl::StatusOr<coordpb::SlotInfo> Coordinator::LoadSlot(uint64_t slot_id, bool* 
 
 absl::StatusOr<coordpb::StoreInfo> Coordinator::LoadStore(uint64_t store_id, bool* found) {
   coordpb::StoreInfo store;
-  ASSIGN_OR_RETURN(Statement st, db_->Prepare("SELECT master_slot_id, epoch, durability, fenced "
-                                              "FROM stores WHERE store_id = ?"));
+  ASSIGN_OR_RETURN(Statement st,
+                   db_->Prepare("SELECT master_slot_id, epoch, durability, fenced, service_lmtp, "
+                                "service_api FROM stores WHERE store_id = ?"));
   st.Bind(1, static_cast<int64_t>(store_id));
   ASSIGN_OR_RETURN(*found, st.Step());
   if (!*found) return store;
@@ -312,6 +314,8 @@ absl::StatusOr<coordpb::StoreInfo> Coordinator::LoadStore(uint64_t store_id, boo
   store.set_epoch(static_cast<uint64_t>(st.ColumnInt(1)));
   store.set_durability(static_cast<coordpb::Durability>(st.ColumnInt(2)));
   store.set_fenced(st.ColumnInt(3) != 0);
+  store.set_service_lmtp(st.ColumnText(4));
+  store.set_service_api(st.ColumnText(5));
   ASSIGN_OR_RETURN(Statement members,
                    db_->Prepare(absl::StrCat(
                        "SELECT ", kSlotColumns,
@@ -668,12 +672,16 @@ absl::StatusOr<coordpb::CreateStoreReply> Coordinator::CreateStore(
             "store ", store_id, " already exists: pick another id, or 0 for the next free one"));
       }
     }
+    RETURN_IF_ERROR(CheckServiceAddresses(store_id, request.service_lmtp(), request.service_api()));
     ASSIGN_OR_RETURN(Statement ins,
                      db_->Prepare("INSERT INTO stores (store_id, master_slot_id, epoch, "
-                                  "durability, fenced) VALUES (?, ?, 1, ?, 0)"));
+                                  "durability, fenced, service_lmtp, service_api) "
+                                  "VALUES (?, ?, 1, ?, 0, ?, ?)"));
     ins.Bind(1, static_cast<int64_t>(store_id));
     ins.Bind(2, static_cast<int64_t>(master));
     ins.Bind(3, static_cast<int64_t>(request.durability()));
+    ins.Bind(4, request.service_lmtp());
+    ins.Bind(5, request.service_api());
     RETURN_IF_ERROR(ins.Run());
     ASSIGN_OR_RETURN(Statement mem, db_->Prepare("INSERT INTO store_members (store_id, slot_id, "
                                                  "position) VALUES (?, ?, ?)"));
@@ -794,6 +802,71 @@ absl::StatusOr<coordpb::SetDurabilityReply> Coordinator::SetDurability(
                                   absl::StrCat("durability ", DurabilityName(store.durability()),
                                                " -> ", DurabilityName(request.durability()))));
       store.set_durability(request.durability());
+    }
+    *reply.mutable_store() = store;
+    return absl::OkStatus();
+  }));
+  return reply;
+}
+
+// --- service addresses ---
+
+absl::Status Coordinator::CheckServiceAddresses(uint64_t store_id, const std::string& lmtp,
+                                                const std::string& api) {
+  if (!lmtp.empty() && lmtp == api) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "store ", store_id, ": the LMTP and API service addresses are both ", lmtp,
+        "; give them different ports"));
+  }
+  ASSIGN_OR_RETURN(Statement taken,
+                   db_->Prepare("SELECT store_id FROM stores WHERE store_id != ? AND "
+                                "(service_lmtp IN (?, ?) OR service_api IN (?, ?))"));
+  for (const auto& [what, address] : {std::pair<const char*, const std::string&>{"LMTP", lmtp},
+                                      {"API", api}}) {
+    if (address.empty()) continue;
+    if (absl::StatusOr<asio::ip::tcp::endpoint> e = ParseEndpoint(address); !e.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("store ", store_id, ": the ", what,
+                                                     " service address: ", e.status().message()));
+    }
+    taken.Bind(1, static_cast<int64_t>(store_id));
+    for (int i = 2; i <= 5; ++i) taken.Bind(i, address);
+    ASSIGN_OR_RETURN(bool row, taken.Step());
+    const int64_t other = row ? taken.ColumnInt(0) : 0;
+    taken.Reset();
+    if (row) {
+      return absl::AlreadyExistsError(absl::StrCat("store ", store_id, ": the ", what,
+                                                   " service address ", address,
+                                                   " is already store ", other, "'s"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<coordpb::SetServiceAddressReply> Coordinator::SetServiceAddress(
+    const coordpb::SetServiceAddress& request) {
+  coordpb::SetServiceAddressReply reply;
+  RETURN_IF_ERROR(InTransaction(true, [&](Txn& txn) -> absl::Status {
+    bool exists = false;
+    ASSIGN_OR_RETURN(coordpb::StoreInfo store, LoadStore(request.store_id(), &exists));
+    if (!exists) {
+      return absl::NotFoundError(absl::StrCat("store ", request.store_id(), " does not exist"));
+    }
+    RETURN_IF_ERROR(CheckServiceAddresses(request.store_id(), request.lmtp(), request.api()));
+    if (store.service_lmtp() != request.lmtp() || store.service_api() != request.api()) {
+      ASSIGN_OR_RETURN(Statement st, db_->Prepare("UPDATE stores SET service_lmtp = ?, "
+                                                  "service_api = ? WHERE store_id = ?"));
+      st.Bind(1, request.lmtp());
+      st.Bind(2, request.api());
+      st.Bind(3, static_cast<int64_t>(request.store_id()));
+      RETURN_IF_ERROR(st.Run());
+      RETURN_IF_ERROR(BumpTopology(txn));
+      auto shown = [](const std::string& a) { return a.empty() ? std::string("none") : a; };
+      RETURN_IF_ERROR(AppendEvent(
+          txn, request.store_id(), "set_service_address",
+          absl::StrCat("lmtp ", shown(store.service_lmtp()), " -> ", shown(request.lmtp()),
+                       ", api ", shown(store.service_api()), " -> ", shown(request.api()))));
+      store.set_service_lmtp(request.lmtp());
+      store.set_service_api(request.api());
     }
     *reply.mutable_store() = store;
     return absl::OkStatus();

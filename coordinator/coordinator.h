@@ -141,6 +141,10 @@ class Coordinator {
   absl::StatusOr<coordpb::AssignUsersReply> AssignUsers(const coordpb::AssignUsers& request);
   absl::StatusOr<coordpb::SetDurabilityReply> SetDurability(
       const coordpb::SetDurability& request);
+  // Sets or clears (empty) a store's service addresses: valid ADDR:PORT,
+  // used by no other store (kAlreadyExists naming it). Bumps the topology.
+  absl::StatusOr<coordpb::SetServiceAddressReply> SetServiceAddress(
+      const coordpb::SetServiceAddress& request);
   absl::StatusOr<coordpb::GetStatusReply> GetStatus(const coordpb::GetStatus& request);
   absl::StatusOr<coordpb::GetHistoryReply> GetHistory(const coordpb::GetHistory& request);
   // Records the outcome of a consistency check of one store (`replctl
@@ -221,6 +225,8 @@ class Coordinator {
   }
 
  private:
+  absl::Status CheckServiceAddresses(uint64_t store_id, const std::string& lmtp,
+                                     const std::string& api);
   struct Txn;  // the state of one transaction (coordinator.cc)
 
   Coordinator(int lock_fd, std::unique_ptr<sqlite::Database> db, CoordinatorOptions options);

@@ -18,6 +18,7 @@ const char* OpName(coordpb::Request::OpCase op) {
     case coordpb::Request::kCreateStore: return "create_store";
     case coordpb::Request::kAssignUsers: return "assign_users";
     case coordpb::Request::kSetDurability: return "set_durability";
+    case coordpb::Request::kSetServiceAddress: return "set_service_address";
     case coordpb::Request::kGetStatus: return "get_status";
     case coordpb::Request::kGetHistory: return "get_history";
     case coordpb::Request::kFailover: return "failover";
@@ -34,7 +35,7 @@ bool IsAdminChange(coordpb::Request::OpCase op) {
   return op == coordpb::Request::kRegisterHost || op == coordpb::Request::kCreateStore ||
          op == coordpb::Request::kAssignUsers || op == coordpb::Request::kSetDurability ||
          op == coordpb::Request::kFailover || op == coordpb::Request::kPromote ||
-         op == coordpb::Request::kRecordCheck;
+         op == coordpb::Request::kRecordCheck || op == coordpb::Request::kSetServiceAddress;
 }
 
 // Moves a typed reply into the Response's matching field.
@@ -123,6 +124,9 @@ absl::StatusOr<std::string> CoordinatorService::Dispatch(const coordpb::Request&
     case coordpb::Request::kSetDurability:
       return Wrap(coordinator_.SetDurability(request.set_durability()),
                   &R::mutable_set_durability);
+    case coordpb::Request::kSetServiceAddress:
+      return Wrap(coordinator_.SetServiceAddress(request.set_service_address()),
+                  &R::mutable_set_service_address);
     case coordpb::Request::kGetStatus:
       return Wrap(coordinator_.GetStatus(request.get_status()), &R::mutable_get_status);
     case coordpb::Request::kGetHistory:

@@ -137,7 +137,13 @@ const std::vector<Migration>& Migrations() {
        [](sqlite::Database& db) { return db.Exec(kSchemaV1); }},
       {2, "create the checks table (the last consistency check of each store)",
        [](sqlite::Database& db) { return db.Exec(kSchemaV2); }},
-      // {3, "...", [](sqlite::Database& db) { return db.Exec("ALTER TABLE ..."); }},
+      {3, "add the stores' service addresses",
+       [](sqlite::Database& db) {
+         return db.Exec(
+             "ALTER TABLE stores ADD COLUMN service_lmtp TEXT NOT NULL DEFAULT '';"
+             "ALTER TABLE stores ADD COLUMN service_api TEXT NOT NULL DEFAULT '';");
+       }},
+      // {4, "...", [](sqlite::Database& db) { return db.Exec("ALTER TABLE ..."); }},
   };
   return *migrations;
 }

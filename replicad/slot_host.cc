@@ -135,13 +135,18 @@ absl::Status SlotHost::StartListeners() {
                               }});
   RETURN_IF_ERROR(sync_server_->Listen());
 
+  service_ = std::make_unique<ServiceAddresses>(io_, *backend_, api_->Handler(), options_.secret,
+                                                absl::StrCat("slot", config_.slot_id()),
+                                                config_.slot_id());
+
   // Each Run() ends after Stop(); count them so the host knows when the
   // slot has wound down.
-  running_servers_ = 3;
+  running_servers_ = 4;
   auto done = [this](std::exception_ptr) { --running_servers_; };
   asio::co_spawn(io_, lmtp_->Run(), done);
   asio::co_spawn(io_, api_server_->Run(), done);
   asio::co_spawn(io_, sync_server_->Run(), done);
+  asio::co_spawn(io_, WatchServiceAddress(), done);
   LogLine(Severity::kInfo, "slot serving",
           Kv("slot", config_.slot_id()) + Kv("lmtp", config_.lmtp_listen()) +
               Kv("api", config_.api_listen()) + Kv("sync", config_.sync_listen()));
@@ -200,6 +205,35 @@ void SlotHost::Apply(const coordpb::SlotAssignment& assignment, const std::strin
   } else {
     BecomeReplica(store);
   }
+  UpdateServiceAddress();
+}
+
+void SlotHost::UpdateServiceAddress() {
+  if (!service_) return;
+  if (stopping_) {
+    service_->Stop();
+    return;
+  }
+  std::string lmtp, api;
+  bool master;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    master = role_ == coordpb::MASTER;
+    lmtp = store_.service_lmtp();
+    api = store_.service_api();
+  }
+  service_->Want(master && CheckWrite(0).ok(), lmtp, api);
+}
+
+asio::awaitable<void> SlotHost::WatchServiceAddress() {
+  asio::steady_timer tick(io_);
+  while (!stopping_) {
+    UpdateServiceAddress();
+    tick.expires_after(std::chrono::milliseconds(100));
+    asio::error_code ec;
+    co_await tick.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+  if (service_) service_->Stop();
 }
 
 asio::awaitable<void> SlotHost::Drain() {
@@ -493,6 +527,7 @@ void SlotHost::Stop() {
   if (lmtp_) lmtp_->Stop();
   if (api_server_) api_server_->Stop();
   if (sync_server_) sync_server_->Stop();
+  if (service_) service_->Stop();
 }
 
 coordpb::SlotStatus SlotHost::Status() {

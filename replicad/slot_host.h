@@ -44,6 +44,7 @@
 #include "proto/coord.pb.h"
 #include "replicad/lmtp_reply.h"
 #include "replicad/metrics_text.h"
+#include "replicad/service_address.h"
 #include "store/slot.h"
 
 namespace mailrepl {
@@ -97,7 +98,11 @@ class SlotHost {
   // clients. The LMTP server's Run() ends when its connections have.
   void Stop();
   // True once Stop() was called and every server of the slot has ended.
-  bool stopped() const { return running_servers_ == 0 && links_running_ == 0; }
+  bool stopped() const {
+    return running_servers_ == 0 && links_running_ == 0 && (!service_ || service_->running() == 0);
+  }
+  // The store's service addresses this slot holds now ("" when none).
+  std::string service_lmtp_held() const { return service_ ? service_->lmtp_held() : ""; }
 
   uint64_t slot_id() const { return config_.slot_id(); }
   coordpb::SlotStatus Status();
@@ -136,6 +141,10 @@ class SlotHost {
   std::optional<lmtp::LmtpReply> AwaitReplica(uint64_t lsn);
   apipb::SlotState State();
   absl::Time LastContact() const;
+  // Holds the store's service addresses iff this slot is the master taking
+  // writes (at every Apply, and every 100 ms for the lease).
+  void UpdateServiceAddress();
+  asio::awaitable<void> WatchServiceAddress();
 
   asio::io_context& io_;
   const configpb::SlotConfig config_;
@@ -146,6 +155,7 @@ class SlotHost {
   std::unique_ptr<api::ApiService> api_;
   std::unique_ptr<rpc::RpcServer> api_server_;
   std::unique_ptr<sync::SyncServer> sync_server_;
+  std::unique_ptr<ServiceAddresses> service_;  // after backend_ and api_: destroyed first
   std::map<uint64_t, std::shared_ptr<ReplicaLink>> replicas_;  // by replica slot id
   int running_servers_ = 0;
   int links_running_ = 0;

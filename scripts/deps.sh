@@ -10,8 +10,8 @@ PKGS=(
   libzstd-dev libssl-dev
   # Prometheus text format (replicad metrics; only its core library is used)
   prometheus-cpp-dev
-  # real clients for end-to-end tests
-  swaks
+  # real clients for end-to-end tests; ss (iproute2) shows who listens where
+  swaks iproute2
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -51,7 +51,10 @@ Cluster::Cluster(ClusterOptions options) : options_(std::move(options)) {
                       absl::StrCat(options_.hosts), "--slots-per-host",
                       absl::StrCat(options_.slots_per_host), "--replicas",
                       absl::StrCat(options_.replicas), "--net", options_.net, "--lease-ms",
-                      absl::StrCat(options_.lease_ms), "--durability", options_.durability},
+                      absl::StrCat(options_.lease_ms), "--durability", options_.durability,
+                      // Service addresses on a loopback net of this test's own.
+                      "--service-net",
+                      absl::StrCat("127.1.", options_.net.substr(options_.net.rfind('.') + 1))},
                      absl::Seconds(90));
   INFO(up.out << up.err);
   REQUIRE(up.exit == 0);

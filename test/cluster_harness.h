@@ -93,6 +93,8 @@ class Cluster {
   // belongs to the harness and is stopped with it).
   void Signal(const std::string& host_or_coordinator, int sig);
   void Restart(const std::string& host_or_coordinator);
+  // The pid of a host's replicad or of the coordinator (restarted or not).
+  int PidOf(const std::string& name) const;
   // SIGTERM, then true once the process has exited (within timeout).
   bool Stop(const std::string& host_or_coordinator, absl::Duration timeout);
   // Signals a restarted process and waits for its exit code (-1: still runs).
@@ -115,7 +117,6 @@ class Cluster {
   std::string Http(const std::string& host, const std::string& path);
 
  private:
-  int PidOf(const std::string& name) const;
 
   ClusterOptions options_;
   TempDir tmp_;

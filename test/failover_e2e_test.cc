@@ -4,11 +4,17 @@
 // again (as an MTA with a transport lookup would).
 #include <signal.h>
 
+#include <cstdlib>
+#include <set>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "asio.hpp"
 #include "catch2/catch.hpp"
+#include "common/net.h"
 #include "test/cluster_harness.h"
+#include "test/process_util.h"
 
 namespace mailrepl::testing {
 namespace {
@@ -24,6 +30,67 @@ std::map<std::string, int> MastersPerHost(Cluster& c) {
     }
   }
   return masters;
+}
+
+// The first line an LMTP server sends at ADDR:PORT ("" if nothing listens).
+std::string Greeting(const std::string& address) {
+  asio::io_context io;
+  absl::StatusOr<asio::ip::tcp::endpoint> e = ParseEndpoint(address);
+  REQUIRE(e.ok());
+  asio::ip::tcp::socket socket(io);
+  asio::error_code ec;
+  socket.connect(*e, ec);
+  if (ec) return "";
+  std::string line;
+  asio::read_until(socket, asio::dynamic_buffer(line), "\r\n", ec);
+  return line;
+}
+
+// The pids of the processes listening on ADDR:PORT (from ss).
+std::set<int> Listeners(const std::string& address) {
+  RunResult ss = Run({"/usr/bin/ss", "-Hltnp", "src", address});
+  std::set<int> pids;
+  for (size_t at = ss.out.find("pid="); at != std::string::npos;
+       at = ss.out.find("pid=", at + 4)) {
+    pids.insert(std::atoi(ss.out.c_str() + at + 4));
+  }
+  return pids;
+}
+
+TEST_CASE("a store's service address follows the master: after a failover it answers from the "
+          "new master and the old master no longer listens on it",
+          "[failover]") {
+  Cluster c({.net = "127.0.19", .hosts = 2, .slots_per_host = 1});
+  const configpb::DevStore& store = c.store(1);
+  const std::string service = store.service_lmtp();
+  REQUIRE_FALSE(service.empty());
+  const std::string old_master = c.slot(store.master_slot_id()).host();
+  const std::string new_master = c.slot(store.replica_slot_ids(0)).host();
+  const std::string old_name = absl::StrCat("slot", store.master_slot_id());
+  const std::string new_name = absl::StrCat("slot", store.replica_slot_ids(0));
+  REQUIRE(WaitFor([&] { return absl::StrContains(Greeting(service), old_name); },
+                  absl::Seconds(10), absl::Milliseconds(20)));
+  CHECK(Listeners(service) == std::set<int>{c.PidOf(old_master)});
+  // Mail sent to the service address lands on the master.
+  RunResult swaks = Run({"/usr/bin/python3", "-c",
+                         "import smtplib,sys\n"
+                         "h,p=sys.argv[1].rsplit(':',1)\n"
+                         "s=smtplib.LMTP(h,int(p))\n"
+                         "r=s.sendmail('a@x','user0@x','Subject: t\\r\\nMessage-ID: <svc1@x>\\r\\n\\r\\nhi\\r\\n')\n"
+                         "s.quit()\n",
+                         service});
+  INFO(swaks.out << swaks.err);
+  CHECK(swaks.exit == 0);
+
+  RunResult failover = c.Replctl({"failover", "1"});
+  INFO(failover.out << failover.err);
+  REQUIRE(failover.exit == 0);
+  CHECK(WaitFor([&] { return absl::StrContains(Greeting(service), new_name); }, absl::Seconds(10),
+                absl::Milliseconds(20)));
+  CHECK(Listeners(service) == std::set<int>{c.PidOf(new_master)});
+  // The API service address moved along.
+  CHECK(WaitFor([&] { return Listeners(store.service_api()) == std::set<int>{c.PidOf(new_master)}; },
+                absl::Seconds(10), absl::Milliseconds(20)));
 }
 
 TEST_CASE("a drain under continuous LMTP load keeps every acknowledged message, and 4xx answers "

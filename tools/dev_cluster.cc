@@ -247,6 +247,11 @@ absl::StatusOr<configpb::DevCluster> DevClusterUp(const DevClusterOptions& optio
     for (uint64_t id : placement->stores[i].slot_ids) cs->add_slot_ids(id);
     cs->set_master_slot_id(cs->slot_ids(0));
     cs->set_durability(options.durability == "sync" ? coordpb::SYNC : coordpb::ASYNC);
+    if (!options.service_net.empty()) {
+      const std::string ip = absl::StrCat(options.service_net, ".", i + 1);
+      cs->set_service_lmtp(absl::StrCat(ip, ":", kLmtpPort));
+      cs->set_service_api(absl::StrCat(ip, ":", kApiPort));
+    }
     absl::StatusOr<coordpb::Response> r = Call(c, secret, request);
     if (!r.ok()) return fail(r.status());
     const coordpb::StoreInfo& info = r->create_store().store();
@@ -255,6 +260,8 @@ absl::StatusOr<configpb::DevCluster> DevClusterUp(const DevClusterOptions& optio
     ds->set_master_slot_id(info.master_slot_id());
     ds->set_epoch(info.epoch());
     ds->set_durability(options.durability);
+    ds->set_service_lmtp(info.service_lmtp());
+    ds->set_service_api(info.service_api());
     for (uint64_t id : cs->slot_ids()) {
       configpb::DevSlot* d = by_id[id];
       d->set_store_id(info.store_id());

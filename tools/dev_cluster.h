@@ -27,6 +27,9 @@ struct DevClusterOptions {
   int replicas = 1;                // per store
   int users = 100;                 // user0 .. user{N-1}
   std::string net = "127.0.2";     // first three octets of every address
+  // Store k's service addresses: SERVICE_NET.k, LMTP and API ports as the
+  // slots' (docs/operations.md "Service addresses"). Empty: none.
+  std::string service_net = "127.0.1";
   uint32_t lease_ms = 6000;
   std::string durability = "async";
   absl::Duration timeout = absl::Seconds(60);

@@ -53,6 +53,12 @@ ABSL_FLAG(int, parallel, 1, "drain, undrain: stores switched at once");
 ABSL_FLAG(bool, force, false, "promote: the master's host is gone; promote a replica anyway");
 ABSL_FLAG(bool, apply, false, "plan: create the planned stores on the coordinator");
 ABSL_FLAG(std::string, host, "", "check: every store with a slot on this host");
+ABSL_FLAG(std::string, service_net, "127.0.1",
+          "dev-cluster up: store k's service addresses are SERVICE_NET.k (empty: none)");
+ABSL_FLAG(std::string, service_lmtp, "",
+          "create-store, set-service-address: the store's LMTP service ADDR:PORT");
+ABSL_FLAG(std::string, service_api, "",
+          "create-store, set-service-address: the store's client API service ADDR:PORT");
 ABSL_FLAG(bool, all, false, "check: every store");
 ABSL_FLAG(bool, deep, false, "check: also hash every body and check index against log");
 ABSL_FLAG(bool, repair, false, "check: resync differing mailboxes from the master, then re-check");
@@ -72,8 +78,13 @@ commands:
   history [--store S] [--json]    the coordinator's event history
   lookup USER                     the store and master of USER
   create-store --slots A,B[,...]  [--store S] [--durability async|sync]
+                                  [--service-lmtp ADDR:PORT] [--service-api ADDR:PORT]
   assign-users --store S USER...  (re)assign users to a store
   set-durability --store S --durability async|sync
+  set-service-address --store S [--service-lmtp ADDR:PORT] [--service-api ADDR:PORT]
+                                  the store's own addresses, bound (IP_FREEBIND) by
+                                  whichever slot is its master while it takes writes;
+                                  omitted ones are cleared
   failover STORE [--to SLOT] [--timeout-ms T]
                                   planned failover: fence the master, wait until the
                                   target replica has every acknowledged record, switch
@@ -115,6 +126,7 @@ commands:
                                   unreachable)
   dev-cluster up --dir DIR [--hosts N] [--slots-per-host K] [--replicas R]
                  [--users U] [--lease-ms L] [--durability D] [--net A.B.C]
+                 [--service-net A.B.C]
                  start a local cluster on loopback addresses and write
                  DIR/cluster.json
   dev-cluster down --dir DIR      stop it (the data stays in DIR)
@@ -413,6 +425,7 @@ int DevCluster(const std::vector<std::string>& args, const char* argv0) {
                       .replicas = absl::GetFlag(FLAGS_replicas),
                       .users = absl::GetFlag(FLAGS_users),
                       .net = absl::GetFlag(FLAGS_net),
+                      .service_net = absl::GetFlag(FLAGS_service_net),
                       .lease_ms = static_cast<uint32_t>(absl::GetFlag(FLAGS_lease_ms)),
                       .durability = absl::GetFlag(FLAGS_durability)};
   const absl::Time start = absl::Now();
@@ -537,6 +550,16 @@ int main(int argc, char** argv) {
     bool ok;
     cs->set_durability(ParseDurability(absl::GetFlag(FLAGS_durability), &ok));
     if (!ok) return CannotRun("--durability is async or sync");
+    cs->set_service_lmtp(absl::GetFlag(FLAGS_service_lmtp));
+    cs->set_service_api(absl::GetFlag(FLAGS_service_api));
+  } else if (command == "set-service-address") {
+    if (absl::GetFlag(FLAGS_store) == 0) {
+      return CannotRun("set-service-address --store S [--service-lmtp A:P] [--service-api A:P]");
+    }
+    coordpb::SetServiceAddress* sa = request.mutable_set_service_address();
+    sa->set_store_id(absl::GetFlag(FLAGS_store));
+    sa->set_lmtp(absl::GetFlag(FLAGS_service_lmtp));
+    sa->set_api(absl::GetFlag(FLAGS_service_api));
   } else if (command == "assign-users") {
     if (absl::GetFlag(FLAGS_store) == 0 || args.size() < 2) {
       return CannotRun("assign-users --store S USER...");
