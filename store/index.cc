@@ -84,13 +84,27 @@ std::vector<std::string> NormalizeFlags(std::vector<std::string> flags) {
   return flags;
 }
 
-absl::StatusOr<std::unique_ptr<Index>> Index::OpenReadOnly(const std::string& path) {
+absl::StatusOr<std::unique_ptr<Index>> Index::OpenReadOnly(const std::string& path,
+                                                            ViewScope scope) {
   std::unique_ptr<Index> ix(new Index());
   ix->read_only_ = true;
   ASSIGN_OR_RETURN(ix->db_, sqlite::Database::OpenReadOnly(path));
   RETURN_IF_ERROR(ix->db_->Exec("BEGIN"));  // every read below sees one state
-  RETURN_IF_ERROR(ix->Load());
+  RETURN_IF_ERROR(ix->Load(scope));
   return ix;
+}
+
+absl::Status Index::LoadState() {
+  if (state_loaded_) return absl::OkStatus();
+  return LoadMailboxesAndQuotas();
+}
+
+absl::Status Index::StoreSlotDigest() {
+  if (stored_slot_digest_ == slot_digest_) return absl::OkStatus();
+  RETURN_IF_ERROR(SetMeta("slot_digest_a", slot_digest_.a));
+  RETURN_IF_ERROR(SetMeta("slot_digest_b", slot_digest_.b));
+  stored_slot_digest_ = slot_digest_;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::unique_ptr<Index>> Index::Open(const std::string& path,
@@ -146,16 +160,15 @@ absl::Status Index::SetMeta(const std::string& key, uint64_t value) {
   return st->Run();
 }
 
-absl::Status Index::Load() {
-  mailboxes_.clear();
-  by_name_.clear();
-  quotas_.clear();
+absl::Status Index::Load(ViewScope scope) {
   epochs_.clear();
-  slot_digest_ = Digest{};
   quarantine_.clear();
   applied_lsn_ = applied_epoch_ = spool_checkpoint_lsn_ = applied_local_ = seen_epoch_ = 0;
   log_start_lsn_ = 1;
+  stored_slot_digest_.reset();
+  state_loaded_ = false;
   {
+    std::optional<uint64_t> digest_a, digest_b;
     ASSIGN_OR_RETURN(auto st, db_->Prepare("SELECT key, value FROM meta"));
     for (;;) {
       ASSIGN_OR_RETURN(bool row, st.Step());
@@ -168,8 +181,45 @@ absl::Status Index::Load() {
       if (k == "spool_checkpoint_lsn") spool_checkpoint_lsn_ = v;
       if (k == "applied_local") applied_local_ = v;
       if (k == "seen_epoch") seen_epoch_ = v;
+      if (k == "slot_digest_a") digest_a = v;
+      if (k == "slot_digest_b") digest_b = v;
+    }
+    if (digest_a && digest_b) stored_slot_digest_ = Digest{*digest_a, *digest_b};
+  }
+  {
+    ASSIGN_OR_RETURN(auto st, db_->Prepare("SELECT epoch, first_lsn FROM epochs ORDER BY epoch"));
+    for (;;) {
+      ASSIGN_OR_RETURN(bool row, st.Step());
+      if (!row) break;
+      epochs_.push_back({static_cast<uint64_t>(st.ColumnInt(0)),
+                         static_cast<uint64_t>(st.ColumnInt(1))});
     }
   }
+  {
+    ASSIGN_OR_RETURN(auto st, db_->Prepare("SELECT mailbox_id, name, lsn, reason FROM quarantine"));
+    for (;;) {
+      ASSIGN_OR_RETURN(bool row, st.Step());
+      if (!row) break;
+      Quarantine q{st.ColumnText(0), st.ColumnText(1), static_cast<uint64_t>(st.ColumnInt(2)),
+                   st.ColumnText(3)};
+      quarantine_[q.mailbox_id] = q;
+    }
+  }
+  mailboxes_.clear();
+  by_name_.clear();
+  quotas_.clear();
+  if (scope == ViewScope::kPosition && stored_slot_digest_) {
+    slot_digest_ = *stored_slot_digest_;
+    return absl::OkStatus();
+  }
+  return LoadMailboxesAndQuotas();
+}
+
+absl::Status Index::LoadMailboxesAndQuotas() {
+  mailboxes_.clear();
+  by_name_.clear();
+  quotas_.clear();
+  slot_digest_ = Digest{};
   {
     ASSIGN_OR_RETURN(auto st, db_->Prepare(
         "SELECT id, name, owner, uidvalidity, last_uid, highest_modseq, messages, bytes, msum_a, "
@@ -206,25 +256,7 @@ absl::Status Index::Load() {
       quotas_[q.user] = q;
     }
   }
-  {
-    ASSIGN_OR_RETURN(auto st, db_->Prepare("SELECT epoch, first_lsn FROM epochs ORDER BY epoch"));
-    for (;;) {
-      ASSIGN_OR_RETURN(bool row, st.Step());
-      if (!row) break;
-      epochs_.push_back({static_cast<uint64_t>(st.ColumnInt(0)),
-                         static_cast<uint64_t>(st.ColumnInt(1))});
-    }
-  }
-  {
-    ASSIGN_OR_RETURN(auto st, db_->Prepare("SELECT mailbox_id, name, lsn, reason FROM quarantine"));
-    for (;;) {
-      ASSIGN_OR_RETURN(bool row, st.Step());
-      if (!row) break;
-      Quarantine q{st.ColumnText(0), st.ColumnText(1), static_cast<uint64_t>(st.ColumnInt(2)),
-                   st.ColumnText(3)};
-      quarantine_[q.mailbox_id] = q;
-    }
-  }
+  state_loaded_ = true;
   return absl::OkStatus();
 }
 
@@ -366,6 +398,7 @@ absl::Status Index::Apply(const std::vector<LogRecord>& records, bool quarantine
   if (s.ok()) s = SetMeta("applied_lsn", applied_lsn_);
   if (s.ok()) s = SetMeta("applied_epoch", applied_epoch_);
   if (s.ok()) s = SetMeta("applied_local", applied_local_);
+  if (s.ok()) s = StoreSlotDigest();
   if (s.ok()) s = Commit();
   if (!s.ok()) {
     Rollback().IgnoreError();  // reloads applied_lsn_ and the caches
@@ -804,6 +837,7 @@ absl::Status Index::FinishImport(uint64_t lsn, uint64_t epoch,
   RETURN_IF_ERROR(SetMeta("applied_lsn", lsn));
   RETURN_IF_ERROR(SetMeta("applied_epoch", epoch));
   RETURN_IF_ERROR(SetMeta("log_start_lsn", lsn + 1));
+  RETURN_IF_ERROR(StoreSlotDigest());
   applied_lsn_ = lsn;
   applied_epoch_ = epoch;
   log_start_lsn_ = lsn + 1;

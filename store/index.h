@@ -50,8 +50,20 @@ class Index {
   // its own (so the caller needs no lock on the Index writing it).
   static absl::Status CheckpointWal(const std::string& path);
   // A consistent read-only view of another process's index: one read
-  // transaction held until the object is destroyed.
-  static absl::StatusOr<std::unique_ptr<Index>> OpenReadOnly(const std::string& path);
+  // transaction held until the object is destroyed. With kPosition, only
+  // the position (applied LSN and epoch, log start, epoch history,
+  // quarantine) and the stored slot digest are read, which costs O(1)
+  // rather than O(mailboxes); LoadState() reads the rest later, in the same
+  // transaction. (An index written before the slot digest was stored is
+  // read whole at once.)
+  enum class ViewScope { kAll, kPosition };
+  static absl::StatusOr<std::unique_ptr<Index>> OpenReadOnly(const std::string& path,
+                                                             ViewScope scope = ViewScope::kAll);
+  // Reads mailboxes and quotas into a kPosition view (no-op when loaded).
+  absl::Status LoadState();
+  // Whether mailboxes(), quotas and the rest are loaded (always, unless a
+  // kPosition view).
+  bool state_loaded() const { return state_loaded_; }
 
   // Applies records (already durable in the log, in log order: each
   // replicated record at applied_lsn() + 1, each local record at
@@ -68,6 +80,10 @@ class Index {
   // The newest epoch this slot has heard of (a replica rejects older ones).
   uint64_t seen_epoch() const { return seen_epoch_; }
   absl::Status SetSeenEpoch(uint64_t epoch);
+
+  // The slot digest kept in the meta table at every commit (the one a
+  // kPosition view has); nullopt for an index written before it was kept.
+  std::optional<Digest> stored_slot_digest() const { return stored_slot_digest_; }
 
   // Erases all state (reconstruct starts from here) except the locations of
   // bodies in the spool, which stay usable by GUID.
@@ -131,7 +147,12 @@ class Index {
  private:
   Index() = default;
   absl::Status CreateSchema();
-  absl::Status Load();
+  // Reads everything (kAll) or only the position (kPosition; see
+  // OpenReadOnly).
+  absl::Status Load(ViewScope scope = ViewScope::kAll);
+  absl::Status LoadMailboxesAndQuotas();
+  // Writes slot_digest_ to the meta table (inside the caller's transaction).
+  absl::Status StoreSlotDigest();
   absl::Status ApplyOne(const LogRecord& r);
   absl::Status ApplyRepair(const LogRecord& r);
   absl::Status QuarantineMailbox(const std::string& id, const LogRecord& r, absl::string_view why);
@@ -156,6 +177,8 @@ class Index {
   std::map<std::string, QuotaInfo> quotas_;                    // limits; usage computed
   std::vector<EpochStart> epochs_;
   Digest slot_digest_;
+  std::optional<Digest> stored_slot_digest_;
+  bool state_loaded_ = false;
 };
 
 }  // namespace mailrepl

@@ -94,6 +94,19 @@ absl::StatusOr<VerifyReport> VerifySlot(Slot& slot, const VerifyOptions& options
   rebuilt.reset();
   cleanup_scratch();
 
+  // The slot digest kept in the index's meta table (what a check's fast
+  // path compares) must be the sum over the index's mailboxes.
+  {
+    ASSIGN_OR_RETURN(std::unique_ptr<Index> view, Index::OpenReadOnly(paths.index_file()));
+    const std::optional<Digest> stored = view->stored_slot_digest();
+    if (stored && !(*stored == view->slot_digest())) {
+      report.problems.push_back(absl::StrCat(
+          "index ", paths.index_file(), ": the stored slot digest ", stored->Hex(),
+          " is not that of its mailboxes (", view->slot_digest().Hex(),
+          "); run `mailctl reconstruct` on the slot"));
+    }
+  }
+
   // 3. Every body hashes to its GUID (once the background writer is done).
   // The list is taken under the index lock; the reads happen outside it.
   RETURN_IF_ERROR(slot.FlushBodies());

@@ -41,8 +41,8 @@ absl::StatusOr<std::unique_ptr<MasterSource>> MasterSource::Open(
   return s;
 }
 
-absl::StatusOr<std::unique_ptr<Index>> MasterSource::View() {
-  return Index::OpenReadOnly(paths_.index_file());
+absl::StatusOr<std::unique_ptr<Index>> MasterSource::View(Index::ViewScope scope) {
+  return Index::OpenReadOnly(paths_.index_file(), scope);
 }
 
 absl::StatusOr<uint64_t> MasterSource::DurableLsn() {

@@ -37,8 +37,10 @@ class MasterSource {
   const SlotIdentity& identity() const { return identity_; }
   const SlotPaths& paths() const { return paths_; }
 
-  // A consistent read-only view of the index (state at its applied LSN).
-  absl::StatusOr<std::unique_ptr<Index>> View();
+  // A consistent read-only view of the index (state at its applied LSN);
+  // kPosition: its position and slot digest only (Index::OpenReadOnly).
+  absl::StatusOr<std::unique_ptr<Index>> View(
+      Index::ViewScope scope = Index::ViewScope::kAll);
   // The highest LSN known durable: the index's applied LSN.
   absl::StatusOr<uint64_t> DurableLsn();
   // The next replicated record with LSN >= from (skipping local records),

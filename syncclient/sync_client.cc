@@ -176,7 +176,8 @@ awaitable<absl::Status> SyncClient::Handshake(Session& s) {
         absl::StrCat("sync server ", options_.server, " speaks protocol ", sh.version().major(),
                      ".", sh.version().minor(), "; this client speaks ", kProtocolMajor, ".x"));
   }
-  auto view = source_->View();
+  // The handshake needs the master's position only (not its mailboxes).
+  auto view = source_->View(Index::ViewScope::kPosition);
   if (!view.ok()) co_return view.status();
   const SlotIdentity& id = source_->identity();
   const std::string context = AuthContext(id.cluster_id, id.store_id);
@@ -230,7 +231,7 @@ awaitable<absl::Status> SyncClient::Handshake(Session& s) {
   // taken again now: another client of this master (a rolling one next to a
   // resync) may have brought the replica past the view of the hello, and a
   // replica ahead of a stale view is not one that diverged.
-  view = source_->View();
+  view = source_->View(Index::ViewScope::kPosition);
   if (!view.ok()) co_return view.status();
   LogPosition master{(*view)->applied_lsn(), (*view)->epoch_history()};
   LogPosition replica{s.replica_last, s.replica_history};
@@ -477,7 +478,7 @@ awaitable<absl::Status> SyncClient::Stream(Session& s, uint64_t target, bool fol
 }
 
 awaitable<absl::StatusOr<SyncClient::CommonPoint>> SyncClient::MeetAtCommonLsn(
-    Session& s, const syncpb::DigestRequest& request) {
+    Session& s, const syncpb::DigestRequest& request, Index::ViewScope scope) {
   auto request_digests = [&]() -> awaitable<absl::StatusOr<syncpb::DigestReply>> {
     syncpb::Frame req;
     *req.mutable_digest_request() = request;
@@ -496,7 +497,7 @@ awaitable<absl::StatusOr<SyncClient::CommonPoint>> SyncClient::MeetAtCommonLsn(
   // Compare at a common LSN: the master's view holds still while it is
   // open; bring the replica to exactly its LSN (one batch at a time;
   // resyncs and checks are not the bulk path).
-  auto view = source_->View();
+  auto view = source_->View(scope);
   if (!view.ok()) co_return view.status();
   const uint64_t at = (*view)->applied_lsn();
   stats_.master_lsn = at;

@@ -121,14 +121,16 @@ class SyncClient {
                                        bool follow);
   asio::awaitable<absl::Status> Resync(Session& s);
   asio::awaitable<absl::Status> Check(Session& s);
-  // The view of the master and the replica's digests at one LSN (the
-  // server holds other sessions back from the first digest request on).
+  // The view of the master (of `scope`) and the replica's digests at one
+  // LSN (the server holds other sessions back from the first digest
+  // request on).
   struct CommonPoint {
     std::unique_ptr<Index> view;
     syncpb::DigestReply replica;
   };
   asio::awaitable<absl::StatusOr<CommonPoint>> MeetAtCommonLsn(
-      Session& s, const syncpb::DigestRequest& request);
+      Session& s, const syncpb::DigestRequest& request,
+      Index::ViewScope scope = Index::ViewScope::kAll);
   asio::awaitable<absl::StatusOr<syncpb::RepairDone>> SendRepair(
       Session& s, const logpb::RepairMailbox& repair,
       const std::vector<std::string>& replace_guids);

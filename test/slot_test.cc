@@ -6,6 +6,10 @@
 #include <set>
 #include <thread>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/sqlite.h"
+#include "store/index.h"
 #include "store/mailbox_name.h"
 #include "store/snapshot.h"
 #include "store/verify.h"
@@ -388,6 +392,68 @@ TEST_CASE("log retention drops old segments and the slot still rebuilds to the s
   auto reopened = ReopenSlot(dir.path(), small);
   CHECK(reopened->SlotDigest() == d);
   CHECK(reopened->FetchBody("user/u", 10).value() == TestMessage(9, 1500));
+}
+
+}  // namespace
+}  // namespace mailrepl
+
+namespace mailrepl {
+namespace {
+
+TEST_CASE("the index keeps the slot digest at every commit, and a position-only view reads it "
+          "without reading the mailboxes",
+          "[slot][digest]") {
+  TempDir dir;
+  auto slot = NewSlot(dir.path());
+  for (int u = 0; u < 20; ++u) {
+    const std::string mb = absl::StrCat("user/u", u);
+    REQUIRE(slot->CreateMailbox(mb).ok());
+    REQUIRE(slot->Append({.mailbox = mb, .body = TestMessage(u)}).ok());
+  }
+  REQUIRE(slot->SetFlags("user/u3", {1}, FlagOp::kAdd, {"\\Seen"}).ok());
+  REQUIRE(slot->RenameMailbox("user/u4", "user/u4b").ok());
+  REQUIRE(slot->DeleteMailbox("user/u5").ok());
+  REQUIRE(slot->SetQuota("u6", 1 << 20, 100).ok());
+  REQUIRE(slot->Expunge("user/u7", {1}).ok());
+
+  auto view = Index::OpenReadOnly(slot->paths().index_file(), Index::ViewScope::kPosition);
+  REQUIRE(view.ok());
+  CHECK_FALSE((*view)->state_loaded());
+  CHECK((*view)->mailboxes().empty());
+  CHECK((*view)->applied_lsn() == slot->last_lsn());
+  REQUIRE((*view)->stored_slot_digest().has_value());
+  CHECK((*view)->slot_digest() == slot->SlotDigest());
+  // The rest comes later, in the same read transaction.
+  REQUIRE((*view)->LoadState().ok());
+  CHECK((*view)->state_loaded());
+  CHECK((*view)->mailboxes().size() == 19);
+  CHECK((*view)->slot_digest() == slot->SlotDigest());
+  // A full view computes the same from the mailboxes.
+  auto full = Index::OpenReadOnly(slot->paths().index_file());
+  REQUIRE(full.ok());
+  CHECK((*full)->slot_digest() == *(*full)->stored_slot_digest());
+}
+
+TEST_CASE("verify reports a stored slot digest that is not that of the index's mailboxes",
+          "[slot][digest][verify]") {
+  TempDir dir;
+  auto slot = NewSlot(dir.path());
+  REQUIRE(slot->CreateMailbox("user/alice").ok());
+  REQUIRE(slot->Append({.mailbox = "user/alice", .body = TestMessage(1)}).ok());
+  REQUIRE(VerifySlot(*slot).value().clean());
+  {
+    auto db = sqlite::Database::Open(slot->paths().index_file(), false);
+    REQUIRE(db.ok());
+    REQUIRE((*db)->Exec("UPDATE meta SET value = value + 1 WHERE key = 'slot_digest_a'").ok());
+  }
+  auto report = VerifySlot(*slot);
+  REQUIRE(report.ok());
+  CHECK_FALSE(report->clean());
+  bool named = false;
+  for (const std::string& p : report->problems) {
+    named |= absl::StrContains(p, "stored slot digest") && absl::StrContains(p, "index.sqlite3");
+  }
+  CHECK(named);
 }
 
 }  // namespace
