@@ -809,6 +809,123 @@ absl::StatusOr<coordpb::SetDurabilityReply> Coordinator::SetDurability(
   return reply;
 }
 
+// --- removals ---
+
+absl::StatusOr<coordpb::RemoveStoreReply> Coordinator::RemoveStore(
+    const coordpb::RemoveStore& request) {
+  coordpb::RemoveStoreReply reply;
+  RETURN_IF_ERROR(InTransaction(true, [&](Txn& txn) -> absl::Status {
+    const uint64_t id = request.store_id();
+    ASSIGN_OR_RETURN(coordpb::StoreInfo store, LoadIdleStore(id));
+    ASSIGN_OR_RETURN(Statement users,
+                     db_->Prepare("SELECT COUNT(*), MIN(user) FROM users WHERE store_id = ?"));
+    users.Bind(1, static_cast<int64_t>(id));
+    ASSIGN_OR_RETURN(bool row, users.Step());
+    if (row && users.ColumnInt(0) > 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "store ", id, " still has ", users.ColumnInt(0), " users (", users.ColumnText(1),
+          ", ...): assign them to another store first (replctl assign-users); their mail "
+          "would bounce"));
+    }
+    std::string data;
+    for (const coordpb::SlotInfo& m : store.members()) {
+      ASSIGN_OR_RETURN(std::optional<SlotReport> report, LastReport(m.slot_id()));
+      if (report && report->status.last_lsn() > 0 && data.empty()) {
+        data = absl::StrCat("slot ", m.slot_id(), "@", m.host(), " reported LSN ",
+                            report->status.last_lsn());
+      }
+    }
+    if (!data.empty() && !request.force()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "store ", id, " holds data (", data,
+          "): --force removes it anyway (the slots keep their data on disk and go idle)"));
+    }
+    for (const char* sql : {"DELETE FROM leases WHERE store_id = ?",
+                            "DELETE FROM store_members WHERE store_id = ?",
+                            "DELETE FROM stores WHERE store_id = ?"}) {
+      ASSIGN_OR_RETURN(Statement st, db_->Prepare(sql));
+      st.Bind(1, static_cast<int64_t>(id));
+      RETURN_IF_ERROR(st.Run());
+    }
+    RETURN_IF_ERROR(BumpTopology(txn));
+    std::vector<std::string> slots;
+    for (const coordpb::SlotInfo& m : store.members()) {
+      slots.push_back(absl::StrCat(m.slot_id(), "@", m.host()));
+    }
+    RETURN_IF_ERROR(AppendEvent(
+        txn, id, "remove_store",
+        absl::StrCat("slots ", absl::StrJoin(slots, ","), " idle",
+                     data.empty() ? "" : absl::StrCat("; forced, ", data))));
+    *reply.mutable_store() = store;
+    return absl::OkStatus();
+  }));
+  return reply;
+}
+
+absl::StatusOr<coordpb::RemoveSlotReply> Coordinator::RemoveSlot(
+    const coordpb::RemoveSlot& request) {
+  RETURN_IF_ERROR(InTransaction(true, [&](Txn& txn) -> absl::Status {
+    const uint64_t id = request.slot_id();
+    ASSIGN_OR_RETURN(Statement st,
+                     db_->Prepare("SELECT s.host, m.store_id FROM slots s LEFT JOIN "
+                                  "store_members m ON m.slot_id = s.slot_id WHERE s.slot_id = ?"));
+    st.Bind(1, static_cast<int64_t>(id));
+    ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) return absl::NotFoundError(absl::StrCat("slot ", id, " does not exist"));
+    const std::string host = st.ColumnText(0);
+    if (st.ColumnInt(1) > 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("slot ", id, "@", host, " is a member of store ", st.ColumnInt(1),
+                       ": remove the store first (replctl remove-store)"));
+    }
+    ASSIGN_OR_RETURN(Statement del, db_->Prepare("DELETE FROM slots WHERE slot_id = ?"));
+    del.Bind(1, static_cast<int64_t>(id));
+    RETURN_IF_ERROR(del.Run());
+    RETURN_IF_ERROR(BumpTopology(txn));
+    return AppendEvent(txn, 0, "remove_slot", absl::StrCat("slot ", id, "@", host));
+  }));
+  return coordpb::RemoveSlotReply();
+}
+
+absl::StatusOr<coordpb::RemoveHostReply> Coordinator::RemoveHost(
+    const coordpb::RemoveHost& request) {
+  coordpb::RemoveHostReply reply;
+  RETURN_IF_ERROR(InTransaction(true, [&](Txn& txn) -> absl::Status {
+    const std::string& host = request.host();
+    ASSIGN_OR_RETURN(Statement known, db_->Prepare("SELECT 1 FROM hosts WHERE name = ?"));
+    known.Bind(1, host);
+    ASSIGN_OR_RETURN(bool exists, known.Step());
+    if (!exists) return absl::NotFoundError(absl::StrCat("host ", host, " does not exist"));
+    ASSIGN_OR_RETURN(Statement member,
+                     db_->Prepare("SELECT m.slot_id, m.store_id FROM slots s JOIN store_members "
+                                  "m ON m.slot_id = s.slot_id WHERE s.host = ? LIMIT 1"));
+    member.Bind(1, host);
+    ASSIGN_OR_RETURN(bool in_store, member.Step());
+    if (in_store) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "host ", host, " holds slot ", member.ColumnInt(0), " of store ", member.ColumnInt(1),
+          ": remove its stores first (replctl remove-store)"));
+    }
+    ASSIGN_OR_RETURN(bool alive, HostAlive(host));
+    if (alive) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "host ", host, " is alive (it sent a heartbeat within the lease period): stop its "
+          "replicad first, or it registers again"));
+    }
+    ASSIGN_OR_RETURN(Statement slots, db_->Prepare("DELETE FROM slots WHERE host = ?"));
+    slots.Bind(1, host);
+    RETURN_IF_ERROR(slots.Run());
+    reply.set_slots_removed(static_cast<uint32_t>(db_->Changes()));
+    ASSIGN_OR_RETURN(Statement del, db_->Prepare("DELETE FROM hosts WHERE name = ?"));
+    del.Bind(1, host);
+    RETURN_IF_ERROR(del.Run());
+    RETURN_IF_ERROR(BumpTopology(txn));
+    return AppendEvent(txn, 0, "remove_host",
+                       absl::StrCat("host ", host, " and its ", reply.slots_removed(), " slots"));
+  }));
+  return reply;
+}
+
 // --- service addresses ---
 
 absl::Status Coordinator::CheckServiceAddresses(uint64_t store_id, const std::string& lmtp,

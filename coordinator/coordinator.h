@@ -145,6 +145,11 @@ class Coordinator {
   // used by no other store (kAlreadyExists naming it). Bumps the topology.
   absl::StatusOr<coordpb::SetServiceAddressReply> SetServiceAddress(
       const coordpb::SetServiceAddress& request);
+  // Topology removals (coord.proto says when each is refused); each bumps
+  // the topology and appends an event.
+  absl::StatusOr<coordpb::RemoveStoreReply> RemoveStore(const coordpb::RemoveStore& request);
+  absl::StatusOr<coordpb::RemoveSlotReply> RemoveSlot(const coordpb::RemoveSlot& request);
+  absl::StatusOr<coordpb::RemoveHostReply> RemoveHost(const coordpb::RemoveHost& request);
   absl::StatusOr<coordpb::GetStatusReply> GetStatus(const coordpb::GetStatus& request);
   absl::StatusOr<coordpb::GetHistoryReply> GetHistory(const coordpb::GetHistory& request);
   // Records the outcome of a consistency check of one store (`replctl

@@ -19,6 +19,9 @@ const char* OpName(coordpb::Request::OpCase op) {
     case coordpb::Request::kAssignUsers: return "assign_users";
     case coordpb::Request::kSetDurability: return "set_durability";
     case coordpb::Request::kSetServiceAddress: return "set_service_address";
+    case coordpb::Request::kRemoveStore: return "remove_store";
+    case coordpb::Request::kRemoveSlot: return "remove_slot";
+    case coordpb::Request::kRemoveHost: return "remove_host";
     case coordpb::Request::kGetStatus: return "get_status";
     case coordpb::Request::kGetHistory: return "get_history";
     case coordpb::Request::kFailover: return "failover";
@@ -35,7 +38,9 @@ bool IsAdminChange(coordpb::Request::OpCase op) {
   return op == coordpb::Request::kRegisterHost || op == coordpb::Request::kCreateStore ||
          op == coordpb::Request::kAssignUsers || op == coordpb::Request::kSetDurability ||
          op == coordpb::Request::kFailover || op == coordpb::Request::kPromote ||
-         op == coordpb::Request::kRecordCheck || op == coordpb::Request::kSetServiceAddress;
+         op == coordpb::Request::kRecordCheck || op == coordpb::Request::kSetServiceAddress ||
+         op == coordpb::Request::kRemoveStore || op == coordpb::Request::kRemoveSlot ||
+         op == coordpb::Request::kRemoveHost;
 }
 
 // Moves a typed reply into the Response's matching field.
@@ -127,6 +132,12 @@ absl::StatusOr<std::string> CoordinatorService::Dispatch(const coordpb::Request&
     case coordpb::Request::kSetServiceAddress:
       return Wrap(coordinator_.SetServiceAddress(request.set_service_address()),
                   &R::mutable_set_service_address);
+    case coordpb::Request::kRemoveStore:
+      return Wrap(coordinator_.RemoveStore(request.remove_store()), &R::mutable_remove_store);
+    case coordpb::Request::kRemoveSlot:
+      return Wrap(coordinator_.RemoveSlot(request.remove_slot()), &R::mutable_remove_slot);
+    case coordpb::Request::kRemoveHost:
+      return Wrap(coordinator_.RemoveHost(request.remove_host()), &R::mutable_remove_host);
     case coordpb::Request::kGetStatus:
       return Wrap(coordinator_.GetStatus(request.get_status()), &R::mutable_get_status);
     case coordpb::Request::kGetHistory:

@@ -19,6 +19,7 @@ struct Progress {
   bool master_reported = false;  // a report of the master arrived after the begin
   uint64_t fenced_lsn = 0;       // X: the master's fenced_lsn (0: not yet)
   uint64_t target_lsn = 0;       // the highest LSN the target is known to hold
+  std::string fence_error;       // the master could not be demoted (its hook failed)
 };
 
 // Folds the master's and the target's latest reports into p, if they
@@ -28,6 +29,7 @@ absl::Status Observe(Coordinator& c, const FailoverPlan& plan, Progress& p) {
   if (master && master->sequence > plan.began_sequence) {
     p.master_reported = true;
     p.fenced_lsn = std::max(p.fenced_lsn, master->status.fenced_lsn());
+    if (!master->status.fence_error().empty()) p.fence_error = master->status.fence_error();
     for (const coordpb::ReplicaProgress& r : master->status.replicas()) {
       if (r.slot_id() == plan.to_slot_id) p.target_lsn = std::max(p.target_lsn, r.acked_lsn());
     }
@@ -70,7 +72,8 @@ asio::awaitable<absl::StatusOr<coordpb::FailoverReply>> FailoverRunner::Run(
   Progress progress;
   std::function<absl::StatusOr<bool>()> caught_up = [&]() -> absl::StatusOr<bool> {
     RETURN_IF_ERROR(Observe(coordinator_, plan, progress));
-    return progress.fenced_lsn > 0 && progress.target_lsn >= progress.fenced_lsn;
+    return !progress.fence_error.empty() ||
+           (progress.fenced_lsn > 0 && progress.target_lsn >= progress.fenced_lsn);
   };
   asio::awaitable<absl::StatusOr<bool>> wait_caught_up = waiter_.WaitUntil(deadline, caught_up);
   absl::StatusOr<bool> held = co_await std::move(wait_caught_up);
@@ -81,6 +84,9 @@ asio::awaitable<absl::StatusOr<coordpb::FailoverReply>> FailoverRunner::Run(
   if (!held.ok()) {
     why = absl::StrCat("the failover failed while waiting: ", held.status().message());
     code = held.status().code();
+  } else if (!progress.fence_error.empty()) {
+    why = absl::StrCat("master ", from, " could not be demoted: ", progress.fence_error);
+    code = absl::StatusCode::kFailedPrecondition;
   } else if (!*held && waiter_.shutting_down()) {
     why = "coordinatord is shutting down";
     code = absl::StatusCode::kUnavailable;

@@ -16,7 +16,13 @@ std::string RoleCachePath(const configpb::ReplicadConfig& c) { return c.state_di
 }  // namespace
 
 Replicad::Replicad(asio::io_context& io, configpb::ReplicadConfig config, std::string secret)
-    : io_(io), config_(std::move(config)), secret_(std::move(secret)) {
+    : io_(io),
+      config_(std::move(config)),
+      secret_(std::move(secret)),
+      hooks_(std::make_unique<Hooks>(config_.promote_hook(), config_.demote_hook(),
+                                     absl::Milliseconds(config_.hook_timeout_ms() > 0
+                                                            ? config_.hook_timeout_ms()
+                                                            : 30000))) {
   for (const configpb::SlotConfig& s : config_.slot()) {
     slots_[s.slot_id()] = std::make_unique<SlotHost>(
         io_, s,
@@ -29,7 +35,8 @@ Replicad::Replicad(asio::io_context& io, configpb::ReplicadConfig config, std::s
                         .report_now =
                             [this] {
                               if (link_) link_->ReportNow();
-                            }});
+                            },
+                        .hooks = hooks_.get()});
   }
 }
 

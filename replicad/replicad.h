@@ -23,6 +23,7 @@
 #include "asio.hpp"
 #include "proto/config.pb.h"
 #include "proto/coord.pb.h"
+#include "replicad/hooks.h"
 #include "replicad/lmtp_reply.h"
 
 namespace mailrepl::metrics {
@@ -60,6 +61,7 @@ class Replicad {
   asio::io_context& io_;
   configpb::ReplicadConfig config_;
   std::string secret_;
+  std::unique_ptr<Hooks> hooks_;  // used by slots_, so declared first (destroyed last)
   std::map<uint64_t, std::unique_ptr<SlotHost>> slots_;
   std::unique_ptr<CoordinatorLink> link_;
   std::unique_ptr<metrics::MetricsServer> metrics_;

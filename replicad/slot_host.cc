@@ -198,10 +198,19 @@ void SlotHost::Apply(const coordpb::SlotAssignment& assignment, const std::strin
   }
   sync_durability_ = store.durability() == coordpb::SYNC;
   const bool was_fenced = fenced_by_coordinator_.exchange(store.fenced());
-  if (!store.fenced()) fenced_lsn_ = 0;
+  if (!store.fenced()) {
+    fenced_lsn_ = 0;
+    fence_error_.clear();
+    demote_status_ = absl::OkStatus();
+  }
   if (assignment.role() == coordpb::MASTER) {
     BecomeMaster(store);
-    if (store.fenced() && !was_fenced) asio::co_spawn(io_, Drain(), asio::detached);
+    if (store.fenced() && !was_fenced) {
+      // Release the addresses and start the demote hook first: Drain waits
+      // for that hook before it reports the fenced LSN.
+      UpdateServiceAddress();
+      asio::co_spawn(io_, Drain(), asio::detached);
+    }
   } else {
     BecomeReplica(store);
   }
@@ -210,10 +219,6 @@ void SlotHost::Apply(const coordpb::SlotAssignment& assignment, const std::strin
 
 void SlotHost::UpdateServiceAddress() {
   if (!service_) return;
-  if (stopping_) {
-    service_->Stop();
-    return;
-  }
   std::string lmtp, api;
   bool master;
   {
@@ -222,7 +227,38 @@ void SlotHost::UpdateServiceAddress() {
     lmtp = store_.service_lmtp();
     api = store_.service_api();
   }
-  service_->Want(master && CheckWrite(0).ok(), lmtp, api);
+  const bool hold = !stopping_ && master && CheckWrite(0).ok();
+  if (stopping_) {
+    service_->Stop();
+  } else {
+    service_->Want(hold, lmtp, api);
+  }
+  if (hold == holding_) return;
+  holding_ = hold;
+  // Promote once the addresses are ours; demote after they are released.
+  if (!options_.hooks) return;
+  HookEvent event{.event = hold ? "promote" : "demote",
+                  .store_id = slot_->identity().store_id,
+                  .slot_id = config_.slot_id(),
+                  .service_lmtp = lmtp,
+                  .service_api = api};
+  if (!hold) demote_running_ = true;
+  ++hooks_running_;
+  asio::co_spawn(
+      io_,
+      [this, event]() -> asio::awaitable<void> {
+        absl::Status s = co_await options_.hooks->Run(event);
+        if (!s.ok()) {
+          LogLine(Severity::kError, "hook failed",
+                  Kv("slot", config_.slot_id()) + Kv("error", s.message()));
+        }
+        if (event.event == "demote") {
+          demote_status_ = s;
+          demote_running_ = false;
+        }
+        --hooks_running_;
+      },
+      asio::detached);
 }
 
 asio::awaitable<void> SlotHost::WatchServiceAddress() {
@@ -245,7 +281,21 @@ asio::awaitable<void> SlotHost::Drain() {
     co_await tick.async_wait(asio::redirect_error(asio::use_awaitable, ec));
   }
   co_await api_->DrainWrites();
+  // The demote hook (started when the fence released the addresses) must
+  // succeed, or the failover that fenced this slot is aborted.
+  while (demote_running_ && fenced_by_coordinator_ && !stopping_) {
+    tick.expires_after(std::chrono::milliseconds(5));
+    asio::error_code ec;
+    co_await tick.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
   if (!fenced_by_coordinator_ || stopping_) co_return;
+  if (!demote_status_.ok()) {
+    fence_error_ = std::string(demote_status_.message());
+    LogLine(Severity::kError, "master fenced but its demote hook failed: the failover aborts",
+            Kv("slot", config_.slot_id()) + Kv("error", fence_error_));
+    Report();
+    co_return;
+  }
   fenced_lsn_ = slot_->last_lsn();
   LogLine(Severity::kInfo, "master fenced and drained",
           Kv("slot", config_.slot_id()) + Kv("lsn", fenced_lsn_.load()));
@@ -527,7 +577,7 @@ void SlotHost::Stop() {
   if (lmtp_) lmtp_->Stop();
   if (api_server_) api_server_->Stop();
   if (sync_server_) sync_server_->Stop();
-  if (service_) service_->Stop();
+  UpdateServiceAddress();  // releases the addresses; runs the demote hook if they were held
 }
 
 coordpb::SlotStatus SlotHost::Status() {
@@ -542,7 +592,10 @@ coordpb::SlotStatus SlotHost::Status() {
   s.set_epoch(slot_->epoch());
   s.set_last_lsn(slot_->last_lsn());
   s.set_fenced(s.role() == coordpb::MASTER && !CheckWrite(0).ok());
-  if (s.role() == coordpb::MASTER) s.set_fenced_lsn(fenced_lsn_);
+  if (s.role() == coordpb::MASTER) {
+    s.set_fenced_lsn(fenced_lsn_);
+    s.set_fence_error(fence_error_);
+  }
   for (const auto& [id, link] : replicas_) {
     coordpb::ReplicaProgress* p = s.add_replicas();
     p->set_slot_id(id);

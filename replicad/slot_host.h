@@ -42,6 +42,7 @@
 #include "proto/api.pb.h"
 #include "proto/config.pb.h"
 #include "proto/coord.pb.h"
+#include "replicad/hooks.h"
 #include "replicad/lmtp_reply.h"
 #include "replicad/metrics_text.h"
 #include "replicad/service_address.h"
@@ -77,6 +78,8 @@ struct SlotHostOptions {
   // Asks the host to report the slots' status to the coordinator now
   // (during a failover the coordinator waits for these reports).
   std::function<void()> report_now;
+  // Promote/demote hooks (may be null: none). Must outlive the SlotHost.
+  Hooks* hooks = nullptr;
 };
 
 class SlotHost {
@@ -99,7 +102,8 @@ class SlotHost {
   void Stop();
   // True once Stop() was called and every server of the slot has ended.
   bool stopped() const {
-    return running_servers_ == 0 && links_running_ == 0 && (!service_ || service_->running() == 0);
+    return running_servers_ == 0 && links_running_ == 0 && hooks_running_ == 0 &&
+           (!service_ || service_->running() == 0);
   }
   // The store's service addresses this slot holds now ("" when none).
   std::string service_lmtp_held() const { return service_ ? service_->lmtp_held() : ""; }
@@ -159,6 +163,13 @@ class SlotHost {
   std::map<uint64_t, std::shared_ptr<ReplicaLink>> replicas_;  // by replica slot id
   int running_servers_ = 0;
   int links_running_ = 0;
+  int hooks_running_ = 0;
+  // Master taking writes, as UpdateServiceAddress last saw it: its changes
+  // run the promote and demote hooks.
+  bool holding_ = false;
+  bool demote_running_ = false;
+  absl::Status demote_status_;   // of the last demote hook
+  std::string fence_error_;      // SlotStatus.fence_error
   bool stopping_ = false;
   std::string error_;
 

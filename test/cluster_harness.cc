@@ -47,15 +47,20 @@ std::string WorkloadEml(int count) {
 }
 
 Cluster::Cluster(ClusterOptions options) : options_(std::move(options)) {
-  RunResult up = Run({Bin("replctl"), "dev-cluster", "up", "--dir", tmp_.Sub("cluster"), "--hosts",
-                      absl::StrCat(options_.hosts), "--slots-per-host",
-                      absl::StrCat(options_.slots_per_host), "--replicas",
-                      absl::StrCat(options_.replicas), "--net", options_.net, "--lease-ms",
-                      absl::StrCat(options_.lease_ms), "--durability", options_.durability,
-                      // Service addresses on a loopback net of this test's own.
-                      "--service-net",
-                      absl::StrCat("127.1.", options_.net.substr(options_.net.rfind('.') + 1))},
-                     absl::Seconds(90));
+  std::vector<std::string> args = {
+      Bin("replctl"), "dev-cluster", "up", "--dir", tmp_.Sub("cluster"), "--hosts",
+      absl::StrCat(options_.hosts), "--slots-per-host", absl::StrCat(options_.slots_per_host),
+      "--replicas", absl::StrCat(options_.replicas), "--net", options_.net, "--lease-ms",
+      absl::StrCat(options_.lease_ms), "--durability", options_.durability,
+      // Service addresses on a loopback net of this test's own.
+      "--service-net", absl::StrCat("127.1.", options_.net.substr(options_.net.rfind('.') + 1))};
+  if (!options_.promote_hook.empty()) {
+    args.insert(args.end(), {"--promote-hook", options_.promote_hook});
+  }
+  if (!options_.demote_hook.empty()) {
+    args.insert(args.end(), {"--demote-hook", options_.demote_hook});
+  }
+  RunResult up = Run(args, absl::Seconds(90));
   INFO(up.out << up.err);
   REQUIRE(up.exit == 0);
   absl::StatusOr<configpb::DevCluster> c = tools::ReadClusterFile(tmp_.Sub("cluster"));

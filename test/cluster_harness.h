@@ -42,6 +42,9 @@ struct ClusterOptions {
   int replicas = 1;
   int lease_ms = 3000;
   std::string durability = "async";
+  // Every replicad's promote and demote hooks; empty: none.
+  std::string promote_hook;
+  std::string demote_hook;
 };
 
 class Cluster {

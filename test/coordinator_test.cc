@@ -1001,10 +1001,14 @@ TEST_CASE("a database of schema version 1 gains the checks table when opened",
   REQUIRE(f.c().CreateStore(Store({1, 3})).ok());
   f.Close();
   {
-    // What the previous release left: no checks table, version 1.
+    // What the release of schema 1 left: no checks table, no service
+    // addresses, version 1.
     auto db = sqlite::Database::Open(f.path(), true);
     REQUIRE(db.ok());
-    REQUIRE((*db)->Exec("DROP TABLE checks; PRAGMA user_version = 1").ok());
+    REQUIRE((*db)->Exec("DROP TABLE checks;"
+                        " ALTER TABLE stores DROP COLUMN service_lmtp;"
+                        " ALTER TABLE stores DROP COLUMN service_api;"
+                        " PRAGMA user_version = 1").ok());
   }
   f.Open();
   CHECK_FALSE(f.StoreState(1).has_last_check());
@@ -1014,6 +1018,107 @@ TEST_CASE("a database of schema version 1 gains the checks table when opened",
   auto db = sqlite::Database::Open(f.path(), true);
   REQUIRE(db.ok());
   CHECK(SchemaVersion(**db).value() == CurrentSchemaVersion());
+}
+
+// --- removals ---
+
+TEST_CASE("a store is removed only without users and, unless forced, without data; its slots go "
+          "idle",
+          "[coordinator][topology]") {
+  Fixture f;
+  f.RegisterThreeHosts();
+  REQUIRE(f.c().CreateStore(Store({1, 3})).ok());
+  REQUIRE(f.c().AssignUsers(Users({"alice"}, 1)).ok());
+  coordpb::RemoveStore remove;
+  remove.set_store_id(1);
+  remove.set_force(true);
+  auto users = f.c().RemoveStore(remove);
+  REQUIRE_FALSE(users.ok());
+  CHECK(absl::StrContains(users.status().message(), "still has 1 users (alice"));
+  CHECK(absl::StrContains(users.status().message(), "assign-users"));
+
+  // Move alice away; the master reported records: data.
+  REQUIRE(f.c().RegisterHost(Host("h4", {7, 8})).ok());
+  REQUIRE(f.c().CreateStore(Store({5, 7})).ok());
+  REQUIRE(f.c().AssignUsers(Users({"alice"}, 2)).ok());
+  coordpb::Heartbeat beat = Beat("h1");
+  *beat.add_slots() = MasterStatus(1, 42, 3, 42);
+  REQUIRE(f.c().Heartbeat(beat).ok());
+  remove.set_force(false);
+  const uint64_t epoch = f.StoreState(1).store().epoch();
+  auto data = f.c().RemoveStore(remove);
+  REQUIRE_FALSE(data.ok());
+  CHECK(absl::StrContains(data.status().message(), "holds data (slot 1@h1 reported LSN 42)"));
+  CHECK(absl::StrContains(data.status().message(), "--force"));
+  CHECK(f.StoreState(1).store().epoch() == epoch);  // still there
+
+  remove.set_force(true);
+  auto removed = f.c().RemoveStore(remove);
+  INFO(removed.status().ToString());
+  REQUIRE(removed.ok());
+  CHECK(removed->store().store_id() == 1);
+  auto status = f.c().GetStatus({});
+  REQUIRE(status.ok());
+  REQUIRE(status->stores_size() == 1);
+  CHECK(status->stores(0).store().store_id() == 2);
+  // Both slots are idle in their hosts' assignments.
+  for (const std::string host : {"h1", "h2"}) {
+    auto a = f.c().HeartbeatAnswer(host, 0, 0);
+    REQUIRE(a.ok());
+    REQUIRE(a->assignments().slots_size() == 2);
+    CHECK(a->assignments().slots(0).role() == coordpb::ROLE_NONE);
+  }
+  const auto events = f.Events(1);
+  REQUIRE_FALSE(events.empty());
+  CHECK(events.back().kind() == "remove_store");
+  CHECK(absl::StrContains(events.back().detail(), "forced, slot 1@h1 reported LSN 42"));
+  // A removed store is gone, and its slots can form a new one.
+  CHECK(f.c().RemoveStore(remove).status().code() == absl::StatusCode::kNotFound);
+  CHECK(f.c().CreateStore(Store({1, 3})).ok());
+}
+
+TEST_CASE("a slot or host in a store, or a live host, cannot be removed; an idle one can",
+          "[coordinator][topology]") {
+  Fixture f;
+  f.RegisterThreeHosts();
+  REQUIRE(f.c().CreateStore(Store({1, 3})).ok());
+  coordpb::RemoveSlot slot;
+  slot.set_slot_id(1);
+  auto member = f.c().RemoveSlot(slot);
+  REQUIRE_FALSE(member.ok());
+  CHECK(absl::StrContains(member.status().message(), "slot 1@h1 is a member of store 1"));
+  slot.set_slot_id(99);
+  CHECK(f.c().RemoveSlot(slot).status().code() == absl::StatusCode::kNotFound);
+  slot.set_slot_id(2);
+  REQUIRE(f.c().RemoveSlot(slot).ok());
+  // Slot 2 is gone from h1's assignments.
+  auto a = f.c().HeartbeatAnswer("h1", 0, 0);
+  REQUIRE(a.ok());
+  REQUIRE(a->assignments().slots_size() == 1);
+  CHECK(a->assignments().slots(0).slot_id() == 1);
+
+  coordpb::RemoveHost host;
+  host.set_host("h2");
+  auto in_store = f.c().RemoveHost(host);
+  REQUIRE_FALSE(in_store.ok());
+  CHECK(absl::StrContains(in_store.status().message(), "holds slot 3 of store 1"));
+  host.set_host("h3");
+  auto alive = f.c().RemoveHost(host);
+  REQUIRE_FALSE(alive.ok());
+  CHECK(absl::StrContains(alive.status().message(), "is alive"));
+  f.now += 60001;  // h3 silent for longer than the lease
+  auto removed = f.c().RemoveHost(host);
+  INFO(removed.status().ToString());
+  REQUIRE(removed.ok());
+  CHECK(removed->slots_removed() == 2);
+  auto status = f.c().GetStatus({});
+  REQUIRE(status.ok());
+  for (const auto& h : status->hosts()) CHECK(h.host() != "h3");
+  CHECK(f.Events().back().kind() == "remove_host");
+  host.set_host("h9");
+  CHECK(f.c().RemoveHost(host).status().code() == absl::StatusCode::kNotFound);
+  // A store over a removed slot is refused.
+  CHECK_FALSE(f.c().CreateStore(Store({5, 4})).ok());
 }
 
 // --- planned failover, in-process ---

@@ -3,18 +3,22 @@
 // record every answer, retry 4xx answers and look up the user's master
 // again (as an MTA with a transport lookup would).
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <cstdlib>
 #include <set>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "asio.hpp"
 #include "catch2/catch.hpp"
+#include "common/file_util.h"
 #include "common/net.h"
 #include "test/cluster_harness.h"
 #include "test/process_util.h"
+#include "test/test_util.h"
 
 namespace mailrepl::testing {
 namespace {
@@ -91,6 +95,95 @@ TEST_CASE("a store's service address follows the master: after a failover it ans
   // The API service address moved along.
   CHECK(WaitFor([&] { return Listeners(store.service_api()) == std::set<int>{c.PidOf(new_master)}; },
                 absl::Seconds(10), absl::Milliseconds(20)));
+}
+
+// The lines the hook script of HooksScript() logged, in order.
+std::vector<std::string> HookLines(const std::string& dir) {
+  absl::StatusOr<std::string> log = ReadFile(dir + "/hooks.log");
+  if (!log.ok()) return {};
+  return absl::StrSplit(*log, '\n', absl::SkipEmpty());
+}
+
+// Index of the first line of `lines` that starts with `prefix`, or -1.
+int LineStarting(const std::vector<std::string>& lines, const std::string& prefix) {
+  for (size_t i = 0; i < lines.size(); ++i) {
+    if (absl::StartsWith(lines[i], prefix)) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+int CountStarting(const std::vector<std::string>& lines, const std::string& prefix) {
+  int n = 0;
+  for (const std::string& l : lines) n += absl::StartsWith(l, prefix) ? 1 : 0;
+  return n;
+}
+
+TEST_CASE("promote and demote hooks run with store, slot and service addresses; a failing demote "
+          "hook aborts the planned failover and the old master takes writes again",
+          "[failover][hooks]") {
+  TempDir hooks;
+  const std::string script = hooks.Sub("hook");
+  REQUIRE(WriteFileAtomically(
+              script, absl::StrCat("#!/bin/sh\n"
+                                   "echo \"$1 $2 $3 $4 $5 env=$MAILREPL_EVENT/$MAILREPL_STORE/"
+                                   "$MAILREPL_SLOT\" >> ",
+                                   hooks.path(), "/hooks.log\n"
+                                   "if [ \"$1\" = demote ] && [ -e ", hooks.path(),
+                                   "/fail-demote ]; then\n"
+                                   "  echo 'cannot remove the address' >&2; exit 3\n"
+                                   "fi\n"))
+              .ok());
+  REQUIRE(::chmod(script.c_str(), 0755) == 0);
+  Cluster c({.net = "127.0.20",
+             .hosts = 2,
+             .slots_per_host = 1,
+             .promote_hook = script,
+             .demote_hook = script});
+  const configpb::DevStore& store = c.store(1);
+  const uint64_t m = store.master_slot_id();
+  const uint64_t r = store.replica_slot_ids(0);
+  const std::string addresses = absl::StrCat(store.service_lmtp(), " ", store.service_api());
+  const std::string promoted_m = absl::StrCat("promote 1 ", m, " ", addresses, " env=promote/1/", m);
+  const std::string demoted_m = absl::StrCat("demote 1 ", m, " ", addresses, " env=demote/1/", m);
+  const std::string promoted_r = absl::StrCat("promote 1 ", r, " ", addresses, " env=promote/1/", r);
+  const std::string demoted_r = absl::StrCat("demote 1 ", r, " ", addresses);
+  REQUIRE(WaitFor([&] { return LineStarting(HookLines(hooks.path()), promoted_m) >= 0; },
+                  absl::Seconds(10), absl::Milliseconds(20)));
+  CHECK(LineStarting(HookLines(hooks.path()), absl::StrCat("promote 1 ", r)) < 0);
+
+  // A planned failover: the old master's demote hook ends before the new
+  // master's promote hook starts (the coordinator switches only then).
+  RunResult failover = c.Replctl({"failover", "1"});
+  INFO(failover.out << failover.err);
+  REQUIRE(failover.exit == 0);
+  REQUIRE(WaitFor([&] { return LineStarting(HookLines(hooks.path()), promoted_r) >= 0; },
+                  absl::Seconds(10), absl::Milliseconds(20)));
+  std::vector<std::string> lines = HookLines(hooks.path());
+  INFO(absl::StrJoin(lines, "\n"));
+  REQUIRE(LineStarting(lines, demoted_m) >= 0);
+  CHECK(LineStarting(lines, demoted_m) < LineStarting(lines, promoted_r));
+
+  // The demote hook fails now: the failover back is aborted, nothing changed.
+  REQUIRE(WriteFileAtomically(hooks.Sub("fail-demote"), "").ok());
+  RunResult back = c.Replctl({"failover", "1"});
+  INFO(back.out << back.err);
+  CHECK(back.exit != 0);
+  CHECK(absl::StrContains(back.out + back.err, "could not be demoted"));
+  CHECK(absl::StrContains(back.out + back.err, "exited 3"));
+  auto status = c.Status();
+  REQUIRE(status.ok());
+  CHECK(status->stores(0).store().master_slot_id() == r);
+  CHECK(!status->stores(0).store().fenced());
+  CHECK(absl::StrContains(c.Replctl({"history"}).out, "failover_aborted"));
+  // Unfenced, the master holds its addresses again (promote hook) and takes mail.
+  CHECK(WaitFor([&] { return CountStarting(HookLines(hooks.path()), promoted_r) == 2; },
+                absl::Seconds(10), absl::Milliseconds(20)));
+  CHECK(CountStarting(HookLines(hooks.path()), demoted_r) == 1);
+  CHECK(CountStarting(HookLines(hooks.path()), absl::StrCat("promote 1 ", m)) == 1);
+  const auto after = c.Deliver(WorkloadEml(2000), 0, 10, 1, 10);
+  INFO("not acknowledged:\n" << Cluster::NotAcked(after));
+  CHECK(Cluster::Count(after, 250) == 10);
+  c.CheckAckedOnEverySlot(after);
 }
 
 TEST_CASE("a drain under continuous LMTP load keeps every acknowledged message, and 4xx answers "

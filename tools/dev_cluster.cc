@@ -182,6 +182,8 @@ absl::StatusOr<configpb::DevCluster> DevClusterUp(const DevClusterOptions& optio
     rc.set_secret_file(c.secret_file());
     rc.set_metrics_listen(absl::StrCat(options.net, ".", 200 + h, ":", kMetricsPort));
     rc.set_state_dir(host_dir + "/state");
+    rc.set_promote_hook(options.promote_hook);
+    rc.set_demote_hook(options.demote_hook);
     for (int k = 1; k <= options.slots_per_host; ++k) {
       const int slot_id = (h - 1) * options.slots_per_host + k;
       const std::string ip = absl::StrCat(options.net, ".", 10 + slot_id);

@@ -30,6 +30,9 @@ struct DevClusterOptions {
   // Store k's service addresses: SERVICE_NET.k, LMTP and API ports as the
   // slots' (docs/operations.md "Service addresses"). Empty: none.
   std::string service_net = "127.0.1";
+  // Every replicad's promote and demote hooks (replicad.conf); empty: none.
+  std::string promote_hook;
+  std::string demote_hook;
   uint32_t lease_ms = 6000;
   std::string durability = "async";
   absl::Duration timeout = absl::Seconds(60);

@@ -50,11 +50,17 @@ ABSL_FLAG(std::string, slots, "", "create-store: slot ids, comma-separated, mast
 ABSL_FLAG(uint64_t, to, 0, "failover: the target slot (default: the most caught-up replica)");
 ABSL_FLAG(int, timeout_ms, 10000, "failover, drain, undrain: per store, before rolling back");
 ABSL_FLAG(int, parallel, 1, "drain, undrain: stores switched at once");
-ABSL_FLAG(bool, force, false, "promote: the master's host is gone; promote a replica anyway");
+ABSL_FLAG(bool, force, false,
+          "promote: the master's host is gone, promote a replica anyway; remove-store: remove "
+          "a store whose slots hold data");
 ABSL_FLAG(bool, apply, false, "plan: create the planned stores on the coordinator");
 ABSL_FLAG(std::string, host, "", "check: every store with a slot on this host");
 ABSL_FLAG(std::string, service_net, "127.0.1",
           "dev-cluster up: store k's service addresses are SERVICE_NET.k (empty: none)");
+ABSL_FLAG(std::string, promote_hook, "",
+          "dev-cluster up: every replicad's promote hook (replicad.conf promote_hook)");
+ABSL_FLAG(std::string, demote_hook, "",
+          "dev-cluster up: every replicad's demote hook (replicad.conf demote_hook)");
 ABSL_FLAG(std::string, service_lmtp, "",
           "create-store, set-service-address: the store's LMTP service ADDR:PORT");
 ABSL_FLAG(std::string, service_api, "",
@@ -81,6 +87,11 @@ commands:
                                   [--service-lmtp ADDR:PORT] [--service-api ADDR:PORT]
   assign-users --store S USER...  (re)assign users to a store
   set-durability --store S --durability async|sync
+  remove-store STORE [--force]    its slots go idle (their data stays on disk); refused
+                                  while users are assigned to it, during a failover, and,
+                                  without --force, while its slots hold records
+  remove-slot SLOT                forget a slot that is in no store
+  remove-host HOST                forget a stopped host and its slots (none in a store)
   set-service-address --store S [--service-lmtp ADDR:PORT] [--service-api ADDR:PORT]
                                   the store's own addresses, bound (IP_FREEBIND) by
                                   whichever slot is its master while it takes writes;
@@ -126,7 +137,7 @@ commands:
                                   unreachable)
   dev-cluster up --dir DIR [--hosts N] [--slots-per-host K] [--replicas R]
                  [--users U] [--lease-ms L] [--durability D] [--net A.B.C]
-                 [--service-net A.B.C]
+                 [--service-net A.B.C] [--promote-hook CMD] [--demote-hook CMD]
                  start a local cluster on loopback addresses and write
                  DIR/cluster.json
   dev-cluster down --dir DIR      stop it (the data stays in DIR)
@@ -426,6 +437,8 @@ int DevCluster(const std::vector<std::string>& args, const char* argv0) {
                       .users = absl::GetFlag(FLAGS_users),
                       .net = absl::GetFlag(FLAGS_net),
                       .service_net = absl::GetFlag(FLAGS_service_net),
+                      .promote_hook = absl::GetFlag(FLAGS_promote_hook),
+                      .demote_hook = absl::GetFlag(FLAGS_demote_hook),
                       .lease_ms = static_cast<uint32_t>(absl::GetFlag(FLAGS_lease_ms)),
                       .durability = absl::GetFlag(FLAGS_durability)};
   const absl::Time start = absl::Now();
@@ -536,6 +549,21 @@ int main(int argc, char** argv) {
     request.mutable_get_status();
   } else if (command == "history") {
     request.mutable_get_history()->set_store_id(absl::GetFlag(FLAGS_store));
+  } else if (command == "remove-store" || command == "remove-slot") {
+    uint64_t id = 0;
+    if (args.size() != 2 || !absl::SimpleAtoi(args[1], &id) || id == 0) {
+      return CannotRun(absl::StrCat(command, " takes one ", command == "remove-store" ? "STORE" : "SLOT",
+                                    " id"));
+    }
+    if (command == "remove-store") {
+      request.mutable_remove_store()->set_store_id(id);
+      request.mutable_remove_store()->set_force(absl::GetFlag(FLAGS_force));
+    } else {
+      request.mutable_remove_slot()->set_slot_id(id);
+    }
+  } else if (command == "remove-host") {
+    if (args.size() != 2) return CannotRun("remove-host takes one HOST");
+    request.mutable_remove_host()->set_host(args[1]);
   } else if (command == "lookup") {
     if (args.size() != 2) return CannotRun("lookup takes one USER");
     request.mutable_lookup_user()->set_user(args[1]);
@@ -592,6 +620,17 @@ int main(int argc, char** argv) {
     std::fputs((json ? tools::ToJson(r->get_history()) : tools::FormatHistory(r->get_history()))
                    .c_str(),
                stdout);
+    return 0;
+  }
+  if (!json && absl::StartsWith(command, "remove-")) {
+    if (command == "remove-store") {
+      std::printf("store %s removed; its slots are idle\n", args[1].c_str());
+    } else if (command == "remove-slot") {
+      std::printf("slot %s removed\n", args[1].c_str());
+    } else {
+      std::printf("host %s removed with its %u slots\n", args[1].c_str(),
+                  r->remove_host().slots_removed());
+    }
     return 0;
   }
   if (command == "lookup") {
