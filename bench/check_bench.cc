@@ -820,7 +820,8 @@ absl::Status PartsAB(const std::string& base, bool part_a, bool part_b, bool par
     absl::StatusOr<std::unique_ptr<Index>> view = Index::OpenReadOnly(mp.index_file());
     RETURN_IF_ERROR(view.status());
     Line("info: one master index view (Index::OpenReadOnly)",
-         absl::StrFormat("%.3f s (a check opens 3: Handshake x2, MeetAtCommonLsn x1)",
+         absl::StrFormat("%.3f s (a full view; a check reads position-only views, and a "
+                         "full one only where the slot digests differ)",
                          Now() - t0));
   }
   {

@@ -521,9 +521,14 @@ absl::StatusOr<MailboxInfo> Slot::CreateMailbox(const std::string& name) {
   AddRecordLocked(w, RecordType::kCreateMailbox, p.SerializeAsString());
   RETURN_IF_ERROR(CommitLocked(w, lock));
   std::lock_guard<std::mutex> il(index_mu_);
-  LoadAssignedStateLocked();
   const MailboxInfo* mb = index_->FindMailbox(p.mailbox_id());
   if (mb == nullptr) return absl::InternalError("created mailbox missing from the index");
+  // An empty mailbox: names and states gain one entry, usage is unchanged
+  // (no reload of every mailbox: that made creation O(mailboxes)).
+  names_[mb->name] = mb->id;
+  mailboxes_[mb->id] = MailboxState{mb->id, mb->name, mb->uidvalidity, mb->last_uid,
+                                    mb->highest_modseq};
+  last_uidvalidity_ = std::max(last_uidvalidity_, mb->uidvalidity);
   return *mb;
 }
 
