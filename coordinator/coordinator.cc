@@ -568,14 +568,14 @@ absl::StatusOr<coordpb::HeartbeatReply> Coordinator::HeartbeatAnswer(
 
 // --- LookupUser ---
 
-absl::StatusOr<coordpb::LookupUserReply> Coordinator::LookupUser(
-    const coordpb::LookupUser& request) {
-  const std::string user = NormalizeUser(request.user());
+absl::StatusOr<std::optional<coordpb::StoreInfo>> Coordinator::UserStore(
+    absl::string_view name) {
+  const std::string user = NormalizeUser(name);
   if (absl::Status s = ValidateUser(user); !s.ok()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("cannot look up '", absl::CEscape(request.user()), "': ", s.message()));
+        absl::StrCat("cannot look up '", absl::CEscape(name), "': ", s.message()));
   }
-  coordpb::LookupUserReply reply;
+  std::optional<coordpb::StoreInfo> out;
   RETURN_IF_ERROR(InTransaction(false, [&](Txn&) -> absl::Status {
     ASSIGN_OR_RETURN(Statement st, db_->Prepare("SELECT store_id FROM users WHERE user = ?"));
     st.Bind(1, user);
@@ -584,15 +584,23 @@ absl::StatusOr<coordpb::LookupUserReply> Coordinator::LookupUser(
     bool found = false;
     ASSIGN_OR_RETURN(coordpb::StoreInfo store,
                      LoadStore(static_cast<uint64_t>(st.ColumnInt(0)), &found));
-    if (!found) return absl::OkStatus();  // cannot happen: foreign key
-    reply.set_found(true);
-    reply.set_store_id(store.store_id());
-    reply.set_epoch(store.epoch());
-    for (const coordpb::SlotInfo& m : store.members()) {
-      if (m.slot_id() == store.master_slot_id()) *reply.mutable_master() = m;
-    }
+    if (found) out = std::move(store);  // always: foreign key
     return absl::OkStatus();
   }));
+  return out;
+}
+
+absl::StatusOr<coordpb::LookupUserReply> Coordinator::LookupUser(
+    const coordpb::LookupUser& request) {
+  ASSIGN_OR_RETURN(std::optional<coordpb::StoreInfo> store, UserStore(request.user()));
+  coordpb::LookupUserReply reply;
+  if (!store) return reply;
+  reply.set_found(true);
+  reply.set_store_id(store->store_id());
+  reply.set_epoch(store->epoch());
+  for (const coordpb::SlotInfo& m : store->members()) {
+    if (m.slot_id() == store->master_slot_id()) *reply.mutable_master() = m;
+  }
   return reply;
 }
 

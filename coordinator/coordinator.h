@@ -137,6 +137,12 @@ class Coordinator {
   // kNotFound if the host never registered.
   absl::StatusOr<coordpb::HeartbeatReply> Heartbeat(const coordpb::Heartbeat& request);
   absl::StatusOr<coordpb::LookupUserReply> LookupUser(const coordpb::LookupUser& request);
+  // The store of `user` ("user", "user+ext" or "user@domain", normalized
+  // as NormalizeUser does) as it is now (master, epoch, fenced, service
+  // addresses, members), or nullopt for a user in no store.
+  // kInvalidArgument: not a valid user name (ValidateUser); other errors
+  // come from the database (kUnavailable, kInternal): retry later.
+  absl::StatusOr<std::optional<coordpb::StoreInfo>> UserStore(absl::string_view user);
   absl::StatusOr<coordpb::CreateStoreReply> CreateStore(const coordpb::CreateStore& request);
   absl::StatusOr<coordpb::AssignUsersReply> AssignUsers(const coordpb::AssignUsers& request);
   absl::StatusOr<coordpb::SetDurabilityReply> SetDurability(

@@ -9,14 +9,18 @@
 #include <iostream>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "asio.hpp"
 #include "common/log.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/coordinator_service.h"
+#include "coordinator/routing_maps.h"
 #include "coordinator/schema.h"
+#include "coordinator/socketmap_server.h"
 #include "rpc/rpc_server.h"
 #include "syncclient/auth.h"
 
@@ -33,10 +37,17 @@ Options:
                     a random id); with an existing FILE it must match
   --lease-ms N      master lease period in ms, 100..3600000 (default 6000);
                     a new value is stored and sent to every host
+  --socketmap-listen ADDR:PORT
+                    also serve Postfix's socketmap lookups (maps "transport"
+                    and "mailbox") on ADDR:PORT; docs/operations.md
+                    "Routing mail with Postfix"
+  --socketmap-domains D1,D2,...
+                    the mail domains the cluster holds: the maps answer
+                    NOTFOUND for user@OTHER-DOMAIN (default: any domain)
   --help            this text
 SIGTERM or SIGINT answers the waiting heartbeats, closes connections, exits 0.
 Prints "coordinatord listening ... port=<N>" on stderr once it accepts
-connections.
+connections (and socketmap_port=<N> with --socketmap-listen).
 )";
 
 constexpr uint64_t kMinLeaseMs = 100;
@@ -56,13 +67,15 @@ int Fail(const std::string& error) {
 
 int main(int argc, char** argv) {
   using namespace mailrepl;
-  std::string db_path, listen, secret_file, cluster_id;
+  std::string db_path, listen, secret_file, cluster_id, socketmap_listen;
+  std::vector<std::string> socketmap_domains;
   uint64_t lease_ms = 6000;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     std::string v;
     const bool takes_value = a == "--db" || a == "--listen" || a == "--secret-file" ||
-                             a == "--cluster-id" || a == "--lease-ms";
+                             a == "--cluster-id" || a == "--lease-ms" ||
+                             a == "--socketmap-listen" || a == "--socketmap-domains";
     if (takes_value) {
       if (i + 1 >= argc) return Usage(a + " needs a value");
       v = argv[++i];
@@ -76,6 +89,10 @@ int main(int argc, char** argv) {
       listen = v;
     } else if (a == "--secret-file") {
       secret_file = v;
+    } else if (a == "--socketmap-listen") {
+      socketmap_listen = v;
+    } else if (a == "--socketmap-domains") {
+      socketmap_domains = absl::StrSplit(v, ',', absl::SkipEmpty());
     } else if (a == "--cluster-id") {
       cluster_id = v;
       if (cluster_id.empty()) return Usage("--cluster-id must not be empty");
@@ -106,9 +123,21 @@ int main(int argc, char** argv) {
                          .secret = *secret},
                         service.Handler());
   if (absl::Status s = server.Listen(); !s.ok()) return Fail(std::string(s.message()));
+  coord::RoutingMaps maps([&c](absl::string_view user) { return c.UserStore(user); },
+                          socketmap_domains);
+  std::unique_ptr<coord::SocketmapServer> socketmap;
+  std::string socketmap_fields;
+  if (!socketmap_listen.empty()) {
+    socketmap = std::make_unique<coord::SocketmapServer>(
+        io, coord::SocketmapServerOptions{.listen = socketmap_listen}, maps);
+    if (absl::Status s = socketmap->Listen(); !s.ok()) {
+      return Fail(absl::StrCat("--socketmap-listen: ", s.message()));
+    }
+    socketmap_fields = Kv("socketmap", socketmap_listen) + Kv("socketmap_port", socketmap->port());
+  }
   const coord::Versions versions = c.versions();
   LogLine(Severity::kInfo, "coordinatord listening",
-          Kv("listen", listen) + Kv("port", server.port()) + Kv("db", db_path) +
+          Kv("listen", listen) + Kv("port", server.port()) + socketmap_fields + Kv("db", db_path) +
               Kv("cluster", c.cluster_id()) + Kv("lease_ms", c.lease_ms()) +
               Kv("version", versions.topology) + Kv("directory_version", versions.directory));
 
@@ -118,16 +147,23 @@ int main(int argc, char** argv) {
     LogLine(Severity::kInfo, "coordinatord stopping", Kv("signal", signal));
     service.Shutdown();
     server.Stop();
+    if (socketmap) socketmap->Stop();
   });
+  if (socketmap) asio::co_spawn(io, socketmap->Run(), asio::detached);
   // Run() returns once the server stopped; the sessions then end and
   // io.run() returns when nothing is left.
-  asio::co_spawn(io, server.Run(), [&](std::exception_ptr) { signals.cancel(); });
+  asio::co_spawn(io, server.Run(), [&](std::exception_ptr) {
+    signals.cancel();
+    if (socketmap) socketmap->Stop();
+  });
   io.run();
   const coord::CoordinatorServiceStats& st = service.stats();
   const rpc::RpcServerStats& rs = server.stats();
   LogLine(Severity::kInfo, "coordinatord stopped",
           Kv("connections", rs.connections) + Kv("auth_failures", rs.auth_failures) +
               Kv("bad_frames", rs.bad_frames) + Kv("requests", st.requests) +
-              Kv("errors", st.errors));
+              Kv("errors", st.errors) + Kv("socketmap_lookups", maps.stats().lookups) +
+              Kv("socketmap_temp", maps.stats().temp) +
+              Kv("socketmap_bad_requests", socketmap ? socketmap->stats().bad_requests : 0));
   return 0;
 }

@@ -12,6 +12,9 @@ PKGS=(
   prometheus-cpp-dev
   # real clients for end-to-end tests; ss (iproute2) shows who listens where
   swaks iproute2
+  # a real MTA for the end-to-end routing test (test/postfix_e2e_test.cc);
+  # the package only configures the default instance, which the tests leave alone
+  postfix
 )
 missing=()
 for p in "${PKGS[@]}"; do

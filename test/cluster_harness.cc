@@ -138,6 +138,9 @@ void Cluster::Restart(const std::string& name) {
     argv = {Bin("coordinatord"), "--db", info_.dir() + "/coordinator.db", "--listen",
             info_.coordinator(), "--secret-file", info_.secret_file(), "--lease-ms",
             absl::StrCat(info_.lease_ms())};
+    if (!info_.socketmap().empty()) {
+      argv.insert(argv.end(), {"--socketmap-listen", info_.socketmap()});
+    }
   } else {
     argv = {Bin("replicad"), "--config", host(name).config()};
   }

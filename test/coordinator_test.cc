@@ -33,6 +33,7 @@
 #include "coordinator/schema.h"
 #include "proto/coord.pb.h"
 #include "rpc/rpc_client.h"
+#include "test/coord_requests.h"
 #include "test/process_util.h"
 #include "test/test_util.h"
 
@@ -44,38 +45,6 @@ using testing::TempDir;
 using testing::WaitFor;
 
 constexpr int64_t kStart = 1'800'000'000'000;  // Unix ms
-
-coordpb::SlotInfo Slot(uint64_t id) {
-  coordpb::SlotInfo s;
-  s.set_slot_id(id);
-  s.set_lmtp_address(absl::StrCat("10.0.0.", id, ":24"));
-  s.set_api_address(absl::StrCat("10.0.0.", id, ":7100"));
-  s.set_sync_address(absl::StrCat("10.0.0.", id, ":7200"));
-  s.set_data_path(absl::StrCat("/srv/slot", id));
-  return s;
-}
-
-coordpb::RegisterHost Host(const std::string& name, std::vector<uint64_t> slot_ids) {
-  coordpb::RegisterHost r;
-  r.set_host(name);
-  r.set_metrics_address(name + ":9100");
-  for (uint64_t id : slot_ids) *r.add_slots() = Slot(id);
-  return r;
-}
-
-coordpb::CreateStore Store(std::vector<uint64_t> slot_ids, uint64_t store_id = 0) {
-  coordpb::CreateStore r;
-  r.set_store_id(store_id);
-  for (uint64_t id : slot_ids) r.add_slot_ids(id);
-  return r;
-}
-
-coordpb::AssignUsers Users(std::vector<std::string> users, uint64_t store_id) {
-  coordpb::AssignUsers r;
-  for (auto& u : users) r.add_users(u);
-  r.set_store_id(store_id);
-  return r;
-}
 
 coordpb::Heartbeat Beat(const std::string& host, uint64_t known_version = 0,
                         uint64_t known_directory = 0) {
@@ -1928,14 +1897,6 @@ std::string Bin(const std::string& name) {
   const char* bin = std::getenv("MAILREPL_BIN");
   if (bin == nullptr) throw std::runtime_error("MAILREPL_BIN is not set");
   return absl::StrCat(bin, "/", name);
-}
-
-void WriteSecret(const std::string& path, const std::string& secret) {
-  {
-    std::ofstream out(path, std::ios::trunc);
-    out << secret << "\n";
-  }
-  REQUIRE(::chmod(path.c_str(), 0600) == 0);
 }
 
 constexpr char kSecret[] = "e2e-secret-0123456789abcdef";

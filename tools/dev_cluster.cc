@@ -32,6 +32,7 @@ constexpr int kLmtpPort = 2424;
 constexpr int kApiPort = 2425;
 constexpr int kSyncPort = 2426;
 constexpr int kCoordinatorPort = 7400;
+constexpr int kSocketmapPort = 7401;
 constexpr int kMetricsPort = 9100;
 
 // Starts `argv` detached (own session), stdout and stderr appended to log.
@@ -150,6 +151,7 @@ absl::StatusOr<configpb::DevCluster> DevClusterUp(const DevClusterOptions& optio
   c.set_lease_ms(options.lease_ms);
   c.set_secret_file(dir + "/secret");
   c.set_coordinator(absl::StrCat(options.net, ".1:", kCoordinatorPort));
+  c.set_socketmap(absl::StrCat(options.net, ".1:", kSocketmapPort));
   c.set_coordinator_log(dir + "/logs/coordinatord.log");
   if (!ReadFile(c.secret_file()).ok()) {
     RETURN_IF_ERROR(WriteFileAtomically(c.secret_file(),
@@ -169,7 +171,7 @@ absl::StatusOr<configpb::DevCluster> DevClusterUp(const DevClusterOptions& optio
                    Spawn({options.bin_dir + "/coordinatord", "--db", dir + "/coordinator.db",
                           "--listen", c.coordinator(), "--secret-file", c.secret_file(),
                           "--lease-ms", absl::StrCat(options.lease_ms), "--cluster-id",
-                          "dev"},
+                          "dev", "--socketmap-listen", c.socketmap()},
                          c.coordinator_log()));
   c.set_coordinator_pid(coordinator_pid);
 

@@ -449,8 +449,8 @@ int DevCluster(const std::vector<std::string>& args, const char* argv0) {
               c->users_size(),
               absl::FormatDuration(absl::Trunc(absl::Now() - start, absl::Milliseconds(1)))
                   .c_str());
-  std::printf("coordinator %s; cluster file %s/cluster.json\n", c->coordinator().c_str(),
-              c->dir().c_str());
+  std::printf("coordinator %s; Postfix socketmap %s; cluster file %s/cluster.json\n",
+              c->coordinator().c_str(), c->socketmap().c_str(), c->dir().c_str());
   std::printf("try: replctl --cluster %s status\n", c->dir().c_str());
   return 0;
 }
