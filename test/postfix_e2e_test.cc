@@ -3,12 +3,14 @@
 // a private instance with its own configuration, queue, data and log
 // accepts the standard workload over SMTP (Python's smtplib) and delivers
 // it over LMTP into a 3-host dev cluster. The first third goes through as
-// it comes; the rest waits on hold in Postfix's queue and is released
-// just before `replctl drain` moves every master off one host, so that
-// Postfix delivers during every switch (at 60 messages/s a 100 ms switch
-// is easily missed). Every message ends in its user's mailbox exactly once
-// (by Message-ID) on every slot of the store, none bounced, and Postfix's
-// log shows deliveries deferred during the switch and retried until sent.
+// it comes; the rest waits on hold in Postfix's queue while `replctl
+// drain` moves every master off one host. The first switch is held open by
+// a demote hook (docs/operations.md "Promote and demote hooks") until the
+// released backlog has met it: Postfix's log shows a deferral, so the test
+// never depends on hitting a 100 ms switch by chance. Every message ends
+// in its user's mailbox exactly once (by Message-ID) on every slot of the
+// store, none bounced, and Postfix's log shows deliveries deferred during
+// the switch and retried until sent.
 //
 // Postfix starts a non-default configuration directory only if the default
 // /etc/postfix/main.cf lists it in alternate_config_directories: the test
@@ -255,8 +257,28 @@ TEST_CASE("Postfix routed by the coordinator's socketmap delivers every message 
           "[postfix]") {
   constexpr int kMessages = 300;
   constexpr int kFirst = 100;
+  // The demote hook holds a fenced master's switch open until the test
+  // creates `go` (at most 15 s), after telling it by a `demoting-SLOT` file.
+  TempDir hook_dir;
+  const std::string hook = hook_dir.Sub("demote-hook");
+  const std::string go = hook_dir.Sub("go");
+  {
+    std::ofstream h(hook);
+    h << "#!/bin/sh\n"
+      << "[ \"$1\" = demote ] || exit 0\n"
+      << "touch " << hook_dir.path() << "/demoting-$3\n"
+      << "i=0\n"
+      << "while [ ! -e " << go << " ] && [ $i -lt 300 ]; do sleep 0.05; i=$((i+1)); done\n";
+  }
+  REQUIRE(::chmod(hook.c_str(), 0755) == 0);
+  // Whatever happens, the hook stops holding before the cluster stops.
+  struct Go {
+    std::string path;
+    ~Go() { std::ofstream{path}; }
+  };
   // 12 slots: 6 stores, 2 masters per host.
-  Cluster c({.net = "127.0.22", .hosts = 3, .slots_per_host = 4});
+  Cluster c({.net = "127.0.22", .hosts = 3, .slots_per_host = 4, .demote_hook = hook});
+  Go release_hook{go};
   REQUIRE_FALSE(c.info().socketmap().empty());
   PrivatePostfix postfix("127.0.22", c.info().socketmap());
   postfix.Start();
@@ -299,11 +321,25 @@ TEST_CASE("Postfix routed by the coordinator's socketmap delivers every message 
   send(postfix.smtp_hold(), kFirst, kMessages - kFirst, "0");
   REQUIRE(WaitFor([&] { return postfix.Held() == kMessages - kFirst; }, absl::Seconds(30),
                   absl::Milliseconds(100)));
+  Process drain({Bin("replctl"), "--cluster", c.dir(), "drain", "host1", "--timeout-ms", "30000"});
+  // The first store's master is fenced and its demote hook waits: the
+  // store answers 451, its service address is released and the transport
+  // map answers TEMP. Release the backlog into that.
+  auto demoting = [&] {
+    for (const auto& e : std::filesystem::directory_iterator(hook_dir.path())) {
+      if (absl::StartsWith(e.path().filename().string(), "demoting-")) return true;
+    }
+    return false;
+  };
+  REQUIRE(WaitFor(demoting, absl::Seconds(30), absl::Milliseconds(20)));
   postfix.ReleaseAll();
-  RunResult drain = c.Replctl({"drain", "host1"});
-  INFO(drain.out << drain.err);
-  REQUIRE(drain.exit == 0);
-  CHECK(absl::StrContains(drain.out, "2 of 2 stores moved"));
+  CHECK(WaitFor([&] { return absl::StrContains(postfix.Log(), "status=deferred"); },
+                absl::Seconds(10), absl::Milliseconds(50)));
+  std::ofstream{go};
+  REQUIRE(drain.Wait(absl::Seconds(120)).has_value());
+  INFO(drain.Describe());
+  REQUIRE(drain.Wait(absl::ZeroDuration()) == 0);
+  CHECK(absl::StrContains(drain.Stdout(), "2 of 2 stores moved"));
   const int sent_when_drained = sent_lines();
   WARN(sent_when_drained - kFirst << " of " << kMessages - kFirst
                                   << " released messages were delivered before the drain ended");
