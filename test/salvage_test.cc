@@ -34,6 +34,7 @@ constexpr char kInbox[] = "user/alice";
 
 uint32_t Deliver(Slot& slot, int n, std::vector<std::string> flags = {}) {
   auto r = slot.Append({.mailbox = kInbox, .body = TestMessage(n), .flags = std::move(flags)});
+  INFO(r.status());
   REQUIRE(r.ok());
   return r->uid;
 }
@@ -374,6 +375,8 @@ TEST_CASE("a replica told DIVERGED by a master of a newer epoch sets its records
   REQUIRE(new_master->CreateMailbox(kInbox).ok());
   for (int i = 0; i < 3; ++i) Deliver(*new_master, i);
   REQUIRE(old_master->AppendReplicated(RecordsFrom(new_dir.path(), 1)).ok());
+  old_master.reset();  // reopened, it takes local writes at once (a restarted master)
+  old_master = ReopenSlot(old_dir.path());
   const uint64_t fork = old_master->last_lsn();
   Deliver(*old_master, 30, {"\\Answered"});
   Deliver(*old_master, 31);
@@ -448,6 +451,8 @@ TEST_CASE("a master of an epoch no newer than the replica's records cannot have 
   REQUIRE(new_master->BeginEpoch(1).ok());
   REQUIRE(new_master->CreateMailbox(kInbox).ok());
   REQUIRE(old_master->AppendReplicated(RecordsFrom(new_dir.path(), 1)).ok());
+  old_master.reset();  // reopened, it takes local writes at once (a restarted master)
+  old_master = ReopenSlot(old_dir.path());
   Deliver(*old_master, 30);
   Deliver(*old_master, 31);
   const uint64_t last = old_master->last_lsn();
