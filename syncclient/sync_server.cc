@@ -560,22 +560,24 @@ awaitable<absl::Status> SyncServer::Serve(FramedConnection& conn) {
 
 awaitable<absl::Status> SyncServer::SetAsideDiverged(const FramedConnection& conn,
                                                      uint64_t fork_lsn, uint64_t master_epoch) {
-  // Only a master of a newer epoch than every record here may have this
-  // slot rewound, and only past a fork point below its last LSN.
-  const uint64_t ours = slot_.epoch();
-  const uint64_t last = slot_.last_lsn();
-  if (master_epoch <= ours || fork_lsn >= last) {
-    co_return absl::FailedPreconditionError(absl::StrCat(
-        "a master of epoch ", master_epoch, " says this slot diverged after LSN ", fork_lsn,
-        ", but the slot holds LSN ", last, " of epoch ", ours,
-        ": only a master of a newer epoch may have records past a fork point set aside"));
-  }
   co_await WaitForResync(conn);
   absl::Status s = co_await OffThread([&]() -> absl::Status {
+    // Checked under apply_mu_: another session of the same master may have
+    // had the slot rewound (or reseeded) meanwhile. Only a master of a
+    // newer epoch than every record here may have it rewound, and only
+    // past a fork point below its last LSN.
     std::lock_guard<std::mutex> l(apply_mu_);
+    const uint64_t ours = slot_.epoch();
+    const uint64_t last = slot_.last_lsn();
+    if (master_epoch <= ours || fork_lsn >= last) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "a master of epoch ", master_epoch, " says this slot diverged after LSN ", fork_lsn,
+          ", but the slot holds LSN ", last, " of epoch ", ours,
+          ": only a master of a newer epoch may have records past a fork point set aside"));
+    }
     return options_.on_diverged(fork_lsn, master_epoch);
   });
-  if (s.ok()) ++stats_.divergences;
+  ++(s.ok() ? stats_.divergences : stats_.divergences_refused);
   co_return s;
 }
 

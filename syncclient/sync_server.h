@@ -51,7 +51,8 @@ struct SyncServerStats {
   uint64_t records_applied = 0;
   uint64_t snapshots = 0;
   uint64_t repairs = 0;
-  uint64_t divergences = 0;  // on_diverged called and succeeded
+  uint64_t divergences = 0;          // on_diverged called and succeeded
+  uint64_t divergences_refused = 0;  // DIVERGED not acted on (see SetAsideDiverged), or failed
 };
 
 class SyncServer {

@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 #include <unistd.h>
 
+#include <functional>
 #include <map>
 #include <set>
 
@@ -343,10 +344,10 @@ TEST_CASE("two identical messages set aside in one mailbox are both salvaged, ea
   CHECK(Bodies(*master, kInbox)[TestMessage(5)] == 2);
 }
 
-// Runs io until *done or 30 s have passed (the server keeps io busy).
-void RunUntil(asio::io_context& io, const bool& done) {
+// Runs io until done() or 30 s have passed (the server keeps io busy).
+void RunUntil(asio::io_context& io, const std::function<bool()>& done) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (!done && std::chrono::steady_clock::now() < deadline) {
+  while (!done() && std::chrono::steady_clock::now() < deadline) {
     io.run_one_for(std::chrono::milliseconds(100));
   }
 }
@@ -413,13 +414,16 @@ TEST_CASE("a replica told DIVERGED by a master of a newer epoch sets its records
       result = st;
       done = true;
     });
-    RunUntil(io, done);
+    RunUntil(io, [&] { return done; });
     REQUIRE(done);
     return result;
   };
   absl::Status first = run_client();
   CHECK(first.code() == absl::StatusCode::kFailedPrecondition);
   CHECK_THAT(std::string(first.message()), Catch::Contains("diverged after LSN"));
+  // The client is gone once it sent DIVERGED; the server acts on it after.
+  RunUntil(io, [&] { return server.stats().divergences == 1; });
+  REQUIRE(server.stats().divergences == 1);
   REQUIRE(calls.size() == 1);
   CHECK(calls[0] == std::make_pair(fork, uint64_t{2}));
   CHECK(old_master->last_lsn() == 0);
@@ -477,8 +481,9 @@ TEST_CASE("a master of an epoch no newer than the replica's records cannot have 
     CHECK(st.code() == absl::StatusCode::kFailedPrecondition);
     done = true;
   });
-  RunUntil(io, done);
+  RunUntil(io, [&] { return done && server.stats().divergences_refused == 1; });
   REQUIRE(done);
+  CHECK(server.stats().divergences_refused == 1);
   CHECK(calls == 0);
   CHECK(old_master->last_lsn() == last);
   server.Stop();
