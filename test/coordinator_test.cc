@@ -1052,10 +1052,13 @@ TEST_CASE("a database of schema version 1 gains the checks table when opened",
   REQUIRE(f.c().CreateStore(Store({1, 3})).ok());
   f.Close();
   {
-    // What the previous release left: no checks table, version 1.
+    // What a release of schema version 1 left: no checks table and no
+    // service addresses (migration 3).
     auto db = sqlite::Database::Open(f.path(), true);
     REQUIRE(db.ok());
-    REQUIRE((*db)->Exec("DROP TABLE checks; PRAGMA user_version = 1").ok());
+    REQUIRE((*db)->Exec("DROP TABLE checks; ALTER TABLE stores DROP COLUMN service_lmtp; "
+                        "ALTER TABLE stores DROP COLUMN service_api; PRAGMA user_version = 1")
+                .ok());
   }
   f.Open();
   CHECK_FALSE(f.StoreState(1).has_last_check());
