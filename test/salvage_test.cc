@@ -27,6 +27,7 @@ namespace {
 using replicad::SalvageInto;
 using replicad::SalvageTarget;
 using testing::NewSlot;
+using testing::RecordsFrom;
 using testing::ReopenSlot;
 using testing::TempDir;
 using testing::TestMessage;
@@ -352,32 +353,41 @@ void RunUntil(asio::io_context& io, const std::function<bool()>& done) {
   }
 }
 
-// The replicated records of the slot in dir from LSN `from` on.
-std::vector<LogRecord> RecordsFrom(const std::string& dir, uint64_t from) {
-  auto reader = LogReader::Open(dir + "/log", from, false);
-  REQUIRE(reader.ok());
-  std::vector<LogRecord> out;
-  LogRecord r;
-  while (reader->Next(&r).value()) {
-    if (!IsLocalRecordType(r.type)) out.push_back(r);
+// Two slots with the same records up to a point, at epoch 1: `new_master`
+// with an INBOX and `delivered` messages, and `old_master` holding its
+// records (reopened, it takes local writes: a restarted master).
+struct ForkedPair {
+  TempDir old_dir, new_dir;
+  std::unique_ptr<Slot> old_master = NewSlot(old_dir.path());
+  std::unique_ptr<Slot> new_master = NewSlot(new_dir.path());
+
+  explicit ForkedPair(int delivered) {
+    REQUIRE(new_master->BeginEpoch(1).ok());
+    REQUIRE(new_master->CreateMailbox(kInbox).ok());
+    for (int i = 0; i < delivered; ++i) Deliver(*new_master, i);
+    REQUIRE(old_master->AppendReplicated(RecordsFrom(new_dir.path(), 1)).ok());
+    old_master.reset();
+    old_master = ReopenSlot(old_dir.path());
   }
-  return out;
-}
+  // A sync client pushing new_master to a sync server on the port.
+  sync::SyncClientOptions Client(uint16_t port) const {
+    sync::SyncClientOptions o;
+    o.slot = SlotPaths::Under(new_dir.path());
+    o.server = absl::StrCat("127.0.0.1:", port);
+    o.secret = "salvage-test-secret";
+    return o;
+  }
+};
 
 TEST_CASE("a replica told DIVERGED by a master of a newer epoch sets its records past the fork "
           "point aside, is rewound, and the master's next session reseeds it with a snapshot",
           "[salvage][sync]") {
   // The old master: epoch 1, three messages, then two of its own past the
   // fork point. The new master: the same up to the fork, then epoch 2.
-  TempDir old_dir, new_dir;
-  auto old_master = NewSlot(old_dir.path());
-  auto new_master = NewSlot(new_dir.path());
-  REQUIRE(new_master->BeginEpoch(1).ok());
-  REQUIRE(new_master->CreateMailbox(kInbox).ok());
-  for (int i = 0; i < 3; ++i) Deliver(*new_master, i);
-  REQUIRE(old_master->AppendReplicated(RecordsFrom(new_dir.path(), 1)).ok());
-  old_master.reset();  // reopened, it takes local writes at once (a restarted master)
-  old_master = ReopenSlot(old_dir.path());
+  ForkedPair p(3);
+  auto& old_master = p.old_master;
+  auto& new_master = p.new_master;
+  const std::string& old_dir = p.old_dir.path();
   const uint64_t fork = old_master->last_lsn();
   Deliver(*old_master, 30, {"\\Answered"});
   Deliver(*old_master, 31);
@@ -395,17 +405,14 @@ TEST_CASE("a replica told DIVERGED by a master of a newer epoch sets its records
          auto set = CollectSalvage(*old_master, f, epoch);
          if (!set.ok()) return set.status();
          absl::Status w =
-             WriteSalvageFile(SalvageFilePath(SalvageDir(old_dir.path()), set->header), *set);
+             WriteSalvageFile(SalvageFilePath(SalvageDir(old_dir), set->header), *set);
          if (!w.ok()) return w;
          return old_master->DiscardState();
        }});
   REQUIRE(server.Listen().ok());
   asio::co_spawn(io, server.Run(), asio::detached);
   auto run_client = [&]() {
-    sync::SyncClientOptions o;
-    o.slot = SlotPaths::Under(new_dir.path());
-    o.server = absl::StrCat("127.0.0.1:", server.port());
-    o.secret = "salvage-test-secret";
+    sync::SyncClientOptions o = p.Client(server.port());
     o.mode = sync::SyncClientOptions::Mode::kCatchUp;
     sync::SyncClient client(io, o);
     absl::Status result = absl::UnknownError("did not finish");
@@ -427,7 +434,7 @@ TEST_CASE("a replica told DIVERGED by a master of a newer epoch sets its records
   REQUIRE(calls.size() == 1);
   CHECK(calls[0] == std::make_pair(fork, uint64_t{2}));
   CHECK(old_master->last_lsn() == 0);
-  auto pending = PendingSalvageFiles(SalvageDir(old_dir.path()));
+  auto pending = PendingSalvageFiles(SalvageDir(old_dir));
   REQUIRE(pending.ok());
   REQUIRE(pending->size() == 1);
   auto set = ReadSalvageFile(pending->front());
@@ -449,14 +456,8 @@ TEST_CASE("a master of an epoch no newer than the replica's records cannot have 
           "[salvage][sync]") {
   // Both at epoch 1; the replica has two records the master lacks, and
   // the master (wrongly) claims a fork: nothing is set aside or discarded.
-  TempDir old_dir, new_dir;
-  auto old_master = NewSlot(old_dir.path());
-  auto new_master = NewSlot(new_dir.path());
-  REQUIRE(new_master->BeginEpoch(1).ok());
-  REQUIRE(new_master->CreateMailbox(kInbox).ok());
-  REQUIRE(old_master->AppendReplicated(RecordsFrom(new_dir.path(), 1)).ok());
-  old_master.reset();  // reopened, it takes local writes at once (a restarted master)
-  old_master = ReopenSlot(old_dir.path());
+  ForkedPair p(0);
+  auto& old_master = p.old_master;
   Deliver(*old_master, 30);
   Deliver(*old_master, 31);
   const uint64_t last = old_master->last_lsn();
@@ -471,11 +472,7 @@ TEST_CASE("a master of an epoch no newer than the replica's records cannot have 
                            }});
   REQUIRE(server.Listen().ok());
   asio::co_spawn(io, server.Run(), asio::detached);
-  sync::SyncClientOptions o;
-  o.slot = SlotPaths::Under(new_dir.path());
-  o.server = absl::StrCat("127.0.0.1:", server.port());
-  o.secret = "salvage-test-secret";
-  sync::SyncClient client(io, o);
+  sync::SyncClient client(io, p.Client(server.port()));
   bool done = false;
   asio::co_spawn(io, client.Run(), [&](std::exception_ptr, absl::Status st) {
     CHECK(st.code() == absl::StatusCode::kFailedPrecondition);
