@@ -1358,6 +1358,14 @@ absl::Status Coordinator::AbortInterruptedFailovers() {
 
 // --- RecordCheck ---
 
+absl::Status Coordinator::StoreExists(uint64_t store_id) {
+  ASSIGN_OR_RETURN(Statement exists, db_->Prepare("SELECT 1 FROM stores WHERE store_id = ?"));
+  exists.Bind(1, static_cast<int64_t>(store_id));
+  ASSIGN_OR_RETURN(bool found, exists.Step());
+  if (!found) return absl::NotFoundError(absl::StrCat("store ", store_id, " does not exist"));
+  return absl::OkStatus();
+}
+
 absl::StatusOr<coordpb::RecordCheckReply> Coordinator::RecordCheck(
     const coordpb::RecordCheck& request) {
   const std::string& result = request.result();
@@ -1369,12 +1377,7 @@ absl::StatusOr<coordpb::RecordCheckReply> Coordinator::RecordCheck(
         ": use one of ", absl::StrJoin(known, ", ")));
   }
   RETURN_IF_ERROR(InTransaction(true, [&](Txn& txn) -> absl::Status {
-    ASSIGN_OR_RETURN(Statement exists, db_->Prepare("SELECT 1 FROM stores WHERE store_id = ?"));
-    exists.Bind(1, static_cast<int64_t>(request.store_id()));
-    ASSIGN_OR_RETURN(bool found, exists.Step());
-    if (!found) {
-      return absl::NotFoundError(absl::StrCat("store ", request.store_id(), " does not exist"));
-    }
+    RETURN_IF_ERROR(StoreExists(request.store_id()));
     // The last check only: a new one replaces the row.
     ASSIGN_OR_RETURN(Statement st,
                      db_->Prepare("INSERT OR REPLACE INTO checks (store_id, time_ms, result, "
@@ -1391,6 +1394,41 @@ absl::StatusOr<coordpb::RecordCheckReply> Coordinator::RecordCheck(
                                     request.summary().empty() ? "" : ": ", request.summary()));
   }));
   return coordpb::RecordCheckReply();
+}
+
+// --- RecordSalvage ---
+
+absl::StatusOr<coordpb::RecordSalvageReply> Coordinator::RecordSalvage(
+    const coordpb::RecordSalvage& request) {
+  if (request.slot_id() == 0 || request.from_lsn() == 0 || request.to_lsn() < request.from_lsn()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "salvage of store ", request.store_id(), " names slot ", request.slot_id(), " and LSNs ",
+        request.from_lsn(), "-", request.to_lsn(), ": a slot and a non-empty LSN range are needed"));
+  }
+  // The detail starts with what identifies the salvage: a report repeated
+  // after a crash finds it and adds nothing.
+  const std::string key =
+      absl::StrCat("slot ", request.slot_id(), " LSN ", request.from_lsn(), "-", request.to_lsn());
+  const std::string detail = absl::StrCat(
+      key, " (fork point ", request.fork_lsn(), "): ", request.messages(),
+      " messages set aside, ", request.appended(), " appended to master slot ",
+      request.master_slot_id(), " with new UIDs, ", request.already_there(), " already there");
+  coordpb::RecordSalvageReply reply;
+  RETURN_IF_ERROR(InTransaction(true, [&](Txn& txn) -> absl::Status {
+    RETURN_IF_ERROR(StoreExists(request.store_id()));
+    ASSIGN_OR_RETURN(Statement dup,
+                     db_->Prepare("SELECT 1 FROM events WHERE store_id = ? AND kind = 'salvage' "
+                                  "AND substr(detail, 1, ?) = ?"));
+    dup.Bind(1, static_cast<int64_t>(request.store_id()));
+    dup.Bind(2, static_cast<int64_t>(key.size() + 1));
+    dup.Bind(3, key + " ");
+    ASSIGN_OR_RETURN(bool already, dup.Step());
+    if (already) return absl::OkStatus();
+    reply.set_recorded(true);
+    // No version moves: hosts have nothing to learn from it.
+    return AppendEvent(txn, request.store_id(), "salvage", detail);
+  }));
+  return reply;
 }
 
 // --- GetStatus ---

@@ -165,6 +165,13 @@ class Coordinator {
   // kInvalidArgument: the result is not one of kCheckResults (nothing
   // recorded); kNotFound: no such store.
   absl::StatusOr<coordpb::RecordCheckReply> RecordCheck(const coordpb::RecordCheck& request);
+  // Records a finished salvage (an old master's messages past the fork
+  // point appended to the master again): appends a "salvage" event, unless
+  // one for the same store, slot and LSN range is already there (reply
+  // recorded = false). No version moves. kNotFound: no such store;
+  // kInvalidArgument: no slot or an empty LSN range.
+  absl::StatusOr<coordpb::RecordSalvageReply> RecordSalvage(
+      const coordpb::RecordSalvage& request);
 
   // --- planned failover (driven by coordinator/failover.h; each one
   // transaction) ---
@@ -251,6 +258,8 @@ class Coordinator {
   absl::Status AppendEvent(Txn& txn, uint64_t store_id, absl::string_view kind,
                            absl::string_view detail);
   absl::Status BumpTopology(Txn& txn);
+  // kNotFound naming the store if there is no such store.
+  absl::Status StoreExists(uint64_t store_id);
   absl::Status BumpDirectory(Txn& txn);
   absl::Status RenewLeases(Txn& txn, const std::string& host);
   // The store's lease goes to slot_id, valid for lease_ms from now.

@@ -27,6 +27,7 @@ const char* OpName(coordpb::Request::OpCase op) {
     case coordpb::Request::kFailover: return "failover";
     case coordpb::Request::kPromote: return "promote";
     case coordpb::Request::kRecordCheck: return "record_check";
+    case coordpb::Request::kRecordSalvage: return "record_salvage";
     case coordpb::Request::OP_NOT_SET: break;
   }
   return "none";
@@ -40,7 +41,7 @@ bool IsAdminChange(coordpb::Request::OpCase op) {
          op == coordpb::Request::kFailover || op == coordpb::Request::kPromote ||
          op == coordpb::Request::kRecordCheck || op == coordpb::Request::kSetServiceAddress ||
          op == coordpb::Request::kRemoveStore || op == coordpb::Request::kRemoveSlot ||
-         op == coordpb::Request::kRemoveHost;
+         op == coordpb::Request::kRemoveHost || op == coordpb::Request::kRecordSalvage;
 }
 
 // Moves a typed reply into the Response's matching field.
@@ -144,6 +145,9 @@ absl::StatusOr<std::string> CoordinatorService::Dispatch(const coordpb::Request&
       return Wrap(coordinator_.GetHistory(request.get_history()), &R::mutable_get_history);
     case coordpb::Request::kRecordCheck:
       return Wrap(coordinator_.RecordCheck(request.record_check()), &R::mutable_record_check);
+    case coordpb::Request::kRecordSalvage:
+      return Wrap(coordinator_.RecordSalvage(request.record_salvage()),
+                  &R::mutable_record_salvage);
     case coordpb::Request::kHeartbeat:  // Handle() answers these three (they wait)
     case coordpb::Request::kFailover:
     case coordpb::Request::kPromote:

@@ -8,6 +8,7 @@
 #include "replicad/metrics_server.h"
 #include "replicad/metrics_text.h"
 #include "replicad/slot_host.h"
+#include "rpc/rpc_client.h"
 
 namespace mailrepl::replicad {
 
@@ -36,8 +37,27 @@ Replicad::Replicad(asio::io_context& io, configpb::ReplicadConfig config, std::s
                             [this] {
                               if (link_) link_->ReportNow();
                             },
-                        .hooks = hooks_.get()});
+                        .hooks = hooks_.get(),
+                        .record_salvage =
+                            [this](coordpb::RecordSalvage r) { return RecordSalvage(std::move(r)); }});
   }
+}
+
+asio::awaitable<absl::Status> Replicad::RecordSalvage(coordpb::RecordSalvage salvage) {
+  rpc::RpcClient client(io_, {.address = config_.coordinator(),
+                              .service = "coordinator",
+                              .secret = secret_,
+                              .client = absl::StrCat("replicad ", config_.host())});
+  coordpb::Request request;
+  *request.mutable_record_salvage() = std::move(salvage);
+  absl::StatusOr<coordpb::Response> r =
+      co_await client.Call<coordpb::Response>(request, absl::Seconds(5));
+  if (!r.ok()) {
+    co_return absl::Status(r.status().code(),
+                           absl::StrCat("recording the salvage at the coordinator ",
+                                        config_.coordinator(), ": ", r.status().message()));
+  }
+  co_return absl::OkStatus();
 }
 
 Replicad::~Replicad() {

@@ -57,6 +57,8 @@ class Replicad {
   void ApplyAssignments(const coordpb::Assignments& a);
   void SaveRoleCache();
   std::optional<lmtp::LmtpReply> Directory(const std::string& user, uint64_t store_id);
+  // RecordSalvage at the coordinator, for a slot's salvager.
+  asio::awaitable<absl::Status> RecordSalvage(coordpb::RecordSalvage salvage);
 
   asio::io_context& io_;
   configpb::ReplicadConfig config_;

@@ -1,6 +1,7 @@
 #include "replicad/slot_host.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 
@@ -10,8 +11,10 @@
 #include "common/log.h"
 #include "replicad/api_service.h"
 #include "replicad/lmtp_server.h"
+#include "replicad/salvager.h"
 #include "replicad/slot_backend.h"
 #include "rpc/rpc_server.h"
+#include "store/salvage_file.h"
 #include "syncclient/sync_client.h"
 #include "syncclient/sync_server.h"
 
@@ -51,6 +54,7 @@ SlotHost::SlotHost(asio::io_context& io, configpb::SlotConfig config, SlotHostOp
 
 SlotHost::~SlotHost() {
   // Servers first (their sessions use the slot), the slot last.
+  salvager_.reset();
   lmtp_.reset();
   backend_.reset();
   api_server_.reset();
@@ -132,6 +136,9 @@ absl::Status SlotHost::StartListeners() {
                                 return absl::FailedPreconditionError(absl::StrCat(
                                     "slot ", config_.slot_id(), " is not a replica (",
                                     RoleName(role_), ")"));
+                              },
+                              .on_diverged = [this](uint64_t fork, uint64_t master_epoch) {
+                                return SetAside(fork, master_epoch);
                               }});
   RETURN_IF_ERROR(sync_server_->Listen());
 
@@ -360,6 +367,8 @@ void SlotHost::BecomeReplica(const coordpb::StoreInfo& store) {
   }
   epoch_ = store.epoch();
   bool report = false;
+  StartSalvager();
+  if (salvager_) salvager_->Wake();  // the master may have changed
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (role_ != coordpb::REPLICA) {
@@ -371,6 +380,56 @@ void SlotHost::BecomeReplica(const coordpb::StoreInfo& store) {
     role_ = coordpb::REPLICA;
   }
   if (report) Report();
+}
+
+absl::Status SlotHost::SetAside(uint64_t fork_lsn, uint64_t master_epoch) {
+  ASSIGN_OR_RETURN(SalvageSet set, CollectSalvage(*slot_, fork_lsn, master_epoch));
+  const std::string path = SalvageFilePath(SalvageDir(slot_->paths().root), set.header);
+  // A file of the same range is there if an earlier attempt stopped before
+  // the rewind: keep it (its progress file counts its entries).
+  if (::access(path.c_str(), F_OK) != 0) RETURN_IF_ERROR(WriteSalvageFile(path, set));
+  RETURN_IF_ERROR(slot_->DiscardState());
+  LogLine(Severity::kWarning, "diverged slot set aside its records past the fork point and rewound",
+          Kv("slot", config_.slot_id()) + Kv("store", set.header.store_id()) +
+              Kv("fork_lsn", fork_lsn) +
+              Kv("lsns", absl::StrCat(set.header.from_lsn(), "-", set.header.to_lsn())) +
+              Kv("messages", set.messages.size()) + Kv("file", path));
+  asio::post(io_, [this] {
+    StartSalvager();
+    if (salvager_) salvager_->Wake();
+    Report();
+  });
+  return absl::OkStatus();
+}
+
+void SlotHost::StartSalvager() {
+  if (salvager_ || stopping_ || !slot_) return;
+  salvager_ = std::make_unique<Salvager>(
+      io_, SalvagerOptions{
+               .dir = SalvageDir(slot_->paths().root),
+               .slot_id = config_.slot_id(),
+               .secret = options_.secret,
+               .master = [this]() -> std::optional<SalvageMaster> {
+                 // Only once the slot follows the master: it holds the
+                 // master's epoch (a snapshot or records of it arrived).
+                 std::lock_guard<std::mutex> lock(mu_);
+                 if (role_ != coordpb::REPLICA || slot_->last_lsn() == 0 ||
+                     slot_->epoch() != store_.epoch()) {
+                   return std::nullopt;
+                 }
+                 for (const coordpb::SlotInfo& m : store_.members()) {
+                   if (m.slot_id() == store_.master_slot_id()) {
+                     return SalvageMaster{.store_id = store_.store_id(),
+                                          .slot_id = m.slot_id(),
+                                          .api_address = m.api_address(),
+                                          .epoch = store_.epoch()};
+                   }
+                 }
+                 return std::nullopt;
+               },
+               .record = options_.record_salvage});
+  salvager_running_ = true;
+  asio::co_spawn(io_, salvager_->Run(), [this](std::exception_ptr) { salvager_running_ = false; });
 }
 
 void SlotHost::StartReplicaLink(const coordpb::SlotInfo& replica) {
@@ -574,6 +633,7 @@ void SlotHost::Stop() {
   if (stopping_) return;
   stopping_ = true;
   StopReplicaLinks();
+  if (salvager_) salvager_->Stop();
   if (lmtp_) lmtp_->Stop();
   if (api_server_) api_server_->Stop();
   if (sync_server_) sync_server_->Stop();

@@ -67,6 +67,8 @@ class SyncServer;
 
 namespace replicad {
 
+class Salvager;
+
 struct SlotHostOptions {
   std::string secret;
   int lmtp_threads = 16;
@@ -80,6 +82,9 @@ struct SlotHostOptions {
   std::function<void()> report_now;
   // Promote/demote hooks (may be null: none). Must outlive the SlotHost.
   Hooks* hooks = nullptr;
+  // Records a finished salvage in the coordinator (RecordSalvage); on the
+  // io thread. Unset: salvages are not recorded (and stay pending).
+  std::function<asio::awaitable<absl::Status>(coordpb::RecordSalvage)> record_salvage;
 };
 
 class SlotHost {
@@ -103,6 +108,7 @@ class SlotHost {
   // True once Stop() was called and every server of the slot has ended.
   bool stopped() const {
     return running_servers_ == 0 && links_running_ == 0 && hooks_running_ == 0 &&
+           !salvager_running_ &&
            (!service_ || service_->running() == 0);
   }
   // The store's service addresses this slot holds now ("" when none).
@@ -135,6 +141,11 @@ class SlotHost {
   void StartReplicaLink(const coordpb::SlotInfo& replica);
   void StopReplicaLinks();
   void ReplicaProgress();
+  // The sync server's on_diverged (a pool thread): sets aside the records
+  // past fork_lsn in a salvage file, rewinds the slot, wakes the salvager.
+  absl::Status SetAside(uint64_t fork_lsn, uint64_t master_epoch);
+  // Starts the salvager once (it idles while there is nothing to salvage).
+  void StartSalvager();
   // The store was fenced: once every write let through is durable, report
   // the last LSN as fenced_lsn.
   asio::awaitable<void> Drain();
@@ -159,6 +170,7 @@ class SlotHost {
   std::unique_ptr<api::ApiService> api_;
   std::unique_ptr<rpc::RpcServer> api_server_;
   std::unique_ptr<sync::SyncServer> sync_server_;
+  std::unique_ptr<Salvager> salvager_;
   std::unique_ptr<ServiceAddresses> service_;  // after backend_ and api_: destroyed first
   std::map<uint64_t, std::shared_ptr<ReplicaLink>> replicas_;  // by replica slot id
   int running_servers_ = 0;
@@ -170,6 +182,7 @@ class SlotHost {
   bool demote_running_ = false;
   absl::Status demote_status_;   // of the last demote hook
   std::string fence_error_;      // SlotStatus.fence_error
+  bool salvager_running_ = false;
   bool stopping_ = false;
   std::string error_;
 

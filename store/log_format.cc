@@ -34,6 +34,8 @@ bool IsLocalRecordType(RecordType t) {
 }
 bool IsSnapshotEntryType(uint8_t t) { return t >= 64 && t <= 69; }
 
+bool IsSalvageEntryType(uint8_t t) { return t >= 80 && t <= 82; }
+
 absl::string_view RecordTypeName(RecordType type) {
   switch (type) {
     case RecordType::kCreateMailbox: return "CREATE";
@@ -52,6 +54,9 @@ absl::string_view RecordTypeName(RecordType type) {
     case RecordType::kSnapshotBody: return "SNAPSHOT-BODY";
     case RecordType::kSnapshotQuota: return "SNAPSHOT-QUOTA";
     case RecordType::kSnapshotTrailer: return "SNAPSHOT-TRAILER";
+    case RecordType::kSalvageHeader: return "SALVAGE-HEADER";
+    case RecordType::kSalvageMessage: return "SALVAGE-MESSAGE";
+    case RecordType::kSalvageTrailer: return "SALVAGE-TRAILER";
   }
   return "UNKNOWN";
 }
@@ -75,7 +80,7 @@ DecodeStatus DecodeRecord(absl::string_view data, LogRecord* record, size_t* con
   const char* h = data.data();
   uint32_t length = GetFixed32(h + 4);
   uint8_t type = static_cast<uint8_t>(h[24]);
-  if (length > kMaxRecordPayload || !(IsLogRecordType(type) || IsSnapshotEntryType(type))) {
+  if (length > kMaxRecordPayload || !(IsLogRecordType(type) || IsSnapshotEntryType(type) || IsSalvageEntryType(type))) {
     return DecodeStatus::kBad;
   }
   if (data.size() < kRecordHeaderSize + length) return DecodeStatus::kNeedMore;

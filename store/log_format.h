@@ -30,6 +30,11 @@ enum class RecordType : uint8_t {
   kSnapshotBody = 67,
   kSnapshotQuota = 68,
   kSnapshotTrailer = 69,
+  // Salvage file entries (docs/formats.md "Salvage files"; never in the
+  // change log). Payloads: proto/salvage.proto.
+  kSalvageHeader = 80,
+  kSalvageMessage = 81,
+  kSalvageTrailer = 82,
 };
 
 bool IsLogRecordType(uint8_t type);
@@ -38,6 +43,7 @@ bool IsLogRecordType(uint8_t type);
 // replicated. All other log records take the next LSN.
 bool IsLocalRecordType(RecordType type);
 bool IsSnapshotEntryType(uint8_t type);
+bool IsSalvageEntryType(uint8_t type);
 absl::string_view RecordTypeName(RecordType type);
 
 // Header: masked CRC32C (4) | payload length (4) | LSN (8) | epoch (8) | type (1).

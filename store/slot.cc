@@ -1090,17 +1090,7 @@ absl::Status Slot::ImportSnapshot(const std::string& path, bool replace) {
   }
   std::lock_guard<std::mutex> il(index_mu_);
   if (replace && (next_lsn_ != 1 || !index_->mailboxes().empty())) {
-    const uint64_t seen = std::max(index_->seen_epoch(), index_->applied_epoch());
-    RETURN_IF_ERROR(index_->Clear());
-    RETURN_IF_ERROR(index_->SetSeenEpoch(seen));
-    ::unlink(paths_.base_snapshot().c_str());
-    log_.reset();
-    ASSIGN_OR_RETURN(auto old_segments, ListSegments(paths_.log_dir()));
-    for (const SegmentInfo& seg : old_segments) {
-      if (::unlink(seg.path.c_str()) != 0) return ErrnoStatus(errno, "remove", seg.path);
-    }
-    RETURN_IF_ERROR(SyncDir(paths_.log_dir()));
-    next_lsn_ = 1;
+    RETURN_IF_ERROR(DiscardLocked());
     LogLine(Severity::kWarning, "slot state replaced by a snapshot",
             Kv("slot", paths_.root) + Kv("snapshot", path));
   }
@@ -1124,6 +1114,40 @@ absl::Status Slot::ImportSnapshot(const std::string& path, bool replace) {
   next_lsn_ = next;
   epoch_ = index_->applied_epoch();
   LoadAssignedStateLocked();
+  return absl::OkStatus();
+}
+
+absl::Status Slot::DiscardLocked() {
+  const uint64_t seen = std::max(index_->seen_epoch(), index_->applied_epoch());
+  RETURN_IF_ERROR(index_->Clear());
+  RETURN_IF_ERROR(index_->SetSeenEpoch(seen));
+  ::unlink(paths_.base_snapshot().c_str());
+  log_.reset();
+  ASSIGN_OR_RETURN(auto old_segments, ListSegments(paths_.log_dir()));
+  for (const SegmentInfo& seg : old_segments) {
+    if (::unlink(seg.path.c_str()) != 0) return ErrnoStatus(errno, "remove", seg.path);
+  }
+  RETURN_IF_ERROR(SyncDir(paths_.log_dir()));
+  next_lsn_ = 1;
+  return absl::OkStatus();
+}
+
+absl::Status Slot::DiscardState() {
+  std::unique_lock<std::mutex> lock(mu_);
+  RETURN_IF_ERROR(BeginExclusiveLocked(lock));
+  absl::Cleanup end = [&] { EndExclusiveLocked(); };
+  // The log goes: every body it carries must be durable in the spool first.
+  RETURN_IF_ERROR(bodies_->WaitWritten(next_lsn_));
+  RETURN_IF_ERROR(spool_.Sync());
+  std::lock_guard<std::mutex> il(index_mu_);
+  const uint64_t last = next_lsn_ - 1;
+  RETURN_IF_ERROR(DiscardLocked());
+  ASSIGN_OR_RETURN(LogWriter w, LogWriter::Open(paths_.log_dir(), 1, options_.segment_bytes));
+  log_.emplace(std::move(w));
+  epoch_ = 0;
+  LoadAssignedStateLocked();
+  LogLine(Severity::kWarning, "slot state discarded (rewound to empty)",
+          Kv("slot", paths_.root) + Kv("last_lsn", last) + Kv("seen_epoch", index_->seen_epoch()));
   return absl::OkStatus();
 }
 

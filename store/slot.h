@@ -202,6 +202,15 @@ class Slot {
   // snapshot becomes the slot's base and the log continues at the
   // snapshot's LSN + 1. kDataLoss if the file is damaged.
   absl::Status ImportSnapshot(const std::string& path, bool replace = false);
+  // Rewinds the slot to empty (salvage, docs/operations.md "Rejoin and
+  // salvage"): its index and log are discarded, its spool is kept (bodies
+  // are reused by GUID), and the newest epoch it has seen is kept, so it
+  // still refuses older masters. Afterwards last_lsn() is 0 and its master
+  // sends it a snapshot. REQUIRES: whatever must survive was set aside
+  // first (store/salvage_file.h). Safe against a crash at any point: the
+  // index is cleared before the log goes, so a slot reopened midway either
+  // still holds its whole log (and rebuilds the same state) or is empty.
+  absl::Status DiscardState();
   // A body by GUID, checked against its SHA-1 (tools and replication).
   absl::StatusOr<std::string> ReadBlob(const std::string& guid);
   // Stores bodies that no log record carries (replication: a resync's or a
@@ -255,6 +264,9 @@ class Slot {
   absl::Status StoreBody(const std::string& guid, absl::string_view body);
   // kResourceExhausted when writing `need` bytes would eat into the reserve.
   absl::Status CheckFreeSpace(uint64_t need);
+  // Clears the index (keeping the seen epoch) and removes the log and the
+  // base snapshot; log_ is reset. The spool must be synced first.
+  absl::Status DiscardLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_, index_mu_);
 
   const SlotPaths paths_;
   const SlotOptions options_;

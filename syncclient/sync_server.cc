@@ -539,14 +539,46 @@ awaitable<absl::Status> SyncServer::Serve(FramedConnection& conn) {
       }
       case syncpb::Frame::kDone:
         co_return absl::OkStatus();
-      case syncpb::Frame::kError:
+      case syncpb::Frame::kError: {
+        if (f->error().code() == syncpb::DIVERGED && options_.on_diverged) {
+          absl::Status d = co_await SetAsideDiverged(conn, f->error().lsn(), session_epoch);
+          if (!d.ok()) {
+            LogLine(Severity::kError, "diverged replica not rewound",
+                    Kv("peer", conn.peer()) + Kv("slot", slot_.paths().root) +
+                        Kv("fork_lsn", f->error().lsn()) + Kv("error", d.message()));
+          }
+        }
         co_return absl::UnavailableError(
             absl::StrCat("peer reported: ", f->error().message()));
+      }
       default:
         co_return refuse(syncpb::BAD_FRAME,
                          absl::StrCat("unexpected frame type ", f->body_case(), " from the master"));
     }
   }
+}
+
+awaitable<absl::Status> SyncServer::SetAsideDiverged(const FramedConnection& conn,
+                                                     uint64_t fork_lsn, uint64_t master_epoch) {
+  co_await WaitForResync(conn);
+  absl::Status s = co_await OffThread([&]() -> absl::Status {
+    // Checked under apply_mu_: another session of the same master may have
+    // had the slot rewound (or reseeded) meanwhile. Only a master of a
+    // newer epoch than every record here may have it rewound, and only
+    // past a fork point below its last LSN.
+    std::lock_guard<std::mutex> l(apply_mu_);
+    const uint64_t ours = slot_.epoch();
+    const uint64_t last = slot_.last_lsn();
+    if (master_epoch <= ours || fork_lsn >= last) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "a master of epoch ", master_epoch, " says this slot diverged after LSN ", fork_lsn,
+          ", but the slot holds LSN ", last, " of epoch ", ours,
+          ": only a master of a newer epoch may have records past a fork point set aside"));
+    }
+    return options_.on_diverged(fork_lsn, master_epoch);
+  });
+  ++(s.ok() ? stats_.divergences : stats_.divergences_refused);
+  co_return s;
 }
 
 awaitable<absl::Status> SyncServer::ReceiveBodies(FramedConnection& conn,

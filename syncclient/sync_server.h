@@ -34,6 +34,14 @@ struct SyncServerOptions {
   // If set, asked at every login: a non-OK answer refuses the session with
   // NOT_REPLICA and that message (replicad: the slot is not a replica now).
   std::function<absl::Status()> admit;
+  // If set, called (on a pool thread, with no other session applying) when
+  // a master of a newer epoch than this slot's records says the slot has
+  // diverged after fork_lsn (Error DIVERGED): the slot holds records past
+  // the fork point, from a time it was master itself. replicad sets the
+  // records aside for salvage and rewinds the slot (Slot::DiscardState);
+  // the master's next session then finds the slot empty and sends a
+  // snapshot. Unset (the sync_server binary): the slot keeps refusing.
+  std::function<absl::Status(uint64_t fork_lsn, uint64_t master_epoch)> on_diverged;
 };
 
 struct SyncServerStats {
@@ -43,6 +51,8 @@ struct SyncServerStats {
   uint64_t records_applied = 0;
   uint64_t snapshots = 0;
   uint64_t repairs = 0;
+  uint64_t divergences = 0;          // on_diverged called and succeeded
+  uint64_t divergences_refused = 0;  // DIVERGED not acted on (see SetAsideDiverged), or failed
 };
 
 class SyncServer {
@@ -74,6 +84,10 @@ class SyncServer {
   asio::awaitable<absl::Status> ReceiveBodies(FramedConnection& conn,
                                               const std::vector<std::string>& guids,
                                               std::vector<std::string>* bodies);
+  // DIVERGED from a master of master_epoch: checks it may rewind this slot,
+  // then runs options_.on_diverged with no other session applying.
+  asio::awaitable<absl::Status> SetAsideDiverged(const FramedConnection& conn, uint64_t fork_lsn,
+                                                 uint64_t master_epoch);
   // Returns once no other session runs a resync (see resync_owner_).
   asio::awaitable<void> WaitForResync(const FramedConnection& conn);
   // Runs fn (blocking slot work) on the pool and resumes here.

@@ -963,6 +963,57 @@ TEST_CASE("only the last check per store is kept, and it survives reopening the 
   CHECK(after->SerializeAsString() == before->SerializeAsString());
 }
 
+// --- salvage (RecordSalvage, docs/operations.md "Rejoin and salvage") ---
+
+coordpb::RecordSalvage SalvageOf(uint64_t store_id, uint64_t slot_id, uint64_t from,
+                                 uint64_t to) {
+  coordpb::RecordSalvage r;
+  r.set_store_id(store_id);
+  r.set_slot_id(slot_id);
+  r.set_from_lsn(from);
+  r.set_to_lsn(to);
+  r.set_fork_lsn(from - 1);
+  r.set_messages(7);
+  r.set_appended(6);
+  r.set_already_there(1);
+  r.set_master_slot_id(3);
+  return r;
+}
+
+TEST_CASE("a salvage is recorded once in the history, a repeated report adds nothing, and "
+          "no version moves",
+          "[coordinator][salvage]") {
+  Fixture f;
+  f.RegisterThreeHosts();
+  REQUIRE(f.c().CreateStore(Store({1, 3})).ok());
+  const auto versions = f.c().versions();
+  auto first = f.c().RecordSalvage(SalvageOf(1, 1, 12, 40));
+  REQUIRE(first.ok());
+  CHECK(first->recorded());
+  auto again = f.c().RecordSalvage(SalvageOf(1, 1, 12, 40));
+  REQUIRE(again.ok());
+  CHECK_FALSE(again->recorded());
+  // Another range of the same slot is another salvage.
+  auto other = f.c().RecordSalvage(SalvageOf(1, 1, 41, 45));
+  REQUIRE(other.ok());
+  CHECK(other->recorded());
+  std::vector<std::string> details;
+  for (const auto& e : f.Events(1)) {
+    if (e.kind() == "salvage") details.push_back(e.detail());
+  }
+  REQUIRE(details.size() == 2);
+  CHECK(details[0] ==
+        "slot 1 LSN 12-40 (fork point 11): 7 messages set aside, 6 appended to master slot 3 "
+        "with new UIDs, 1 already there");
+  CHECK(f.c().versions() == versions);
+
+  CHECK(f.c().RecordSalvage(SalvageOf(42, 1, 12, 40)).status().code() ==
+        absl::StatusCode::kNotFound);
+  coordpb::RecordSalvage empty = SalvageOf(1, 1, 12, 40);
+  empty.set_to_lsn(5);
+  CHECK(f.c().RecordSalvage(empty).status().code() == absl::StatusCode::kInvalidArgument);
+}
+
 TEST_CASE("a database of schema version 1 gains the checks table when opened",
           "[coordinator][check]") {
   Fixture f;

@@ -12,20 +12,9 @@ namespace mailrepl {
 namespace {
 
 using testing::NewSlot;
+using testing::RecordsFrom;
 using testing::TempDir;
 using testing::TestMessage;
-
-// The master's replicated records from `from` on (local records skipped).
-std::vector<LogRecord> RecordsFrom(const std::string& dir, uint64_t from) {
-  auto reader = LogReader::Open(dir + "/log", from, false);
-  REQUIRE(reader.ok());
-  std::vector<LogRecord> out;
-  LogRecord r;
-  while (reader->Next(&r).value()) {
-    if (!IsLocalRecordType(r.type) && r.lsn >= from) out.push_back(r);
-  }
-  return out;
-}
 
 TEST_CASE("a replica fed the master's records reaches the master's digest", "[replica]") {
   TempDir m, r;

@@ -95,4 +95,15 @@ std::string LastSegment(const std::string& slot_dir) {
   return segs->back().path;
 }
 
+std::vector<LogRecord> RecordsFrom(const std::string& slot_dir, uint64_t from) {
+  auto reader = LogReader::Open(slot_dir + "/log", from, false);
+  if (!reader.ok()) throw std::runtime_error(std::string(reader.status().message()));
+  std::vector<LogRecord> out;
+  LogRecord r;
+  while (reader->Next(&r).value()) {
+    if (!IsLocalRecordType(r.type) && r.lsn >= from) out.push_back(r);
+  }
+  return out;
+}
+
 }  // namespace mailrepl::testing

@@ -51,6 +51,10 @@ PackedBody FindPackedBody(Slot& slot, const std::string& guid);
 // The path of the single (or last) log segment of a slot.
 std::string LastSegment(const std::string& slot_dir);
 
+// The replicated records (local ones skipped) in the log of the slot under
+// slot_dir from LSN `from` on, as a master's sync client would send them.
+std::vector<LogRecord> RecordsFrom(const std::string& slot_dir, uint64_t from);
+
 }  // namespace mailrepl::testing
 
 #endif  // MAILREPL_TEST_TEST_UTIL_H_
