@@ -906,17 +906,20 @@ TEST_CASE("a check of an unknown store or with an unknown result is refused and 
     CHECK(absl::StrContains(r.status().message(), absl::StrCat("'", result, "'")));
     CHECK(absl::StrContains(r.status().message(), "consistent, differs, repaired, unchecked"));
   }
-  // Through the service too: the error reaches the caller.
-  asio::io_context io;
-  CoordinatorService service(io, f.c());
-  coordpb::Request req;
-  *req.mutable_record_check() = CheckOf(7, "repaired");
-  PendingCall call;
-  StartCall(io, service, req, &call);
-  io.run();
-  REQUIRE(call.done);
-  CHECK(absl::IsNotFound(call.result.status()));
-  CHECK(service.stats().errors == 1);
+  {
+    // Through the service too: the error reaches the caller. (The service
+    // must end before the Coordinator it listens to is closed.)
+    asio::io_context io;
+    CoordinatorService service(io, f.c());
+    coordpb::Request req;
+    *req.mutable_record_check() = CheckOf(7, "repaired");
+    PendingCall call;
+    StartCall(io, service, req, &call);
+    io.run();
+    REQUIRE(call.done);
+    CHECK(absl::IsNotFound(call.result.status()));
+    CHECK(service.stats().errors == 1);
+  }
 
   CHECK_FALSE(f.StoreState(1).has_last_check());
   CHECK(f.Events().size() == events);
