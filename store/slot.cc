@@ -608,11 +608,13 @@ absl::StatusOr<AppendResult> Slot::Append(const AppendRequest& req) {
   ASSIGN_OR_RETURN(const bool known, HasBlob(guid));
   RETURN_IF_ERROR(CheckFreeSpace(req.body.size() * 2));
   {
-    // Refuse early what would be refused below.
+    // Refuse early an append over quota. An unknown name is left to the
+    // check below: the mailbox may be in the middle of its creation (in the
+    // index already, not yet in names_), which that check waits out.
     std::lock_guard<std::mutex> l(mu_);
-    auto it = names_.find(req.mailbox);
-    if (it == names_.end()) return NoMailbox(req.mailbox);
-    RETURN_IF_ERROR(CheckQuotaLocked(MailboxOwner(req.mailbox), req.body.size(), 1));
+    if (names_.contains(req.mailbox)) {
+      RETURN_IF_ERROR(CheckQuotaLocked(MailboxOwner(req.mailbox), req.body.size(), 1));
+    }
   }
   // A new body travels in its record (the log is the spool's write-ahead
   // log) and reaches its spool file after the record is durable.

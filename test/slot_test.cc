@@ -3,11 +3,15 @@
 // snapshots and retention.
 #include <catch2/catch.hpp>
 
+#include <condition_variable>
+#include <mutex>
 #include <set>
 #include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
 #include "common/sqlite.h"
 #include "store/index.h"
 #include "store/mailbox_name.h"
@@ -282,6 +286,56 @@ TEST_CASE("concurrent appends share fsyncs and each gets its own UID", "[slot][g
   auto stats = slot->stats();
   CHECK(stats.commits - commits_before < kThreads * kEach);  // some fsyncs were shared
   CHECK(slot->GetMailbox("user/u").value().messages == kThreads * kEach);
+}
+
+TEST_CASE("an append to a mailbox that GetMailbox already shows never fails as unknown, even "
+          "while the mailbox's creation is still committing",
+          "[slot][group-commit]") {
+  // LMTP delivers to a new user by creating the INBOX; a second delivery
+  // to that user may see the INBOX in the index before the creating
+  // thread has finished its commit. Its append must wait, not answer 550.
+  // The creator's commit hook (it runs after the index has the mailbox)
+  // holds the creator there until the appender's append has returned, or
+  // 100 ms: long enough for a wrong refusal to show.
+  std::mutex mu;
+  std::condition_variable cv;
+  std::thread::id creator_id;
+  int creations = 0, appends = 0;
+  SlotOptions options;
+  options.on_commit = [&](uint64_t) {
+    std::unique_lock<std::mutex> l(mu);
+    if (std::this_thread::get_id() != creator_id) return;
+    const int n = ++creations;
+    cv.wait_for(l, std::chrono::milliseconds(100), [&] { return appends >= n; });
+  };
+  TempDir dir;
+  auto slot = NewSlot(dir.path(), options);
+  constexpr int kMailboxes = 5;
+  std::vector<absl::Status> created(kMailboxes);
+  std::thread creator([&] {
+    {
+      std::lock_guard<std::mutex> l(mu);
+      creator_id = std::this_thread::get_id();
+    }
+    for (int i = 0; i < kMailboxes; ++i) {
+      created[i] = slot->CreateMailbox(absl::StrCat("user/u", i)).status();
+    }
+  });
+  std::vector<std::string> failures;
+  for (int i = 0; i < kMailboxes; ++i) {
+    const std::string name = absl::StrCat("user/u", i);
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    while (!slot->GetMailbox(name).ok() && absl::Now() < deadline) std::this_thread::yield();
+    auto r = slot->Append({.mailbox = name, .body = TestMessage(i)});
+    if (!r.ok()) failures.push_back(absl::StrCat(name, ": ", r.status().ToString()));
+    std::lock_guard<std::mutex> l(mu);
+    ++appends;
+    cv.notify_all();
+  }
+  creator.join();
+  INFO(absl::StrJoin(failures, "\n"));
+  CHECK(failures.empty());
+  for (const absl::Status& s : created) CHECK(s.ok());
 }
 
 TEST_CASE("the epoch history records the first LSN of every epoch and survives reopening",
