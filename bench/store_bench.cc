@@ -286,7 +286,8 @@ absl::StatusOr<SlotRun> RunSlot(const std::string& dir, const Flags& flags, int 
   }
   const SlotStats after = slot->stats();
   run.stats = {after.commits - before.commits, after.records - before.records,
-               after.bytes - before.bytes};
+               after.bytes - before.bytes, after.write_time - before.write_time,
+               after.sync_time - before.sync_time, after.apply_time - before.apply_time};
   run.p50_ms = Percentile(latency, 0.5) * 1e3;
   run.p99_ms = Percentile(latency, 0.99) * 1e3;
   const double f0 = Now();
@@ -343,11 +344,22 @@ std::string Report(const std::string& dir, const Flags& flags, const std::vector
                           100 * r.cpu_seconds / r.seconds, r.flush_seconds,
                           absl::StrJoin(r.peak_kb, ","), grows);
   }
+  std::printf("\n%-7s %13s %13s %13s %13s\n", "writers", "write ms/comm", "sync ms/comm",
+              "index ms/comm", "other ms/comm");
+  for (const SlotRun& r : runs) {
+    const double commits = std::max<double>(1, r.stats.commits);
+    const double w = absl::ToDoubleMilliseconds(r.stats.write_time) / commits;
+    const double y = absl::ToDoubleMilliseconds(r.stats.sync_time) / commits;
+    const double a = absl::ToDoubleMilliseconds(r.stats.apply_time) / commits;
+    std::printf("%-7d %13.3f %13.3f %13.3f %13.3f\n", r.writers, w, y, a,
+                1e3 * r.seconds / commits - w - y - a);
+  }
   std::printf(
       "\nmsgs/s, MB/s: message bytes, first Append to last return; msgs/comm, ms/comm: per group\n"
       "commit; cpu%%: CPU/wall (100%% = one core); flush s: Slot::Checkpoint() after the last\n"
       "append (deferred spool work; not timed); peak MiB: VmHWM over each quarter of the\n"
-      "messages (see the memory check at the top of store_bench.cc).\n"
+      "messages (see the memory check at the top of store_bench.cc). write, sync, index:\n"
+      "the leader's log write, fdatasync and index apply; other: the rest of ms/comm.\n"
       "\nbars:\n");
   bool pass = true;
   auto bar = [&](const std::string& name, double value, double min) {

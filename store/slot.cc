@@ -377,8 +377,12 @@ absl::Status Slot::CommitLocked(Writer& w, std::unique_lock<std::mutex>& lock) {
     joined.append(x->encoded);
     for (LogRecord& r : x->records) records.push_back(std::move(r));  // the writers keep their LSNs
   }
+  const absl::Time t0 = absl::Now();
   absl::Status write = log_->Append(first_lsn, joined);
+  const absl::Time t1 = absl::Now();
   absl::Status sync = write.ok() ? log_->Sync() : absl::OkStatus();
+  const absl::Time t2 = absl::Now();
+  absl::Time t3 = t2;
   absl::Status apply;
   bool replicated = false;
   for (Writer* x : batch) replicated |= x->replicated;
@@ -387,6 +391,7 @@ absl::Status Slot::CommitLocked(Writer& w, std::unique_lock<std::mutex>& lock) {
       std::lock_guard<std::mutex> il(index_mu_);
       apply = index_->Apply(records, /*quarantine_misfits=*/replicated);
     }
+    t3 = absl::Now();
     // The records are durable: their new bodies may go to the spool now, in
     // LSN order, in the background (written here when the queue is full).
     if (apply.ok() && options_.on_commit) options_.on_commit(records.back().lsn);
@@ -432,6 +437,9 @@ absl::Status Slot::CommitLocked(Writer& w, std::unique_lock<std::mutex>& lock) {
     ++stats_.commits;
     stats_.records += records.size();
     stats_.bytes += joined.size();
+    stats_.write_time += t1 - t0;
+    stats_.sync_time += t2 - t1;
+    stats_.apply_time += t3 - t2;
   }
   for (Writer* x : batch) {
     queue_.pop_front();

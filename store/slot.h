@@ -96,6 +96,9 @@ struct SlotStats {
   uint64_t commits = 0;  // group commits: one write + one fdatasync each
   uint64_t records = 0;  // records made durable
   uint64_t bytes = 0;    // encoded record bytes made durable
+  // Where the group commits' time went, summed over all commits: the log
+  // write, its fdatasync, and applying the records to the index.
+  absl::Duration write_time, sync_time, apply_time;
 };
 
 struct AppendRequest {
