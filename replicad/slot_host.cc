@@ -436,13 +436,18 @@ void SlotHost::StartReplicaLink(const coordpb::SlotInfo& replica) {
   auto link = std::make_shared<ReplicaLink>();
   link->replica = replica;
   replicas_[replica.slot_id()] = link;
-  sync::SyncClientOptions o;
-  o.slot = slot_->paths();
-  o.server = replica.sync_address();
-  o.secret = options_.secret;
-  o.mode = sync::SyncClientOptions::Mode::kRolling;
-  o.on_progress = [this] { ReplicaProgress(); };
-  link->client = std::make_unique<sync::SyncClient>(io_, std::move(o));
+  // Rolling, woken by the slot's on_commit (see Open) rather than inotify.
+  auto rolling = [this, link] {
+    sync::SyncClientOptions o;
+    o.slot = slot_->paths();
+    o.server = link->replica.sync_address();
+    o.secret = options_.secret;
+    o.mode = sync::SyncClientOptions::Mode::kRolling;
+    o.poked_on_commit = true;
+    o.on_progress = [this] { ReplicaProgress(); };
+    return o;
+  };
+  link->client = std::make_unique<sync::SyncClient>(io_, rolling());
   link->running = true;
   ++links_running_;
   // The link is kept alive by this coroutine until Run() returns; a client
@@ -450,7 +455,7 @@ void SlotHost::StartReplicaLink(const coordpb::SlotInfo& replica) {
   // restarted after a pause unless the link was stopped.
   asio::co_spawn(
       io_,
-      [this, link]() -> awaitable<void> {
+      [this, link, rolling]() -> awaitable<void> {
         while (!link->stop) {
           absl::Status s = co_await link->client->Run();
           link->last_error = s;
@@ -470,13 +475,7 @@ void SlotHost::StartReplicaLink(const coordpb::SlotInfo& replica) {
           asio::error_code ec;
           co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
           if (link->stop) break;
-          sync::SyncClientOptions again;
-          again.slot = slot_->paths();
-          again.server = link->replica.sync_address();
-          again.secret = options_.secret;
-          again.mode = sync::SyncClientOptions::Mode::kRolling;
-          again.on_progress = [this] { ReplicaProgress(); };
-          link->client = std::make_unique<sync::SyncClient>(io_, std::move(again));
+          link->client = std::make_unique<sync::SyncClient>(io_, rolling());
         }
         link->running = false;
         --links_running_;
@@ -700,7 +699,7 @@ void SlotHost::AddMetrics(metrics::MetricsBuilder& b) {
     b.Gauge("mailrepl_replica_connected", "1 if the sync session to the replica is up", rl,
             ss.connected ? 1 : 0);
     b.Counter("mailrepl_replica_sent_bytes_total", "Bytes sent to the replica on the wire", rl,
-              ss.wire_bytes);
+              link->client->wire_bytes_now());
     b.Counter("mailrepl_replica_records_total", "Records sent to the replica", rl, ss.records);
   }
   if (lmtp_) {

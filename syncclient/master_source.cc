@@ -23,11 +23,12 @@ MasterSource::MasterSource(const SlotPaths& paths,
 MasterSource::~MasterSource() = default;  // inotify_ closes the descriptor
 
 absl::StatusOr<std::unique_ptr<MasterSource>> MasterSource::Open(
-    const SlotPaths& paths, asio::any_io_executor executor) {
+    const SlotPaths& paths, asio::any_io_executor executor, bool watch_files) {
   std::unique_ptr<MasterSource> s(new MasterSource(paths, executor));
   ASSIGN_OR_RETURN(s->identity_, ReadIdentity(paths.identity_file()));
   ASSIGN_OR_RETURN(s->meta_db_,
                    sqlite::Database::OpenReadOnly(paths.index_file()));
+  if (!watch_files) return s;
   int fd = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
   if (fd < 0) return ErrnoStatus(errno, "inotify_init1 for", paths.root);
   if (::inotify_add_watch(fd, paths.log_dir().c_str(), IN_MODIFY | IN_CREATE) <
@@ -38,6 +39,7 @@ absl::StatusOr<std::unique_ptr<MasterSource>> MasterSource::Open(
     return ErrnoStatus(err, "inotify_add_watch", paths.root);
   }
   s->inotify_.assign(fd);
+  s->watching_ = true;
   return s;
 }
 
@@ -46,11 +48,17 @@ absl::StatusOr<std::unique_ptr<Index>> MasterSource::View(Index::ViewScope scope
 }
 
 absl::StatusOr<uint64_t> MasterSource::DurableLsn() {
-  ASSIGN_OR_RETURN(
-      auto st,
-      meta_db_->Prepare("SELECT value FROM meta WHERE key='applied_lsn'"));
-  ASSIGN_OR_RETURN(bool row, st.Step());
-  return row ? static_cast<uint64_t>(st.ColumnInt(0)) : 0;
+  // Asked at every wake-up of the sender: prepared once. The reset ends the
+  // read transaction, which would otherwise hold back WAL checkpoints.
+  if (!durable_lsn_) {
+    ASSIGN_OR_RETURN(durable_lsn_,
+                     meta_db_->Prepare("SELECT value FROM meta WHERE key='applied_lsn'"));
+  }
+  absl::StatusOr<bool> row = durable_lsn_->Step();
+  const uint64_t lsn = row.ok() && *row ? static_cast<uint64_t>(durable_lsn_->ColumnInt(0)) : 0;
+  durable_lsn_->Reset();
+  if (!row.ok()) return row.status();
+  return lsn;
 }
 
 absl::StatusOr<std::optional<LogRecord>> MasterSource::ReadRecord(
@@ -143,6 +151,10 @@ asio::awaitable<void> MasterSource::WaitForChange(absl::Duration timeout) {
   asio::steady_timer timer(inotify_.get_executor(),
                            absl::ToChronoNanoseconds(timeout));
   asio::error_code ec;
+  if (!watching_) {
+    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    co_return;
+  }
   co_await (
       inotify_.async_wait(asio::posix::stream_descriptor::wait_read,
                           asio::redirect_error(asio::use_awaitable, ec)) ||

@@ -2,8 +2,10 @@
 // another part of this one) writes: records from its log files, a
 // consistent read-only view of its index, bodies from its spool. It never
 // writes to the slot. New records are noticed with inotify on the log and
-// index directories; only records up to the index's applied LSN (which the
-// writer advances after fsync) are durable and may be shipped.
+// index directories, unless the writer is in this process and tells of
+// every commit itself (replicad: Slot's on_commit pokes the sync client);
+// only records up to the index's applied LSN (which the writer advances
+// after fsync) are durable and may be shipped.
 // Thread-compatible: use from one io_context thread.
 #ifndef MAILREPL_SYNCCLIENT_MASTER_SOURCE_H_
 #define MAILREPL_SYNCCLIENT_MASTER_SOURCE_H_
@@ -28,8 +30,10 @@ namespace mailrepl::sync {
 
 class MasterSource {
  public:
+  // watch_files false: no inotify watch; WaitForChange() then only waits
+  // out its timeout, and the caller learns of commits some other way.
   static absl::StatusOr<std::unique_ptr<MasterSource>> Open(
-      const SlotPaths& paths, asio::any_io_executor executor);
+      const SlotPaths& paths, asio::any_io_executor executor, bool watch_files = true);
   ~MasterSource();
   MasterSource(const MasterSource&) = delete;
   MasterSource& operator=(const MasterSource&) = delete;
@@ -59,7 +63,7 @@ class MasterSource {
   absl::StatusOr<std::vector<std::string>> ReadBodiesFromLog(
       const std::vector<std::string>& guids);
 
-  // Returns when the log or the index changed, or after timeout.
+  // Returns when the log or the index changed (if watched), or after timeout.
   asio::awaitable<void> WaitForChange(absl::Duration timeout);
 
  private:
@@ -69,10 +73,11 @@ class MasterSource {
   SlotIdentity identity_;
   Spool spool_;
   std::unique_ptr<sqlite::Database> meta_db_;  // read-only, for the applied LSN
+  std::optional<sqlite::Statement> durable_lsn_;  // prepared once, reset after each read
   std::optional<LogReader> reader_;
   uint64_t reader_next_ = 0;  // LSN the reader will return next
   std::optional<LogRecord> peeked_;
-  int inotify_fd_ = -1;
+  bool watching_ = false;
   asio::posix::stream_descriptor inotify_;
 };
 

@@ -74,6 +74,10 @@ SyncClient::SyncClient(asio::io_context& io, SyncClientOptions options)
 
 SyncClient::~SyncClient() = default;
 
+uint64_t SyncClient::wire_bytes_now() const {
+  return stats_.wire_bytes + (current_ ? current_->bytes_sent() : 0);
+}
+
 void SyncClient::Poke() {
   poked_ = true;
   if (wake_ != nullptr) wake_->cancel();
@@ -99,7 +103,8 @@ void SyncClient::Stop() {
 }
 
 awaitable<absl::Status> SyncClient::Run() {
-  auto source = MasterSource::Open(options_.slot, io_.get_executor());
+  auto source =
+      MasterSource::Open(options_.slot, io_.get_executor(), !options_.poked_on_commit);
   if (!source.ok()) co_return source.status();
   source_ = std::move(*source);
   auto target = source_->DurableLsn();

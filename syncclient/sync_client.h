@@ -49,6 +49,9 @@ struct SyncClientOptions {
   std::string target;
   bool compress = false;
   bool verbose = false;
+  // The slot's writer runs in this process and calls Poke() after every
+  // commit (replicad): the slot's files are not watched with inotify.
+  bool poked_on_commit = false;
   size_t batch_records = 512;
   size_t batch_bytes = 1 << 20;
   size_t window_bytes = 16 << 20;  // unacknowledged bytes in flight
@@ -108,6 +111,9 @@ class SyncClient {
   // which may fire before the commit is visible in the index.
   void Poke();
   const SyncStats& stats() const { return stats_; }
+  // Bytes sent on the wire so far, the open connection's included
+  // (stats().wire_bytes counts closed connections only).
+  uint64_t wire_bytes_now() const;
   // kCheck: what the check found (valid once Run() returned OK).
   const checkpb::ReplicaCheck& check_result() const { return check_; }
 

@@ -6,7 +6,9 @@
 #include <signal.h>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "catch2/catch.hpp"
 #include "test/cluster_harness.h"
 
@@ -28,6 +30,14 @@ TEST_CASE("every message smtplib.LMTP got a 250 for is on its store's master and
   const std::string metrics = c.Http("host1", "/metrics");
   CHECK(absl::StrContains(metrics, "mailrepl_replica_lag_records{"));
   CHECK(absl::StrContains(metrics, "mailrepl_slot_lsn{"));
+  // Bytes sent count the open sync connection too, not only closed ones.
+  uint64_t sent = 0;
+  for (absl::string_view line : absl::StrSplit(metrics, '\n')) {
+    if (!absl::StartsWith(line, "mailrepl_replica_sent_bytes_total{")) continue;
+    uint64_t v = 0;
+    if (absl::SimpleAtoi(line.substr(line.rfind(' ') + 1), &v)) sent += v;
+  }
+  CHECK(sent > 0);
   CHECK(absl::StrContains(c.Http("host1", "/health"), "coordinator connected"));
 }
 
