@@ -126,7 +126,8 @@ class SlotHost {
   // replctl check, on the master: compares this slot with each replica
   // (SyncClient mode kCheck, one replica after the other). The master's
   // own --deep verify is the ApiService's part. kFailedPrecondition when
-  // this slot is not the master. On the io thread.
+  // this slot is not the master. Called on the io thread; the check itself
+  // runs on a thread of its own, so the io thread never waits for it.
   asio::awaitable<absl::StatusOr<checkpb::StoreCheck>> CheckStore(apipb::CheckStore request);
 
  private:

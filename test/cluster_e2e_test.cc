@@ -30,14 +30,24 @@ TEST_CASE("every message smtplib.LMTP got a 250 for is on its store's master and
   const std::string metrics = c.Http("host1", "/metrics");
   CHECK(absl::StrContains(metrics, "mailrepl_replica_lag_records{"));
   CHECK(absl::StrContains(metrics, "mailrepl_slot_lsn{"));
+  // The sum of a family's samples on host1.
+  auto sum = [&metrics](absl::string_view family) {
+    double total = 0;
+    for (absl::string_view line : absl::StrSplit(metrics, '\n')) {
+      if (!absl::StartsWith(line, absl::StrCat(family, "{"))) continue;
+      double v = 0;
+      if (absl::SimpleAtod(line.substr(line.rfind(' ') + 1), &v)) total += v;
+    }
+    return total;
+  };
   // Bytes sent count the open sync connection too, not only closed ones.
-  uint64_t sent = 0;
-  for (absl::string_view line : absl::StrSplit(metrics, '\n')) {
-    if (!absl::StartsWith(line, "mailrepl_replica_sent_bytes_total{")) continue;
-    uint64_t v = 0;
-    if (absl::SimpleAtoi(line.substr(line.rfind(' ') + 1), &v)) sent += v;
-  }
-  CHECK(sent > 0);
+  CHECK(sum("mailrepl_replica_sent_bytes_total") > 0);
+  // Group commits: at least one, each of at least one record, and the
+  // fdatasync time they took.
+  const double commits = sum("mailrepl_slot_commits_total");
+  CHECK(commits > 0);
+  CHECK(sum("mailrepl_slot_committed_records_total") >= commits);
+  CHECK(sum("mailrepl_slot_commit_sync_seconds_total") > 0);
   CHECK(absl::StrContains(c.Http("host1", "/health"), "coordinator connected"));
 }
 
