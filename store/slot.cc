@@ -63,7 +63,7 @@ Slot::Slot(SlotPaths paths, SlotOptions options)
       bodies_(std::make_unique<BodyWriter>(
           spool_,
           [this](const std::vector<StoredBody>& stored) -> absl::Status {
-            std::lock_guard<std::mutex> il(index_mu_);
+            std::lock_guard il(index_mu_);
             if (index_ == nullptr) return absl::FailedPreconditionError("slot is not open");
             return index_->SetBlobLocations(stored);
           },
@@ -71,17 +71,23 @@ Slot::Slot(SlotPaths paths, SlotOptions options)
 
 Slot::~Slot() {
   {
-    std::lock_guard<std::mutex> l(mu_);
+    std::lock_guard<std::mutex> l(apply_mu_);
     closing_ = true;
   }
   maintenance_cv_.notify_all();
   if (maintenance_.joinable()) maintenance_.join();
+  {
+    std::lock_guard<std::mutex> al(apply_mu_);
+    apply_closing_ = true;
+  }
+  apply_cv_.notify_all();
+  if (applier_.joinable()) applier_.join();  // applies the jobs still queued
   bodies_.reset();  // writes the bodies still queued
   if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
 }
 
 void Slot::MaintenanceLoop() {
-  std::unique_lock<std::mutex> l(mu_);
+  std::unique_lock<std::mutex> l(apply_mu_);
   for (;;) {
     maintenance_cv_.wait_for(l, std::chrono::milliseconds(250), [&] {
       return closing_ || checkpoint_wanted_ || index_commits_ >= kWalCheckpointCommits;
@@ -106,6 +112,47 @@ void Slot::MaintenanceLoop() {
       }
     }
     l.lock();
+  }
+}
+
+void Slot::ApplyLoop() {
+  for (;;) {
+    ApplyJob job;
+    {
+      std::unique_lock<std::mutex> al(apply_mu_);
+      apply_cv_.wait(al, [&] { return apply_closing_ || !apply_queue_.empty(); });
+      if (apply_queue_.empty()) return;  // closing, and every job is done
+      job = std::move(apply_queue_.front());
+      apply_queue_.pop_front();
+    }
+    // The job's leader locked index_mu_ for it; it is unlocked here.
+    const absl::Time t0 = absl::Now();
+    const absl::Status apply = index_->Apply(job.records, /*quarantine_misfits=*/job.replicated);
+    const absl::Time t1 = absl::Now();
+    index_mu_.unlock();
+    if (apply.ok() && options_.on_commit) options_.on_commit(job.records.back().lsn);
+
+    // Never mu_ here: its holder may be waiting for index_mu_, which the
+    // leader of the next job in the queue holds for it.
+    std::lock_guard<std::mutex> l(apply_mu_);
+    apply_time_ += t1 - t0;
+    if (!apply.ok()) {
+      // The records are durable (the writers got OK), but the index is
+      // behind: stop writing until the slot is reopened (it replays them).
+      if (apply_failed_.ok()) apply_failed_ = apply;
+      LogLine(Severity::kError, "index apply failed; slot needs reopening",
+              Kv("slot", paths_.root) + Kv("error", apply.message()));
+      continue;
+    }
+    if (++index_commits_ == kWalCheckpointCommits) maintenance_cv_.notify_one();
+    bytes_since_checkpoint_ += job.bytes;
+    if (bytes_since_checkpoint_ >= options_.checkpoint_bytes) {
+      // The checkpoint (an fdatasync of the packs) runs on the maintenance
+      // thread, never on the commit path.
+      bytes_since_checkpoint_ = 0;
+      checkpoint_wanted_ = true;
+      maintenance_cv_.notify_one();
+    }
   }
 }
 
@@ -148,13 +195,14 @@ absl::StatusOr<std::unique_ptr<Slot>> Slot::Open(const SlotPaths& paths,
           " slot ", want.slot_id, "; check the configured path"));
     }
   }
+  slot->applier_ = std::thread([s = slot.get()] { s->ApplyLoop(); });
   RETURN_IF_ERROR(slot->Recover());
   slot->maintenance_ = std::thread([s = slot.get()] { s->MaintenanceLoop(); });
   return slot;
 }
 
 absl::Status Slot::Recover() {
-  std::lock_guard<std::mutex> il(index_mu_);
+  std::lock_guard il(index_mu_);
   ASSIGN_OR_RETURN(index_, Index::Open(paths_.index_file(), /*autocheckpoint=*/false));
   // The spool first: a torn pack tail goes before anything is appended.
   ASSIGN_OR_RETURN(recovery_.pack_torn_tail, spool_.OpenForAppend());
@@ -301,6 +349,10 @@ std::string Slot::NewMailboxId() {
 }
 
 absl::Status Slot::WritableLocked() {
+  {
+    std::lock_guard<std::mutex> al(apply_mu_);
+    if (failed_.ok() && !apply_failed_.ok()) failed_ = apply_failed_;
+  }
   if (!failed_.ok()) {
     return absl::FailedPreconditionError(
         absl::StrCat("slot ", paths_.root, " stopped taking writes after an error (",
@@ -313,7 +365,7 @@ absl::Status Slot::BeginExclusiveLocked(std::unique_lock<std::mutex>& lock) {
   ++exclusive_;
   idle_cv_.wait(lock, [&] { return queue_.empty(); });
   if (assigned_stale_) {
-    std::lock_guard<std::mutex> il(index_mu_);
+    std::lock_guard il(index_mu_);
     LoadAssignedStateLocked();
     assigned_stale_ = false;
   }
@@ -382,19 +434,13 @@ absl::Status Slot::CommitLocked(Writer& w, std::unique_lock<std::mutex>& lock) {
   const absl::Time t1 = absl::Now();
   absl::Status sync = write.ok() ? log_->Sync() : absl::OkStatus();
   const absl::Time t2 = absl::Now();
-  absl::Time t3 = t2;
-  absl::Status apply;
+  const bool durable = write.ok() && sync.ok();
   bool replicated = false;
   for (Writer* x : batch) replicated |= x->replicated;
-  if (write.ok() && sync.ok()) {
-    {
-      std::lock_guard<std::mutex> il(index_mu_);
-      apply = index_->Apply(records, /*quarantine_misfits=*/replicated);
-    }
-    t3 = absl::Now();
+  if (durable) {
     // The records are durable: their new bodies may go to the spool now, in
     // LSN order, in the background (written here when the queue is full).
-    if (apply.ok() && options_.on_commit) options_.on_commit(records.back().lsn);
+    // From here on HasBlob() finds them pending.
     for (Writer* x : batch) {
       const uint64_t lsn = x->records.back().lsn;
       for (auto& [guid, body] : x->bodies) {
@@ -407,6 +453,10 @@ absl::Status Slot::CommitLocked(Writer& w, std::unique_lock<std::mutex>& lock) {
         }
       }
     }
+    // Lock the index for this batch (once the batch before is applied) and
+    // hand the lock to the applier: whoever reads the index after the
+    // writers are told OK waits until their records are in it.
+    index_mu_.lock();
   }
   lock.lock();
 
@@ -424,22 +474,18 @@ absl::Status Slot::CommitLocked(Writer& w, std::unique_lock<std::mutex>& lock) {
     result = sync;
     LogLine(Severity::kError, "change log fsync failed",
             Kv("slot", paths_.root) + Kv("error", sync.message()));
-  } else if (!apply.ok()) {
-    // The records are durable (the writers get OK), but the index is behind.
-    failed_ = apply;
-    LogLine(Severity::kError, "index apply failed; slot needs reopening",
-            Kv("slot", paths_.root) + Kv("error", apply.message()));
   } else {
-    bytes_since_checkpoint_ += joined.size();
-  }
-  if (write.ok() && sync.ok()) {
-    if (++index_commits_ == kWalCheckpointCommits) maintenance_cv_.notify_one();
     ++stats_.commits;
     stats_.records += records.size();
     stats_.bytes += joined.size();
     stats_.write_time += t1 - t0;
     stats_.sync_time += t2 - t1;
-    stats_.apply_time += t3 - t2;
+    {
+      // Pushed under mu_, so jobs queue in LSN order.
+      std::lock_guard<std::mutex> al(apply_mu_);
+      apply_queue_.push_back({std::move(records), replicated, joined.size()});
+    }
+    apply_cv_.notify_one();
   }
   for (Writer* x : batch) {
     queue_.pop_front();
@@ -456,20 +502,13 @@ absl::Status Slot::CommitLocked(Writer& w, std::unique_lock<std::mutex>& lock) {
       x->done = true;
       x->cv.notify_one();
     }
-    std::lock_guard<std::mutex> il(index_mu_);
+    std::lock_guard il(index_mu_);
     next_lsn_ = index_->applied_lsn() + 1;
     epoch_ = index_->applied_epoch();
     LoadAssignedStateLocked();
   }
   if (!queue_.empty()) queue_.front()->cv.notify_one();
   if (queue_.empty()) idle_cv_.notify_all();
-  if (result.ok() && bytes_since_checkpoint_ >= options_.checkpoint_bytes) {
-    // The checkpoint (an fdatasync of the packs) runs on the maintenance
-    // thread, never on the commit path.
-    bytes_since_checkpoint_ = 0;
-    checkpoint_wanted_ = true;
-    maintenance_cv_.notify_one();
-  }
   return w.status;
 }
 
@@ -528,7 +567,7 @@ absl::StatusOr<MailboxInfo> Slot::CreateMailbox(const std::string& name) {
   Writer w;
   AddRecordLocked(w, RecordType::kCreateMailbox, p.SerializeAsString());
   RETURN_IF_ERROR(CommitLocked(w, lock));
-  std::lock_guard<std::mutex> il(index_mu_);
+  std::lock_guard il(index_mu_);
   const MailboxInfo* mb = index_->FindMailbox(p.mailbox_id());
   if (mb == nullptr) return absl::InternalError("created mailbox missing from the index");
   // An empty mailbox: names and states gain one entry, usage is unchanged
@@ -572,7 +611,7 @@ absl::Status Slot::RenameMailbox(const std::string& from, const std::string& to)
     AddRecordLocked(w, RecordType::kRenameMailbox, p.SerializeAsString());
   }
   absl::Status s = CommitLocked(w, lock);
-  std::lock_guard<std::mutex> il(index_mu_);
+  std::lock_guard il(index_mu_);
   LoadAssignedStateLocked();
   return s;
 }
@@ -595,7 +634,7 @@ absl::Status Slot::DeleteMailbox(const std::string& name) {
   Writer w;
   AddRecordLocked(w, RecordType::kDeleteMailbox, p.SerializeAsString());
   absl::Status s = CommitLocked(w, lock);
-  std::lock_guard<std::mutex> il(index_mu_);
+  std::lock_guard il(index_mu_);
   LoadAssignedStateLocked();
   return s;
 }
@@ -613,7 +652,7 @@ absl::StatusOr<AppendResult> Slot::Append(const AppendRequest& req) {
   appends_active_.fetch_add(1);
   absl::Cleanup leave = [&] { appends_active_.fetch_sub(1); };
   const std::string guid = Sha1(req.body);
-  ASSIGN_OR_RETURN(const bool known, HasBlob(guid));
+  ASSIGN_OR_RETURN(const bool known, HasBlobNoWait(guid));
   RETURN_IF_ERROR(CheckFreeSpace(req.body.size() * 2));
   {
     // Refuse early an append over quota. An unknown name is left to the
@@ -630,7 +669,7 @@ absl::StatusOr<AppendResult> Slot::Append(const AppendRequest& req) {
   std::unique_lock<std::mutex> lock(mu_);
   idle_cv_.wait(lock, [&] { return exclusive_ == 0 && (!assigned_stale_ || queue_.empty()); });
   if (assigned_stale_) {
-    std::lock_guard<std::mutex> il(index_mu_);
+    std::lock_guard il(index_mu_);
     LoadAssignedStateLocked();
     assigned_stale_ = false;
   }
@@ -673,7 +712,7 @@ absl::StatusOr<std::vector<uint32_t>> Slot::Copy(const std::string& from,
   ASSIGN_OR_RETURN(MailboxState * dst, FindByNameLocked(to));
   std::vector<MessageInfo> msgs;
   {
-    std::lock_guard<std::mutex> il(index_mu_);
+    std::lock_guard il(index_mu_);
     for (uint32_t uid : uids) {
       ASSIGN_OR_RETURN(auto m, index_->GetMessage(src->id, uid));
       if (!m || m->expunged) {
@@ -702,7 +741,7 @@ absl::StatusOr<std::vector<uint32_t>> Slot::Copy(const std::string& from,
   }
   if (w.records.empty()) return out;
   absl::Status s = CommitLocked(w, lock);
-  std::lock_guard<std::mutex> il(index_mu_);
+  std::lock_guard il(index_mu_);
   LoadAssignedStateLocked();
   RETURN_IF_ERROR(s);
   return out;
@@ -719,7 +758,7 @@ absl::Status Slot::SetFlags(const std::string& mailbox, const std::vector<uint32
   logpb::SetFlags p;
   p.set_mailbox_id(mb->id);
   {
-    std::lock_guard<std::mutex> il(index_mu_);
+    std::lock_guard il(index_mu_);
     for (uint32_t uid : uids) {
       ASSIGN_OR_RETURN(auto m, index_->GetMessage(mb->id, uid));
       if (!m || m->expunged) {
@@ -757,7 +796,7 @@ absl::Status Slot::Expunge(const std::string& mailbox, const std::vector<uint32_
   p.set_mailbox_id(mb->id);
   uint64_t bytes = 0;
   {
-    std::lock_guard<std::mutex> il(index_mu_);
+    std::lock_guard il(index_mu_);
     for (uint32_t uid : uids) {
       ASSIGN_OR_RETURN(auto m, index_->GetMessage(mb->id, uid));
       if (!m) {
@@ -907,26 +946,26 @@ absl::Status Slot::RepairMailbox(const std::string& repair_payload,
 }
 
 std::vector<Quarantine> Slot::Quarantined() {
-  std::lock_guard<std::mutex> il(index_mu_);
+  std::lock_guard il(index_mu_);
   std::vector<Quarantine> out;
   for (const auto& [id, q] : index_->quarantined()) out.push_back(q);
   return out;
 }
 
 uint64_t Slot::seen_epoch() {
-  std::lock_guard<std::mutex> il(index_mu_);
+  std::lock_guard il(index_mu_);
   return std::max(index_->seen_epoch(), index_->applied_epoch());
 }
 
 absl::Status Slot::NoteEpochSeen(uint64_t epoch) {
-  std::lock_guard<std::mutex> il(index_mu_);
+  std::lock_guard il(index_mu_);
   return index_->SetSeenEpoch(epoch);
 }
 
 // --- reads ---
 
 std::vector<MailboxInfo> Slot::ListMailboxes() {
-  std::lock_guard<std::mutex> il(index_mu_);
+  std::lock_guard il(index_mu_);
   std::vector<MailboxInfo> out;
   for (const auto& [id, mb] : index_->mailboxes()) out.push_back(mb);
   std::sort(out.begin(), out.end(),
@@ -935,7 +974,7 @@ std::vector<MailboxInfo> Slot::ListMailboxes() {
 }
 
 absl::StatusOr<MailboxInfo> Slot::GetMailbox(const std::string& name) {
-  std::lock_guard<std::mutex> il(index_mu_);
+  std::lock_guard il(index_mu_);
   const MailboxInfo* mb = index_->FindMailboxByName(name);
   if (mb == nullptr) return NoMailbox(name);
   return *mb;
@@ -943,7 +982,7 @@ absl::StatusOr<MailboxInfo> Slot::GetMailbox(const std::string& name) {
 
 absl::StatusOr<std::vector<MessageInfo>> Slot::ListMessages(const std::string& mailbox,
                                                             bool include_expunged) {
-  std::lock_guard<std::mutex> il(index_mu_);
+  std::lock_guard il(index_mu_);
   const MailboxInfo* mb = index_->FindMailboxByName(mailbox);
   if (mb == nullptr) return NoMailbox(mailbox);
   return index_->ListMessages(mb->id, include_expunged);
@@ -952,7 +991,7 @@ absl::StatusOr<std::vector<MessageInfo>> Slot::ListMessages(const std::string& m
 absl::StatusOr<std::string> Slot::FetchBody(const std::string& mailbox, uint32_t uid) {
   std::string guid;
   {
-    std::lock_guard<std::mutex> il(index_mu_);
+    std::lock_guard il(index_mu_);
     const MailboxInfo* mb = index_->FindMailboxByName(mailbox);
     if (mb == nullptr) return NoMailbox(mailbox);
     ASSIGN_OR_RETURN(auto m, index_->GetMessage(mb->id, uid));
@@ -970,7 +1009,7 @@ absl::StatusOr<std::string> Slot::ReadBlob(const std::string& guid) {
   if (auto pending = bodies_->Pending(guid)) return *pending;
   std::optional<BodyLocation> loc;
   {
-    std::lock_guard<std::mutex> il(index_mu_);
+    std::lock_guard il(index_mu_);
     ASSIGN_OR_RETURN(loc, index_->BlobLocation(guid));
   }
   if (!loc) {
@@ -988,7 +1027,7 @@ absl::StatusOr<std::string> Slot::ReadBlob(const std::string& guid) {
 
 absl::Status Slot::StoreBody(const std::string& guid, absl::string_view body) {
   ASSIGN_OR_RETURN(BodyLocation loc, spool_.Append(guid, body));
-  std::lock_guard<std::mutex> il(index_mu_);
+  std::lock_guard il(index_mu_);
   return index_->SetBlobLocation({guid, body.size(), loc});
 }
 
@@ -1002,7 +1041,7 @@ absl::Status Slot::StoreBodies(const std::vector<std::string>& bodies) {
   }
   // No log record carries these bodies: they are durable before they count.
   RETURN_IF_ERROR(spool_.Sync());
-  std::lock_guard<std::mutex> il(index_mu_);
+  std::lock_guard il(index_mu_);
   return index_->SetBlobLocations(stored);
 }
 
@@ -1012,28 +1051,44 @@ absl::StatusOr<bool> Slot::HasBlob(const std::string& guid) {
   // The BodyWriter first: it records a body's location (its blobs row)
   // before it lets go of the body.
   if (bodies_->Pending(guid) != nullptr) return true;
-  std::lock_guard<std::mutex> il(index_mu_);
+  std::lock_guard il(index_mu_);
+  return index_->HasBlob(guid);
+}
+
+absl::StatusOr<bool> Slot::HasBlobNoWait(const std::string& guid) {
+  if (bodies_->Pending(guid) != nullptr) return true;
+  // While the applier holds the index, a body stored long ago looks new: it
+  // travels in the record again and is stored twice, which is harmless. A
+  // body of a batch not yet applied is still pending, so found above.
+  std::unique_lock il(index_mu_, std::try_to_lock);
+  if (!il.owns_lock()) return false;
   return index_->HasBlob(guid);
 }
 
 QuotaInfo Slot::Quota(const std::string& user) {
-  std::lock_guard<std::mutex> il(index_mu_);
+  std::lock_guard il(index_mu_);
   return index_->Quota(user);
 }
 
 Digest Slot::SlotDigest() {
-  std::lock_guard<std::mutex> il(index_mu_);
+  std::lock_guard il(index_mu_);
   return index_->slot_digest();
 }
 
 uint64_t Slot::last_lsn() {
-  std::lock_guard<std::mutex> il(index_mu_);
+  std::lock_guard il(index_mu_);
   return index_->applied_lsn();
 }
 
 SlotStats Slot::stats() {
-  std::lock_guard<std::mutex> l(mu_);
-  return stats_;
+  SlotStats out;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    out = stats_;
+  }
+  std::lock_guard<std::mutex> al(apply_mu_);
+  out.apply_time = apply_time_;
+  return out;
 }
 
 uint64_t Slot::epoch() {
@@ -1042,12 +1097,12 @@ uint64_t Slot::epoch() {
 }
 
 std::vector<EpochStart> Slot::EpochHistory() {
-  std::lock_guard<std::mutex> il(index_mu_);
+  std::lock_guard il(index_mu_);
   return index_->epoch_history();
 }
 
 uint64_t Slot::log_start_lsn() {
-  std::lock_guard<std::mutex> il(index_mu_);
+  std::lock_guard il(index_mu_);
   return index_->log_start_lsn();
 }
 
@@ -1056,12 +1111,12 @@ uint64_t Slot::log_start_lsn() {
 absl::Status Slot::Checkpoint() {
   uint64_t lsn;
   {
-    std::lock_guard<std::mutex> il(index_mu_);
+    std::lock_guard il(index_mu_);
     lsn = index_->applied_lsn();
   }
   RETURN_IF_ERROR(bodies_->WaitWritten(lsn));
   RETURN_IF_ERROR(spool_.Sync());
-  std::lock_guard<std::mutex> il(index_mu_);
+  std::lock_guard il(index_mu_);
   if (lsn > index_->spool_checkpoint_lsn()) RETURN_IF_ERROR(index_->SetSpoolCheckpoint(lsn));
   return absl::OkStatus();
 }
@@ -1074,7 +1129,7 @@ absl::StatusOr<int> Slot::DropLogBelow(uint64_t lsn) {
   absl::Status s = Checkpoint();
   lock.lock();
   RETURN_IF_ERROR(s);
-  std::lock_guard<std::mutex> il(index_mu_);
+  std::lock_guard il(index_mu_);
   lsn = std::min(lsn, index_->applied_lsn() + 1);
   if (lsn <= index_->log_start_lsn()) return 0;
   // The base snapshot summarizes everything the dropped segments held.
@@ -1098,7 +1153,7 @@ absl::Status Slot::ImportSnapshot(const std::string& path, bool replace) {
     RETURN_IF_ERROR(bodies_->WaitWritten(next_lsn_));
     RETURN_IF_ERROR(spool_.Sync());
   }
-  std::lock_guard<std::mutex> il(index_mu_);
+  std::lock_guard il(index_mu_);
   if (replace && (next_lsn_ != 1 || !index_->mailboxes().empty())) {
     RETURN_IF_ERROR(DiscardLocked());
     LogLine(Severity::kWarning, "slot state replaced by a snapshot",
@@ -1149,7 +1204,7 @@ absl::Status Slot::DiscardState() {
   // The log goes: every body it carries must be durable in the spool first.
   RETURN_IF_ERROR(bodies_->WaitWritten(next_lsn_));
   RETURN_IF_ERROR(spool_.Sync());
-  std::lock_guard<std::mutex> il(index_mu_);
+  std::lock_guard il(index_mu_);
   const uint64_t last = next_lsn_ - 1;
   RETURN_IF_ERROR(DiscardLocked());
   ASSIGN_OR_RETURN(LogWriter w, LogWriter::Open(paths_.log_dir(), 1, options_.segment_bytes));
@@ -1163,7 +1218,7 @@ absl::Status Slot::DiscardState() {
 
 absl::Status Slot::ExportSnapshot(const std::string& path) {
   RETURN_IF_ERROR(FlushBodies());
-  std::lock_guard<std::mutex> il(index_mu_);
+  std::lock_guard il(index_mu_);
   return WriteSnapshot(*index_, &spool_, identity_, path);
 }
 

@@ -1,9 +1,14 @@
 // A slot: one copy of one store on one host (identity file, change log,
 // index, spool). The Slot is the storage engine's front door: every mutation
-// becomes a change-log record that is fsync'd before the call returns, then
-// applied to the index. Concurrent appends share fsyncs (group commit): the
-// first waiting writer becomes the leader, writes everyone's records with one
-// write() and one fdatasync(), applies them, and wakes the others.
+// becomes a change-log record that is fsync'd before the call returns.
+// Concurrent appends share fsyncs (group commit): the first waiting writer
+// becomes the leader, writes everyone's records with one write() and one
+// fdatasync(), and wakes the others. The slot's applier thread then applies
+// the batch to the index, while the next batch is written: the index lock is
+// handed from the leader to the applier, so every read through this Slot
+// (GetMailbox, ListMessages, ...) waits for the batches already
+// acknowledged and sees its own writes. Readers through another SQLite
+// connection see them once WaitApplied() has returned.
 //
 // Thread-safe: every public method may be called from any thread.
 //
@@ -31,6 +36,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/handoff_mutex.h"
 #include "store/body_writer.h"
 #include "store/identity.h"
 #include "store/index.h"
@@ -71,7 +77,7 @@ struct SlotOptions {
   // log's or the spool's file system has less free space than this, so that
   // the slot can always be reopened and recovered.
   uint64_t reserve_bytes = 16ull << 20;
-  // If set, called by the committing thread after each group commit is
+  // If set, called by the applier thread after each group commit is
   // durable and in the index (outside the slot's locks), with the last LSN
   // committed: an in-process sync client wakes on it instead of waiting
   // for inotify. Must be cheap and thread-safe (replicad posts to its
@@ -220,11 +226,14 @@ class Slot {
   // snapshot's bodies) in the spool, synced, and records their locations.
   absl::Status StoreBodies(const std::vector<std::string>& bodies);
   absl::StatusOr<bool> HasBlob(const std::string& guid);
+  // Returns once every acknowledged write is in the index's database, for
+  // readers that open the index file themselves (verify, tests).
+  void WaitApplied() { std::lock_guard l(index_mu_); }
 
   // Runs fn with the index locked (tools: verify, digest listings).
   template <typename Fn>
   auto WithIndex(Fn&& fn) {
-    std::lock_guard<std::mutex> l(index_mu_);
+    std::lock_guard l(index_mu_);
     return fn(*index_, spool_);
   }
 
@@ -254,7 +263,9 @@ class Slot {
   // Adds a record with the next LSN to w.
   void AddRecordLocked(Writer& w, RecordType type, const std::string& payload)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Queues w and returns when its records are durable and applied (or failed).
+  // Queues w and returns when its records are durable (or failed); the
+  // applier applies them to the index after, holding index_mu_ from before
+  // the return until they are applied.
   absl::Status CommitLocked(Writer& w, std::unique_lock<std::mutex>& lock)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<MailboxState*> FindByNameLocked(const std::string& name)
@@ -263,6 +274,12 @@ class Slot {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::string NewMailboxId();
   void MaintenanceLoop();
+  // The applier thread: applies acknowledged batches to the index, in LSN
+  // order, each with index_mu_ that its leader locked for it.
+  void ApplyLoop();
+  // HasBlob() without waiting for the applier: may say false for a body
+  // that only the index knows (then the append carries it again).
+  absl::StatusOr<bool> HasBlobNoWait(const std::string& guid);
   // Appends one body to the spool and records its location (not synced).
   absl::Status StoreBody(const std::string& guid, absl::string_view body);
   // kResourceExhausted when writing `need` bytes would eat into the reserve.
@@ -294,21 +311,41 @@ class Slot {
   absl::flat_hash_map<std::string, std::string> names_ ABSL_GUARDED_BY(mu_);  // name -> id
   absl::flat_hash_map<std::string, Usage> usage_ ABSL_GUARDED_BY(mu_);        // by user
   absl::flat_hash_map<std::string, Usage> limits_ ABSL_GUARDED_BY(mu_);       // by user
-  uint64_t bytes_since_checkpoint_ ABSL_GUARDED_BY(mu_) = 0;
   // Set after replicated records: the assigned state must be reloaded from
   // the index before a local write validates against it.
   bool assigned_stale_ ABSL_GUARDED_BY(mu_) = false;
   SlotStats stats_ ABSL_GUARDED_BY(mu_);
-  bool checkpoint_wanted_ ABSL_GUARDED_BY(mu_) = false;
-  uint64_t index_commits_ ABSL_GUARDED_BY(mu_) = 0;  // since the last WAL checkpoint
-  bool closing_ ABSL_GUARDED_BY(mu_) = false;
+
+  // Batches durable and acknowledged, not yet in the index.
+  struct ApplyJob {
+    std::vector<LogRecord> records;
+    bool replicated = false;  // misfits are quarantined, not fatal
+    uint64_t bytes = 0;       // encoded size, for the spool checkpoint
+  };
+  // Guards the applier's queue and bookkeeping and the maintenance
+  // thread's work. Held only briefly, never while waiting for another lock:
+  // the applier must not wait for mu_, whose holder may be waiting for
+  // index_mu_ that a queued job holds.
+  std::mutex apply_mu_;
+  std::condition_variable apply_cv_;
+  std::deque<ApplyJob> apply_queue_ ABSL_GUARDED_BY(apply_mu_);
+  bool apply_closing_ ABSL_GUARDED_BY(apply_mu_) = false;
+  std::thread applier_;
+  absl::Status apply_failed_ ABSL_GUARDED_BY(apply_mu_);  // copied to failed_ by writers
+  absl::Duration apply_time_ ABSL_GUARDED_BY(apply_mu_);
+  uint64_t bytes_since_checkpoint_ ABSL_GUARDED_BY(apply_mu_) = 0;
+  bool checkpoint_wanted_ ABSL_GUARDED_BY(apply_mu_) = false;
+  uint64_t index_commits_ ABSL_GUARDED_BY(apply_mu_) = 0;  // since the last WAL checkpoint
+  bool closing_ ABSL_GUARDED_BY(apply_mu_) = false;
   std::condition_variable maintenance_cv_;
   std::thread maintenance_;  // runs spool and WAL checkpoints off the commit path
 
   // The leader of a group commit owns the writer; nobody else touches it.
   std::optional<LogWriter> log_;
 
-  std::mutex index_mu_;  // lock order: mu_ before index_mu_
+  // Lock order: mu_ before index_mu_. Locked by a commit leader and
+  // unlocked by the applier (HandoffMutex).
+  HandoffMutex index_mu_;
   std::unique_ptr<Index> index_ ABSL_GUARDED_BY(index_mu_);
 };
 

@@ -23,6 +23,7 @@ void RemoveIndexFiles(const std::string& path) {
 absl::StatusOr<VerifyReport> VerifySlot(Slot& slot, const VerifyOptions& options) {
   VerifyReport report;
   const SlotPaths& paths = slot.paths();
+  slot.WaitApplied();  // the views below read the index file themselves
 
   // 1. An index rebuilt from the log, in a scratch file beside the real one.
   std::string scratch = absl::StrCat(paths.meta, "/verify-", ::getpid(), ".sqlite3");

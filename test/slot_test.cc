@@ -294,17 +294,18 @@ TEST_CASE("an append to a mailbox that GetMailbox already shows never fails as u
   // LMTP delivers to a new user by creating the INBOX; a second delivery
   // to that user may see the INBOX in the index before the creating
   // thread has finished its commit. Its append must wait, not answer 550.
-  // The creator's commit hook (it runs after the index has the mailbox)
-  // holds the creator there until the appender's append has returned, or
-  // 100 ms: long enough for a wrong refusal to show.
+  // The commit hook (the applier runs it once the index has the mailbox)
+  // holds the creation's commit there until the appender's append has
+  // returned, or 100 ms: long enough for a wrong refusal to show.
   std::mutex mu;
   std::condition_variable cv;
-  std::thread::id creator_id;
+  bool creating = false;
   int creations = 0, appends = 0;
   SlotOptions options;
   options.on_commit = [&](uint64_t) {
     std::unique_lock<std::mutex> l(mu);
-    if (std::this_thread::get_id() != creator_id) return;
+    if (!creating) return;
+    creating = false;
     const int n = ++creations;
     cv.wait_for(l, std::chrono::milliseconds(100), [&] { return appends >= n; });
   };
@@ -313,11 +314,11 @@ TEST_CASE("an append to a mailbox that GetMailbox already shows never fails as u
   constexpr int kMailboxes = 5;
   std::vector<absl::Status> created(kMailboxes);
   std::thread creator([&] {
-    {
-      std::lock_guard<std::mutex> l(mu);
-      creator_id = std::this_thread::get_id();
-    }
     for (int i = 0; i < kMailboxes; ++i) {
+      {
+        std::lock_guard<std::mutex> l(mu);
+        creating = true;  // the next commit is this creation's
+      }
       created[i] = slot->CreateMailbox(absl::StrCat("user/u", i)).status();
     }
   });
@@ -336,6 +337,61 @@ TEST_CASE("an append to a mailbox that GetMailbox already shows never fails as u
   INFO(absl::StrJoin(failures, "\n"));
   CHECK(failures.empty());
   for (const absl::Status& s : created) CHECK(s.ok());
+  CHECK(creations == kMailboxes);  // the hook held every creation
+}
+
+TEST_CASE("readers see every acknowledged write at once, while appends, creations and reads "
+          "run concurrently",
+          "[slot][group-commit]") {
+  // The applier thread puts a batch in the index after its writers are
+  // told OK; the index lock it holds from before that moment makes every
+  // reader wait for it. Four appenders each read back the message they
+  // were just told is durable, while a fifth thread creates mailboxes
+  // (exclusive operations that read the index with the slot's lock held).
+  TempDir dir;
+  auto slot = NewSlot(dir.path());
+  constexpr int kThreads = 4, kEach = 150, kCreations = 40;
+  for (int t = 0; t < kThreads; ++t) REQUIRE(slot->CreateMailbox(absl::StrCat("user/a", t)).ok());
+  std::vector<std::string> failures(kThreads + 1);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      const std::string name = absl::StrCat("user/a", t);
+      for (int i = 0; i < kEach && failures[t].empty(); ++i) {
+        auto r = slot->Append({.mailbox = name, .body = TestMessage(t * kEach + i)});
+        if (!r.ok()) {
+          failures[t] = r.status().ToString();
+          break;
+        }
+        auto mb = slot->GetMailbox(name);
+        auto msgs = slot->ListMessages(name, false);
+        if (!mb.ok() || mb->last_uid < r->uid || !msgs.ok() || msgs->empty() ||
+            msgs->back().uid != r->uid || msgs->back().guid != r->guid ||
+            slot->last_lsn() < r->lsn) {
+          failures[t] = absl::StrCat(name, " UID ", r->uid, " LSN ", r->lsn,
+                                     " acknowledged but not yet visible to its writer");
+        }
+      }
+    });
+  }
+  threads.emplace_back([&] {
+    for (int i = 0; i < kCreations; ++i) {
+      const std::string name = absl::StrCat("user/c", i);
+      auto created = slot->CreateMailbox(name);
+      auto seen = slot->GetMailbox(name);
+      if (!created.ok() || !seen.ok() || seen->id != created->id) {
+        failures[kThreads] = absl::StrCat(name, ": ", created.status().ToString(), " / ",
+                                          seen.status().ToString());
+        break;
+      }
+    }
+  });
+  for (std::thread& t : threads) t.join();
+  for (const std::string& f : failures) CHECK(f.empty());
+  for (int t = 0; t < kThreads; ++t) {
+    CHECK(slot->GetMailbox(absl::StrCat("user/a", t)).value().messages == kEach);
+  }
+  CHECK(VerifySlot(*slot).value().clean());
 }
 
 TEST_CASE("the epoch history records the first LSN of every epoch and survives reopening",
@@ -469,6 +525,7 @@ TEST_CASE("the index keeps the slot digest at every commit, and a position-only 
   REQUIRE(slot->DeleteMailbox("user/u5").ok());
   REQUIRE(slot->SetQuota("u6", 1 << 20, 100).ok());
   REQUIRE(slot->Expunge("user/u7", {1}).ok());
+  slot->WaitApplied();  // the view reads the index file itself
 
   auto view = Index::OpenReadOnly(slot->paths().index_file(), Index::ViewScope::kPosition);
   REQUIRE(view.ok());

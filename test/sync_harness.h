@@ -118,7 +118,11 @@ struct SyncFixture {
 
   std::string master_index() const { return SlotPaths::Under(master_dir).index_file(); }
   std::string replica_index() const { return SlotPaths::Under(replica_dir).index_file(); }
-  IndexState Master() const { return ReadIndex(master_index()); }
+  // The master's index file, once every acknowledged write is in it.
+  IndexState Master() const {
+    if (master) master->WaitApplied();
+    return ReadIndex(master_index());
+  }
   IndexState Replica() const { return ReadIndex(replica_index()); }
   // Whether the replica has the master's LSN and digest (and same rows).
   bool InSync() const;
