@@ -93,11 +93,24 @@ class LmtpServer::Impl::Session {
 
 awaitable<bool> LmtpServer::Impl::Session::Flush() {
   if (out_.empty()) co_return true;
-  write_timer_.expires_after(ToChrono(server_.options_.idle_timeout));
+  // Replies are a few dozen bytes: a non-blocking send nearly always takes
+  // them whole, sparing the timer and the parallel group of an awaited
+  // write with a deadline (several per message otherwise).
   asio::error_code ec;
+  socket_.non_blocking(true, ec);
+  const size_t sent = ec ? 0 : socket_.write_some(asio::buffer(out_), ec);
+  if (ec && ec != asio::error::would_block && ec != asio::error::try_again) {
+    out_.clear();
+    co_return false;
+  }
+  out_.erase(0, sent);
+  if (out_.empty()) co_return true;
+  write_timer_.expires_after(ToChrono(server_.options_.idle_timeout));
+  asio::error_code timer_ec;  // a cancelled wait must not throw
+  ec.clear();
   auto result = co_await (
       asio::async_write(socket_, asio::buffer(out_), asio::redirect_error(use_awaitable, ec)) ||
-      write_timer_.async_wait(use_awaitable));
+      write_timer_.async_wait(asio::redirect_error(use_awaitable, timer_ec)));
   out_.clear();
   co_return result.index() == 0 && !ec;
 }

@@ -78,11 +78,11 @@ absl::Status SlotHost::OpenSlot(const coordpb::StoreInfo& store, const std::stri
   }
   SlotOptions options;
   options.expect = want;
-  // Wake the sync clients at every commit (on the io thread).
-  options.on_commit = [this](uint64_t) {
-    asio::post(io_, [this] {
+  // Wake the sync clients as soon as a commit is durable (on the io thread).
+  options.on_durable = [this](uint64_t lsn) {
+    asio::post(io_, [this, lsn] {
       for (auto& [id, link] : replicas_) {
-        if (link->client) link->client->Poke();
+        if (link->client) link->client->Poke(lsn);
       }
     });
   };
@@ -437,7 +437,7 @@ void SlotHost::StartReplicaLink(const coordpb::SlotInfo& replica) {
   auto link = std::make_shared<ReplicaLink>();
   link->replica = replica;
   replicas_[replica.slot_id()] = link;
-  // Rolling, woken by the slot's on_commit (see Open) rather than inotify.
+  // Rolling, woken by the slot's on_durable hook (see Open) rather than inotify.
   auto rolling = [this, link] {
     sync::SyncClientOptions o;
     o.slot = slot_->paths();

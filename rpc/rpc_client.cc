@@ -46,10 +46,10 @@ awaitable<absl::Status> RpcClient::Connect(absl::Time deadline) {
   asio::ip::tcp::socket socket(io_);
   asio::steady_timer timer(io_, absl::ToChronoNanoseconds(
                                     std::min(Remaining(deadline), options_.connect_timeout)));
-  asio::error_code ec;
+  asio::error_code ec, timer_ec;  // a cancelled wait must not throw
   auto connected = co_await (
       socket.async_connect(*endpoint, asio::redirect_error(use_awaitable, ec)) ||
-      timer.async_wait(use_awaitable));
+      timer.async_wait(asio::redirect_error(use_awaitable, timer_ec)));
   if (connected.index() == 1) {
     co_return absl::DeadlineExceededError(
         absl::StrCat("connecting to ", options_.service, " at ", options_.address, " timed out"));

@@ -83,6 +83,13 @@ struct SlotOptions {
   // for inotify. Must be cheap and thread-safe (replicad posts to its
   // io_context).
   std::function<void(uint64_t last_lsn)> on_commit;
+  // If set, called by each group commit's leader as soon as the batch is
+  // durable in the log, before its writers are told OK and before the
+  // index has it, with the batch's last LSN; calls come in LSN order. A
+  // replication sender may ship records up to that LSN at once (they are
+  // in the log files). Runs with the slot's lock held: must be cheap and
+  // must not call back into the slot (replicad posts to its io_context).
+  std::function<void(uint64_t last_lsn)> on_durable;
 };
 
 // What Open() found and did.
@@ -339,6 +346,16 @@ class Slot {
   bool closing_ ABSL_GUARDED_BY(apply_mu_) = false;
   std::condition_variable maintenance_cv_;
   std::thread maintenance_;  // runs spool and WAL checkpoints off the commit path
+
+  // CheckFreeSpace's last statvfs of the log's [0] and the spool's [1] file
+  // systems, and the bytes appends have been granted since.
+  struct FreeSpaceReading {
+    absl::Time at = absl::InfinitePast();
+    uint64_t free_bytes = 0;
+    uint64_t granted = 0;
+  };
+  std::mutex space_mu_;
+  FreeSpaceReading space_[2] ABSL_GUARDED_BY(space_mu_);
 
   // The leader of a group commit owns the writer; nobody else touches it.
   std::optional<LogWriter> log_;

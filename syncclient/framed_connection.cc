@@ -90,10 +90,10 @@ template <typename Frame>
 awaitable<absl::Status> BasicFramedConnection<Frame>::Flush(absl::Duration timeout) {
   asio::steady_timer deadline(socket_.get_executor(), ToChrono(timeout));
   while (queued_bytes_ > 0 && !closed_) {
-    asio::error_code ec;
+    asio::error_code ec, timer_ec;  // a cancelled wait must not throw
     auto result = co_await (
         flushed_.async_wait(asio::redirect_error(use_awaitable, ec)) ||
-        deadline.async_wait(use_awaitable));
+        deadline.async_wait(asio::redirect_error(use_awaitable, timer_ec)));
     if (result.index() == 1) {
       co_return absl::DeadlineExceededError(
           absl::StrCat("sending to ", peer_, " timed out"));
@@ -159,11 +159,13 @@ awaitable<absl::StatusOr<Frame>> BasicFramedConnection<Frame>::Read(
     if (closed_)
       co_return absl::UnavailableError(
           absl::StrCat("connection to ", peer_, " closed"));
-    asio::error_code ec;
+    // Both branches redirect their errors: the losing one is cancelled, and
+    // a throw there costs an exception unwind per frame read.
+    asio::error_code ec, timer_ec;
     auto result = co_await (
         socket_.async_read_some(asio::buffer(buf),
                                 asio::redirect_error(use_awaitable, ec)) ||
-        deadline.async_wait(use_awaitable));
+        deadline.async_wait(asio::redirect_error(use_awaitable, timer_ec)));
     if (result.index() == 1) {
       co_return absl::DeadlineExceededError(absl::StrCat(
           "nothing from ", peer_, " for ", absl::FormatDuration(timeout)));

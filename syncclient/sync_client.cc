@@ -78,8 +78,9 @@ uint64_t SyncClient::wire_bytes_now() const {
   return stats_.wire_bytes + (current_ ? current_->bytes_sent() : 0);
 }
 
-void SyncClient::Poke() {
+void SyncClient::Poke(uint64_t durable_lsn) {
   poked_ = true;
+  poked_lsn_ = std::max(poked_lsn_, durable_lsn);
   if (wake_ != nullptr) wake_->cancel();
 }
 
@@ -160,9 +161,9 @@ awaitable<absl::Status> SyncClient::Handshake(Session& s) {
   if (!endpoint.ok()) co_return endpoint.status();
   asio::ip::tcp::socket socket(io_);
   asio::steady_timer deadline(io_, std::chrono::seconds(5));
-  asio::error_code ec;
+  asio::error_code ec, timer_ec;  // a cancelled wait must not throw
   auto connected = co_await (socket.async_connect(*endpoint, asio::redirect_error(use_awaitable, ec)) ||
-                             deadline.async_wait(use_awaitable));
+                             deadline.async_wait(asio::redirect_error(use_awaitable, timer_ec)));
   if (connected.index() == 1 || ec) {
     co_return absl::UnavailableError(absl::StrCat(
         "cannot connect to sync server ", options_.server, ": ",
@@ -408,6 +409,8 @@ awaitable<absl::Status> SyncClient::Stream(Session& s, uint64_t target, bool fol
   };
   // Sends records in batches within the flow-control window.
   auto sender = [&]() -> awaitable<absl::Status> {
+    bool read_index = true;
+    uint64_t index_durable = 0;
     for (;;) {
       if (dead) co_return absl::UnavailableError("connection lost");
       const bool finished = !follow && s.acked >= target;
@@ -418,10 +421,19 @@ awaitable<absl::Status> SyncClient::Stream(Session& s, uint64_t target, bool fol
         s.conn->Send(done);
         co_return co_await s.conn->Flush(absl::Seconds(5));
       }
-      auto durable = source_->DurableLsn();
-      if (!durable.ok()) co_return durable.status();
-      stats_.master_lsn = *durable;
-      const uint64_t limit = follow ? *durable : std::min(*durable, target);
+      // The index's applied LSN is read at the start and after quiet
+      // spells; in between, pokes tell of every commit once it is durable
+      // (before the index has it), so no read of the index is needed.
+      if (read_index || !options_.poked_on_commit) {
+        auto applied = source_->DurableLsn();
+        if (!applied.ok()) co_return applied.status();
+        index_durable = *applied;
+        read_index = false;
+      }
+      const uint64_t durable =
+          options_.poked_on_commit ? std::max(index_durable, poked_lsn_) : index_durable;
+      stats_.master_lsn = durable;
+      const uint64_t limit = follow ? durable : std::min(durable, target);
       syncpb::Frame batch;
       size_t bytes = 0;
       while (!stopping_ && s.next <= limit &&
@@ -454,7 +466,7 @@ awaitable<absl::Status> SyncClient::Stream(Session& s, uint64_t target, bool fol
       // Nothing to send now: wait for an ack, new records, or heartbeat time.
       if (absl::Now() - s.last_send >= kHeartbeatInterval) {
         syncpb::Frame hb;
-        hb.mutable_heartbeat()->set_last_lsn(*durable);
+        hb.mutable_heartbeat()->set_last_lsn(durable);
         s.conn->Send(hb);
         s.last_send = absl::Now();
       }
@@ -469,9 +481,11 @@ awaitable<absl::Status> SyncClient::Stream(Session& s, uint64_t target, bool fol
       if (s.next <= limit) {
         // Window full: only an ack helps.
         co_await s.wake->async_wait(asio::redirect_error(use_awaitable, ec));
+        read_index = !ec;  // the timer ran out (not woken by a poke or an ack)
       } else {
-        co_await (s.wake->async_wait(asio::redirect_error(use_awaitable, ec)) ||
-                  source_->WaitForChange(kHeartbeatInterval));
+        auto woke = co_await (s.wake->async_wait(asio::redirect_error(use_awaitable, ec)) ||
+                              source_->WaitForChange(kHeartbeatInterval));
+        read_index = woke.index() == 1 || !ec;
       }
     }
   };

@@ -49,8 +49,10 @@ struct SyncClientOptions {
   std::string target;
   bool compress = false;
   bool verbose = false;
-  // The slot's writer runs in this process and calls Poke() after every
-  // commit (replicad): the slot's files are not watched with inotify.
+  // The slot's writer runs in this process and calls Poke(lsn) as soon as
+  // each commit is durable (replicad): the slot's files are not watched
+  // with inotify, and the durable LSN comes from the pokes rather than
+  // from the index (which the slot updates after the fsync).
   bool poked_on_commit = false;
   size_t batch_records = 512;
   size_t batch_bytes = 1 << 20;
@@ -106,10 +108,10 @@ class SyncClient {
   asio::awaitable<absl::Status> Run();
   // Finish the batch in flight, then end Run() with OK.
   void Stop();
-  // New records were committed (replicad calls this from the slot's commit
-  // hook, on the io thread): look at once instead of waiting for inotify,
-  // which may fire before the commit is visible in the index.
-  void Poke();
+  // Records up to durable_lsn are durable in the slot's log (replicad calls
+  // this, on the io thread, for the slot's on_durable hook): ship them at
+  // once.
+  void Poke(uint64_t durable_lsn);
   const SyncStats& stats() const { return stats_; }
   // Bytes sent on the wire so far, the open connection's included
   // (stats().wire_bytes counts closed connections only).
@@ -151,6 +153,7 @@ class SyncClient {
   checkpb::ReplicaCheck check_;
   bool stopping_ = false;
   bool poked_ = false;
+  uint64_t poked_lsn_ = 0;  // the highest durable LSN Poke() was given
   asio::steady_timer* wake_ = nullptr;  // the streaming session's, while it runs
   uint64_t catch_up_target_ = 0;
   std::shared_ptr<FramedConnection> current_;

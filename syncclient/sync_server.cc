@@ -1,11 +1,9 @@
 #include "syncclient/sync_server.h"
 
-#include "store/verify.h"
-
-#include "syncclient/mailbox_compare.h"
-
 #include <fcntl.h>
 #include <unistd.h>
+
+#include <algorithm>
 
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
@@ -34,6 +32,13 @@ struct Refusal {
 };
 
 absl::Status BadFrame(const std::string& why) { return absl::InvalidArgumentError(why); }
+
+bool SameQuarantine(const std::vector<Quarantine>& a, const std::vector<Quarantine>& b) {
+  return std::equal(a.begin(), a.end(), b.begin(), b.end(),
+                    [](const Quarantine& x, const Quarantine& y) {
+                      return x.mailbox_id == y.mailbox_id && x.lsn == y.lsn && x.reason == y.reason;
+                    });
+}
 
 syncpb::QuarantinedMailbox ToWire(const Quarantine& q) {
   syncpb::QuarantinedMailbox w;
@@ -337,7 +342,9 @@ awaitable<absl::Status> SyncServer::Serve(FramedConnection& conn) {
     x->set_epoch(e.epoch);
     x->set_first_lsn(e.first_lsn);
   }
-  for (const Quarantine& q : slot_.Quarantined()) *w->add_quarantined() = ToWire(q);
+  // What this session last told the master about quarantined mailboxes.
+  std::vector<Quarantine> reported = slot_.Quarantined();
+  for (const Quarantine& q : reported) *w->add_quarantined() = ToWire(q);
   conn.Send(welcome);
   if (zstd) conn.EnableCompression();
   if (options_.verbose) {
@@ -418,12 +425,28 @@ awaitable<absl::Status> SyncServer::Serve(FramedConnection& conn) {
         }
         stats_.records_applied += records.size();
         session_epoch = std::max(session_epoch, frame_epoch);
-        syncpb::Frame ack;
-        ack.mutable_ack()->set_lsn(last_sent);
-        for (const Quarantine& q : slot_.Quarantined()) {
-          *ack.mutable_ack()->add_quarantined() = ToWire(q);
+        // The records are durable here: acknowledge them now, while the
+        // slot's applier puts them in the index (in sync durability the
+        // master's client is waiting for this ack). The ack carries the
+        // quarantine as last reported; once the batch is applied, a second
+        // ack for the same LSN follows if applying it changed that.
+        auto ack_with = [&](const std::vector<Quarantine>& quarantined) {
+          syncpb::Frame ack;
+          ack.mutable_ack()->set_lsn(last_sent);
+          for (const Quarantine& q : quarantined) *ack.mutable_ack()->add_quarantined() = ToWire(q);
+          conn.Send(ack);
+        };
+        ack_with(reported);
+        std::vector<Quarantine> now;
+        absl::Status applied = co_await OffThread([&]() -> absl::Status {
+          now = slot_.Quarantined();  // waits until the batch is in the index
+          return absl::OkStatus();
+        });
+        if (!applied.ok()) co_return applied;
+        if (!SameQuarantine(now, reported)) {
+          reported = std::move(now);
+          ack_with(reported);
         }
-        conn.Send(ack);
         break;
       }
       case syncpb::Frame::kHeartbeat: {
