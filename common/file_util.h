@@ -3,7 +3,9 @@
 #ifndef MAILREPL_COMMON_FILE_UTIL_H_
 #define MAILREPL_COMMON_FILE_UTIL_H_
 
+#include <cstdint>
 #include <string>
+
 #include "absl/strings/string_view.h"
 
 #include "absl/status/status.h"
@@ -27,6 +29,9 @@ absl::Status WriteFileAtomically(const std::string& path, absl::string_view cont
 
 // Writes all of data to fd, retrying on short writes and EINTR.
 absl::Status WriteAll(int fd, absl::string_view data, const std::string& path_for_errors);
+// The same at a file offset (pwrite), leaving the file position alone.
+absl::Status PwriteAll(int fd, absl::string_view data, uint64_t offset,
+                       const std::string& path_for_errors);
 
 absl::StatusOr<std::string> ReadFile(const std::string& path);
 

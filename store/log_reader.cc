@@ -98,6 +98,22 @@ absl::StatusOr<bool> LogReader::ReadAt(uint64_t offset, size_t n, std::string* o
   return got == n;
 }
 
+bool LogReader::IsAllZero(absl::string_view bytes) {
+  return std::all_of(bytes.begin(), bytes.end(), [](char c) { return c == 0; });
+}
+
+bool LogReader::ZerosToEnd(uint64_t from) {
+  struct stat st;
+  if (::fstat(fd_, &st) != 0) return false;
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  std::string buf;
+  for (uint64_t at = from; at < size; at += buf.size()) {
+    auto ok = ReadAt(at, static_cast<size_t>(std::min<uint64_t>(1 << 20, size - at)), &buf);
+    if (!ok.ok() || buf.empty() || !IsAllZero(buf)) return false;
+  }
+  return true;
+}
+
 bool LogReader::NothingValidAfter(uint64_t from, uint64_t expected_lsn) {
   // Look for any record that parses and has a plausible LSN. Only called on
   // the recovery path after a bad record, so a byte-by-byte scan is fine.
@@ -139,7 +155,12 @@ absl::StatusOr<bool> LogReader::Next(LogRecord* record) {
       } else if (st == DecodeStatus::kOk) {
         *record = std::move(probe);
       }
-    } else if (header.empty()) {
+    }
+    // A header of zeros: the zeros the writer keeps ahead of its records
+    // (docs/formats.md, "Segments") begin here, ending the segment's
+    // records. Recovery accepts them only if everything after is zeros.
+    const bool zeros_ahead = full && IsAllZero(header) && (!recovery_ || ZerosToEnd(offset_));
+    if (header.empty() || zeros_ahead) {
       // Clean end of this segment.
       if (last_segment && !recovery_) {
         // A live writer may have started a new segment since we listed them.

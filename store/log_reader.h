@@ -62,6 +62,9 @@ class LogReader {
   absl::StatusOr<bool> ReadAt(uint64_t offset, size_t n, std::string* out);
   // True when no valid record starts anywhere in [from, file end).
   bool NothingValidAfter(uint64_t from, uint64_t expected_lsn);
+  static bool IsAllZero(absl::string_view bytes);
+  // True when every byte from `from` to the end of the file is zero.
+  bool ZerosToEnd(uint64_t from);
 
   std::string log_dir_;
   std::vector<SegmentInfo> segments_;

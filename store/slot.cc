@@ -310,8 +310,11 @@ absl::Status Slot::Recover() {
     recovery_.torn_tail = t;
   }
   recovery_.last_lsn = last_lsn;
-  ASSIGN_OR_RETURN(LogWriter w,
-                   LogWriter::Open(paths_.log_dir(), last_lsn + 1, options_.segment_bytes));
+  // Appends go right after the last record, over the zeros kept ahead of it.
+  std::optional<uint64_t> append_offset;
+  if (!reader.torn_tail() && !reader.current_path().empty()) append_offset = reader.end_offset();
+  ASSIGN_OR_RETURN(LogWriter w, LogWriter::Open(paths_.log_dir(), last_lsn + 1,
+                                                options_.segment_bytes, append_offset));
   log_.emplace(std::move(w));
   std::lock_guard<std::mutex> l(mu_);
   next_lsn_ = last_lsn + 1;

@@ -386,7 +386,8 @@ awaitable<absl::Status> SyncClient::Stream(Session& s, uint64_t target, bool fol
         co_return f.status();
       }
       if (f->has_ack()) {
-        s.acked = f->ack().lsn();
+        // A repeated ack (the quarantine changed) may name an older LSN.
+        s.acked = std::max(s.acked, f->ack().lsn());
         stats_.acked_lsn = s.acked;
         while (!s.in_flight.empty() && s.in_flight.front().last_lsn <= s.acked) {
           s.in_flight_bytes -= s.in_flight.front().bytes;
@@ -544,10 +545,13 @@ awaitable<absl::StatusOr<SyncClient::CommonPoint>> SyncClient::MeetAtCommonLsn(
     }
     stats_.records += batch.records().records_size();
     s.conn->Send(batch);
-    auto f = co_await s.conn->Read(kDeadPeerTimeout * 4);
-    if (!f.ok()) co_return f.status();
-    if (!f->has_ack()) co_return Unexpected(*f, "an acknowledgement", options_.server, &stats_);
-    s.acked = f->ack().lsn();
+    const uint64_t sent = s.next - 1;
+    while (s.acked < sent) {  // a repeated ack for an earlier batch may come first
+      auto f = co_await s.conn->Read(kDeadPeerTimeout * 4);
+      if (!f.ok()) co_return f.status();
+      if (!f->has_ack()) co_return Unexpected(*f, "an acknowledgement", options_.server, &stats_);
+      s.acked = std::max(s.acked, f->ack().lsn());
+    }
   }
   stats_.acked_lsn = s.acked;
   syncpb::DigestReply dr = std::move(*first);
@@ -670,15 +674,23 @@ awaitable<absl::Status> SyncClient::ReplayFile(Session& s) {
     s.conn->Send(batch);
     batch.Clear();
     batch_bytes = 0;
-    auto f = co_await s.conn->Read(absl::Seconds(120));
-    if (!f.ok()) co_return f.status();
-    if (!f->has_ack()) co_return Unexpected(*f, "an acknowledgement", options_.server, &stats_);
-    s.acked = f->ack().lsn();
-    stats_.acked_lsn = s.acked;
-    if (s.acked != last) co_return absl::UnavailableError("replica did not acknowledge the replay");
+    // A second ack for an earlier batch may come first (its apply changed
+    // the quarantine list): read on until this batch's.
+    do {
+      auto f = co_await s.conn->Read(absl::Seconds(120));
+      if (!f.ok()) co_return f.status();
+      if (!f->has_ack()) co_return Unexpected(*f, "an acknowledgement", options_.server, &stats_);
+      if (f->ack().lsn() > last) {
+        co_return absl::UnavailableError("replica did not acknowledge the replay");
+      }
+      s.acked = f->ack().lsn();
+      stats_.acked_lsn = s.acked;
+    } while (s.acked != last);
     co_return absl::OkStatus();
   };
   while (offset < data.size()) {
+    // Zeros to the end: what the writer kept written ahead of its records.
+    if (data.find_first_not_of('\0', offset) == absl::string_view::npos) break;
     LogRecord r;
     size_t consumed = 0;
     if (DecodeRecord(data.substr(offset), &r, &consumed) != DecodeStatus::kOk) {

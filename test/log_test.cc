@@ -11,6 +11,7 @@
 #include "store/log_format.h"
 #include "store/log_reader.h"
 #include "store/verify.h"
+#include "test/process_util.h"
 #include "test/test_util.h"
 
 namespace mailrepl {
@@ -43,6 +44,33 @@ std::vector<uint64_t> FillSlot(const std::string& dir, int n) {
   LogRecord r;
   while (reader->Next(&r).value()) ends.push_back(reader->end_offset());
   return ends;
+}
+
+// FillSlot, once the writer's background thread has written zeros ahead of
+// the records (it starts after the first append).
+std::vector<uint64_t> FillSlotWithZerosAhead(const std::string& dir, int n) {
+  {
+    auto slot = NewSlot(dir);
+    REQUIRE(slot->CreateMailbox("user/u").ok());
+    for (int i = 0; i < n; ++i) {
+      REQUIRE(slot->Append({.mailbox = "user/u", .body = TestMessage(i, 500)}).ok());
+    }
+    REQUIRE(testing::WaitFor([&] { return FileSize(LastSegment(dir)) >= (1u << 20); },
+                             absl::Seconds(30)));
+  }
+  std::vector<uint64_t> ends;
+  auto reader = LogReader::Open(dir + "/log", 1, false);
+  REQUIRE(reader.ok());
+  LogRecord r;
+  while (reader->Next(&r).value()) ends.push_back(reader->end_offset());
+  return ends;
+}
+
+// Cuts the zeros the writer keeps ahead of its records off the last
+// segment, as a log written without them ends.
+void CutZerosAhead(const std::string& seg, uint64_t end) {
+  REQUIRE(FileSize(seg) >= end);
+  TruncateFile(seg, end);
 }
 
 // A slot whose log spans several small segments.
@@ -102,8 +130,8 @@ TEST_CASE("a torn tail is truncated on open, reported, and the slot goes on", "[
   TempDir dir;
   auto ends = FillSlot(dir.path(), 5);
   std::string seg = LastSegment(dir.path());
+  CutZerosAhead(seg, ends.back());
   uint64_t full = FileSize(seg);
-  REQUIRE(full == ends.back());
   // A crash in the middle of writing record 7 (never acknowledged, never applied).
   LogRecord next{7, 0, RecordType::kAdminNote, std::string(200, 'x')};
   std::string encoded;
@@ -122,15 +150,76 @@ TEST_CASE("a torn tail is truncated on open, reported, and the slot goes on", "[
   CHECK(VerifySlot(*slot).value().clean());
 }
 
-TEST_CASE("zeros after the last record are a torn tail", "[log][recovery]") {
+TEST_CASE("the zeros the writer keeps ahead of its records end the log cleanly, and appends "
+          "overwrite them",
+          "[log][recovery]") {
+  TempDir dir;
+  auto ends = FillSlotWithZerosAhead(dir.path(), 3);
+  std::string seg = LastSegment(dir.path());
+  const uint64_t size = FileSize(seg);
+  REQUIRE(size > ends.back());
+  auto slot = ReopenSlot(dir.path());
+  CHECK_FALSE(slot->recovery().torn_tail.has_value());
+  CHECK(slot->GetMailbox("user/u").value().messages == 3);
+  for (int i = 0; i < 3; ++i) {
+    REQUIRE(slot->Append({.mailbox = "user/u", .body = TestMessage(10 + i, 500)}).ok());
+  }
+  CHECK(FileSize(seg) >= size);  // appended over the zeros, not after them
+  slot.reset();
+  slot = ReopenSlot(dir.path());
+  CHECK_FALSE(slot->recovery().torn_tail.has_value());
+  CHECK(slot->GetMailbox("user/u").value().messages == 6);
+  CHECK(VerifySlot(*slot).value().clean());
+}
+
+TEST_CASE("zeros appended after the last record of a log without zeros ahead end it cleanly",
+          "[log][recovery]") {
   TempDir dir;
   auto ends = FillSlot(dir.path(), 3);
   std::string seg = LastSegment(dir.path());
-  testing::AppendBytes(seg, std::string(4096, '\0'));
+  CutZerosAhead(seg, ends.back());
+  testing::AppendBytes(seg, std::string(4096, '\0'));  // as a file system may leave them
+  auto slot = ReopenSlot(dir.path());
+  CHECK_FALSE(slot->recovery().torn_tail.has_value());
+  CHECK(slot->GetMailbox("user/u").value().messages == 3);
+  auto r = slot->Append({.mailbox = "user/u", .body = TestMessage(77)});
+  REQUIRE(r.ok());
+  CHECK(r->lsn == 5);
+  slot.reset();
+  slot = ReopenSlot(dir.path());
+  CHECK(slot->GetMailbox("user/u").value().messages == 4);
+}
+
+TEST_CASE("a record torn over the zeros ahead is a torn tail", "[log][recovery]") {
+  TempDir dir;
+  auto ends = FillSlotWithZerosAhead(dir.path(), 4);
+  std::string seg = LastSegment(dir.path());
+  REQUIRE(FileSize(seg) > ends.back() + 200);
+  LogRecord next{6, 0, RecordType::kAdminNote, std::string(300, 'x')};
+  std::string encoded;
+  EncodeRecord(next, &encoded);
+  for (size_t i = 0; i < 60; ++i) {
+    testing::WriteByteAt(seg, ends.back() + i, encoded[i]);  // a crash 60 bytes in
+  }
   auto slot = ReopenSlot(dir.path());
   REQUIRE(slot->recovery().torn_tail.has_value());
   CHECK(slot->recovery().torn_tail->offset == ends.back());
-  CHECK(slot->GetMailbox("user/u").value().messages == 3);
+  CHECK(slot->GetMailbox("user/u").value().messages == 4);
+  REQUIRE(slot->Append({.mailbox = "user/u", .body = TestMessage(78)}).ok());
+  CHECK(VerifySlot(*slot).value().clean());
+}
+
+TEST_CASE("a record zeroed in the middle of the log refuses the open", "[log][recovery]") {
+  TempDir dir;
+  auto ends = FillSlotWithZerosAhead(dir.path(), 6);
+  std::string seg = LastSegment(dir.path());
+  // The whole header of the fourth record reads as zeros ahead, but valid
+  // records follow it.
+  for (size_t i = 0; i < kRecordHeaderSize; ++i) testing::WriteByteAt(seg, ends[2] + i, '\0');
+  auto slot = Slot::Open(SlotPaths::Under(dir.path()), {});
+  REQUIRE_FALSE(slot.ok());
+  CHECK(slot.status().code() == absl::StatusCode::kDataLoss);
+  CHECK_THAT(std::string(slot.status().message()), Catch::Contains(seg));
 }
 
 TEST_CASE("a flipped byte in the middle of the log refuses the open, naming file and offset",
@@ -138,6 +227,7 @@ TEST_CASE("a flipped byte in the middle of the log refuses the open, naming file
   TempDir dir;
   auto ends = FillSlot(dir.path(), 6);
   std::string seg = LastSegment(dir.path());
+  const uint64_t size = FileSize(seg);
   FlipByte(seg, ends[2] + 40);  // inside the fourth record
   auto slot = Slot::Open(SlotPaths::Under(dir.path()), {});
   REQUIRE_FALSE(slot.ok());
@@ -145,13 +235,14 @@ TEST_CASE("a flipped byte in the middle of the log refuses the open, naming file
   std::string msg(slot.status().message());
   CHECK_THAT(msg, Catch::Contains(seg));
   CHECK_THAT(msg, Catch::Contains("offset " + std::to_string(ends[2])));
-  CHECK(FileSize(seg) == ends.back());  // nothing was truncated
+  CHECK(FileSize(seg) == size);  // nothing was truncated
 }
 
 TEST_CASE("a damaged length field mid-log is not mistaken for a torn tail", "[log][recovery]") {
   TempDir dir;
   auto ends = FillSlot(dir.path(), 6);
   std::string seg = LastSegment(dir.path());
+  CutZerosAhead(seg, ends.back());
   FlipByte(seg, ends[1] + 6);  // the length of the third record grows by 4 MiB
   auto slot = Slot::Open(SlotPaths::Under(dir.path()), {});
   REQUIRE_FALSE(slot.ok());

@@ -209,7 +209,8 @@ std::vector<uint64_t> RecordOffsets(const std::string& path) {
   const std::string d = ReadAll(path);
   std::vector<uint64_t> out;
   uint64_t off = 0;
-  while (off + 25 <= d.size()) {
+  // A header of zeros: the zeros the writer keeps ahead of its records.
+  while (off + 25 <= d.size() && d.compare(off, 25, std::string(25, '\0')) != 0) {
     out.push_back(off);
     uint32_t len = 0;
     for (int i = 0; i < 4; ++i)

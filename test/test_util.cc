@@ -46,6 +46,13 @@ std::string TestMessage(int n, size_t body_bytes) {
   return m;
 }
 
+void WriteByteAt(const std::string& path, uint64_t offset, char c) {
+  int fd = ::open(path.c_str(), O_RDWR);
+  if (fd < 0) throw std::runtime_error("open " + path);
+  if (::pwrite(fd, &c, 1, static_cast<off_t>(offset)) != 1) throw std::runtime_error("pwrite");
+  ::close(fd);
+}
+
 void FlipByte(const std::string& path, uint64_t offset) {
   int fd = ::open(path.c_str(), O_RDWR);
   if (fd < 0) throw std::runtime_error("open " + path);

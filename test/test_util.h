@@ -35,6 +35,8 @@ std::string TestMessage(int n, size_t body_bytes = 200);
 
 // Byte surgery for format tests.
 void FlipByte(const std::string& path, uint64_t offset);
+// Overwrites one byte in place.
+void WriteByteAt(const std::string& path, uint64_t offset, char c);
 uint64_t FileSize(const std::string& path);
 void TruncateFile(const std::string& path, uint64_t size);
 void AppendBytes(const std::string& path, const std::string& bytes);

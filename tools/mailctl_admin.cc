@@ -259,7 +259,8 @@ absl::StatusOr<std::vector<EpochStart>> BaseSnapshotHistory(
 }
 
 // The last segment has bytes after the reader's last record: say whether
-// they are a torn tail or damage followed by valid records.
+// they are zeros ahead of the writer (OK), a torn tail, or damage followed
+// by valid records.
 absl::Status ClassifyLeftover(const std::string& log_dir,
                               const LogReader& reader, uint64_t file_size) {
   const uint64_t left = file_size - reader.end_offset();
@@ -284,6 +285,12 @@ absl::Status ClassifyLeftover(const std::string& log_dir,
         check->torn_tail()->offset, ": torn tail of ",
         check->torn_tail()->bytes_dropped,
         " bytes (an append cut short by a crash; the next open truncates it)"));
+  }
+  // Recovery reads to the same end: the rest is the zeros the writer keeps
+  // ahead of its records (docs/formats.md, "Segments").
+  if (check->current_path() == reader.current_path() &&
+      check->end_offset() == reader.end_offset()) {
+    return absl::OkStatus();
   }
   return absl::DataLossError(
       absl::StrCat("dump-log: change log ", reader.current_path(), " offset ",
