@@ -152,7 +152,7 @@ LogWriter::~LogWriter() {
 
 absl::StatusOr<LogWriter> LogWriter::Open(const std::string& log_dir, uint64_t next_lsn,
                                           uint64_t segment_bytes,
-                                          std::optional<uint64_t> append_offset,
+                                          std::optional<AppendAt> append_at,
                                           uint64_t zero_ahead) {
   LogWriter w;
   w.dir_ = log_dir;
@@ -164,12 +164,16 @@ absl::StatusOr<LogWriter> LogWriter::Open(const std::string& log_dir, uint64_t n
     return w;
   }
   w.path_ = segments.back().path;
+  if (append_at && append_at->path != w.path_) {
+    return absl::InternalError(absl::StrCat("recovery ended in ", append_at->path,
+                                            " but the last log segment is ", w.path_));
+  }
   w.fd_ = ::open(w.path_.c_str(), O_WRONLY | O_CLOEXEC);
   if (w.fd_ < 0) return ErrnoStatus(errno, "open log segment", w.path_);
   struct stat st;
   if (::fstat(w.fd_, &st) != 0) return ErrnoStatus(errno, "stat", w.path_);
   const uint64_t file_size = static_cast<uint64_t>(st.st_size);
-  w.size_ = append_offset ? std::min(*append_offset, file_size) : file_size;
+  w.size_ = append_at ? std::min(append_at->offset, file_size) : file_size;
   if (w.zeroer_) RETURN_IF_ERROR(w.zeroer_->Reset(w.fd_, w.path_, file_size));
   return w;
 }

@@ -24,12 +24,18 @@ namespace mailrepl {
 
 class LogWriter {
  public:
-  // Opens the last segment of log_dir for appending at append_offset (the end
-  // of its valid records, from recovery; the zeros after it are kept), or
-  // creates the first segment for next_lsn. zero_ahead 0: no zeros ahead.
+  // Where recovery found the end of the last segment's records.
+  struct AppendAt {
+    std::string path;
+    uint64_t offset = 0;
+  };
+  // Opens the last segment of log_dir for appending at append_at (the end of
+  // its valid records; the zeros after it are kept) or, without it, at the
+  // end of the file; or creates the first segment for next_lsn. zero_ahead
+  // 0: no zeros ahead.
   static absl::StatusOr<LogWriter> Open(const std::string& log_dir, uint64_t next_lsn,
                                         uint64_t segment_bytes,
-                                        std::optional<uint64_t> append_offset = std::nullopt,
+                                        std::optional<AppendAt> append_at = std::nullopt,
                                         uint64_t zero_ahead = kDefaultZeroAhead);
 
   // Appends already-encoded records whose first LSN is first_lsn. If the

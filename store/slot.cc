@@ -311,10 +311,12 @@ absl::Status Slot::Recover() {
   }
   recovery_.last_lsn = last_lsn;
   // Appends go right after the last record, over the zeros kept ahead of it.
-  std::optional<uint64_t> append_offset;
-  if (!reader.torn_tail() && !reader.current_path().empty()) append_offset = reader.end_offset();
+  std::optional<LogWriter::AppendAt> append_at;
+  if (!reader.torn_tail() && !reader.current_path().empty()) {
+    append_at = LogWriter::AppendAt{reader.current_path(), reader.end_offset()};
+  }
   ASSIGN_OR_RETURN(LogWriter w, LogWriter::Open(paths_.log_dir(), last_lsn + 1,
-                                                options_.segment_bytes, append_offset));
+                                                options_.segment_bytes, append_at));
   log_.emplace(std::move(w));
   std::lock_guard<std::mutex> l(mu_);
   next_lsn_ = last_lsn + 1;
