@@ -122,7 +122,7 @@ void BodyWriter::Run() {
       // fdatasync later finds little to do and never stalls the log's
       // fdatasyncs for long.
       l.unlock();
-      if (!getenv("NO_WB")) spool_.StartWriteback();
+      spool_.StartWriteback();
       l.lock();
     }
   }

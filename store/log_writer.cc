@@ -203,22 +203,16 @@ absl::Status LogWriter::Append(uint64_t first_lsn, absl::string_view encoded) {
     RETURN_IF_ERROR(StartSegment(first_lsn));
   }
   const uint64_t end = size_ + encoded.size();
-  absl::Status s;
-  if (zeroer_ == nullptr) {
-    s = PwriteAll(fd_, encoded, size_, path_);
-  } else if (end <= zeroer_->zeroed_end()) {
-    s = PwriteAll(fd_, encoded, size_, path_);  // over zeros: no lock needed
-  } else {
-    // Growing the file: the zeroer must not write meanwhile.
-    std::lock_guard<std::mutex> l(zeroer_->mu());
-    s = PwriteAll(fd_, encoded, size_, path_);
-    if (s.ok()) zeroer_->SetEndLocked(std::max(end, zeroer_->zeroed_end()));
-  }
+  // Over zeros the zeroer has written, no lock is needed; growing the file,
+  // the zeroer must not write meanwhile.
+  std::unique_lock<std::mutex> l;
+  if (zeroer_ && end > zeroer_->zeroed_end()) l = std::unique_lock<std::mutex>(zeroer_->mu());
+  absl::Status s = PwriteAll(fd_, encoded, size_, path_);
+  if (s.ok() && l.owns_lock()) zeroer_->SetEndLocked(std::max(end, zeroer_->zeroed_end()));
   if (!s.ok()) {
     // Cut back a partial write so the log never holds half a batch (and
     // drop the zeros ahead, which the next appends write again).
-    std::unique_lock<std::mutex> l;
-    if (zeroer_) l = std::unique_lock<std::mutex>(zeroer_->mu());
+    if (zeroer_ && !l.owns_lock()) l = std::unique_lock<std::mutex>(zeroer_->mu());
     if (::ftruncate(fd_, static_cast<off_t>(size_)) != 0) {
       return absl::DataLossError(absl::StrCat(s.message(), "; and cutting back ", path_,
                                               " to offset ", size_, " failed too"));
@@ -226,6 +220,7 @@ absl::Status LogWriter::Append(uint64_t first_lsn, absl::string_view encoded) {
     if (zeroer_) zeroer_->SetEndLocked(size_);
     return s;
   }
+  if (l.owns_lock()) l.unlock();  // Advance takes it
   size_ = end;
   if (zeroer_ && size_ < segment_bytes_) zeroer_->Advance(size_, segment_bytes_);
   return absl::OkStatus();

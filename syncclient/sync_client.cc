@@ -545,13 +545,8 @@ awaitable<absl::StatusOr<SyncClient::CommonPoint>> SyncClient::MeetAtCommonLsn(
     }
     stats_.records += batch.records().records_size();
     s.conn->Send(batch);
-    const uint64_t sent = s.next - 1;
-    while (s.acked < sent) {  // a repeated ack for an earlier batch may come first
-      auto f = co_await s.conn->Read(kDeadPeerTimeout * 4);
-      if (!f.ok()) co_return f.status();
-      if (!f->has_ack()) co_return Unexpected(*f, "an acknowledgement", options_.server, &stats_);
-      s.acked = std::max(s.acked, f->ack().lsn());
-    }
+    absl::Status acked = co_await AwaitAck(s, s.next - 1, kDeadPeerTimeout * 4);
+    if (!acked.ok()) co_return acked;
   }
   stats_.acked_lsn = s.acked;
   syncpb::DigestReply dr = std::move(*first);
@@ -657,6 +652,17 @@ awaitable<absl::Status> SyncClient::Resync(Session& s) {
   co_return absl::OkStatus();
 }
 
+awaitable<absl::Status> SyncClient::AwaitAck(Session& s, uint64_t lsn, absl::Duration timeout) {
+  while (s.acked < lsn) {
+    auto f = co_await s.conn->Read(timeout);
+    if (!f.ok()) co_return f.status();
+    if (!f->has_ack()) co_return Unexpected(*f, "an acknowledgement", options_.server, &stats_);
+    s.acked = std::max(s.acked, f->ack().lsn());
+    stats_.acked_lsn = s.acked;
+  }
+  co_return absl::OkStatus();
+}
+
 awaitable<absl::Status> SyncClient::ReplayFile(Session& s) {
   auto contents = ReadFile(options_.target);
   if (!contents.ok()) co_return contents.status();
@@ -674,18 +680,9 @@ awaitable<absl::Status> SyncClient::ReplayFile(Session& s) {
     s.conn->Send(batch);
     batch.Clear();
     batch_bytes = 0;
-    // A second ack for an earlier batch may come first (its apply changed
-    // the quarantine list): read on until this batch's.
-    do {
-      auto f = co_await s.conn->Read(absl::Seconds(120));
-      if (!f.ok()) co_return f.status();
-      if (!f->has_ack()) co_return Unexpected(*f, "an acknowledgement", options_.server, &stats_);
-      if (f->ack().lsn() > last) {
-        co_return absl::UnavailableError("replica did not acknowledge the replay");
-      }
-      s.acked = f->ack().lsn();
-      stats_.acked_lsn = s.acked;
-    } while (s.acked != last);
+    absl::Status acked = co_await AwaitAck(s, last, absl::Seconds(120));
+    if (!acked.ok()) co_return acked;
+    if (s.acked != last) co_return absl::UnavailableError("replica did not acknowledge the replay");
     co_return absl::OkStatus();
   };
   while (offset < data.size()) {

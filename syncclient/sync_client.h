@@ -143,6 +143,9 @@ class SyncClient {
       Session& s, const logpb::RepairMailbox& repair,
       const std::vector<std::string>& replace_guids);
   asio::awaitable<absl::Status> ReplayFile(Session& s);
+  // Reads acks until one covers lsn (a replica repeats an ack, for an
+  // earlier LSN, when applying that batch changed its quarantine list).
+  asio::awaitable<absl::Status> AwaitAck(Session& s, uint64_t lsn, absl::Duration timeout);
   asio::awaitable<absl::Status> SendBodies(
       Session& s, const std::vector<std::string>& guids);
 
