@@ -1,6 +1,7 @@
 #include "replicad/api_service.h"
 
 #include <algorithm>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -132,6 +133,9 @@ absl::Status ValidateRequest(const apipb::Request& r) {
     case apipb::Request::kAppend: {
       absl::Status s = CheckMailbox("append.mailbox", r.append().mailbox());
       if (!s.ok()) return s;
+      if (r.append().has_unless_present() && r.append().unless_present().count() == 0) {
+        return absl::InvalidArgumentError("append.unless_present.count must be at least 1");
+      }
       return CheckFlags("append.flags", r.append().flags());
     }
     case apipb::Request::kGetSlot:
@@ -346,11 +350,23 @@ absl::StatusOr<apipb::Response> ApiService::ExecuteWrite(const apipb::Request& r
     case apipb::Request::kAppend: {
       const apipb::Append& a = r.append();
       std::vector<std::string> flags = ToVector(a.flags());
+      std::optional<UnlessPresent> unless_present;
+      if (a.has_unless_present()) {
+        unless_present = UnlessPresent{.above_uid = a.unless_present().above_uid(),
+                                       .count = a.unless_present().count()};
+      }
       absl::StatusOr<AppendResult> result =
           slot_.Append({.mailbox = a.mailbox(), .body = a.message(), .flags = flags,
-                        .internal_date = a.internal_date()});
+                        .internal_date = a.internal_date(), .unless_present = unless_present});
       status = result.status();
-      if (result.ok()) {
+      if (result.ok() && result->already_present) {
+        // Nothing appended: the matching message, as far as the check knows it.
+        response.set_already_present(true);
+        apipb::Message* m = response.add_messages();
+        m->set_uid(result->uid);
+        m->set_guid(absl::BytesToHexString(result->guid));
+        m->set_size(a.message().size());
+      } else if (result.ok()) {
         // What the append knows; ListMessages has the assigned internal
         // date (when 0 was sent) and the MODSEQ.
         apipb::Message* m = response.add_messages();

@@ -1,8 +1,8 @@
 #include "replicad/salvager.h"
 
 #include <map>
+#include <utility>
 
-#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "proto/api.pb.h"
@@ -27,23 +27,8 @@ class ApiTarget : public SalvageTarget {
                      .secret = secret,
                      .client = absl::StrCat("salvager slot", slot_id)}) {}
 
-  awaitable<absl::StatusOr<std::vector<std::pair<uint32_t, std::string>>>> List(
-      const std::string& mailbox) override {
-    apipb::Request r;
-    r.mutable_list_messages()->set_mailbox(mailbox);
-    absl::StatusOr<apipb::Response> reply = co_await client_.Call<apipb::Response>(r, kApiTimeout);
-    std::vector<std::pair<uint32_t, std::string>> out;
-    if (!reply.ok()) {
-      if (reply.status().code() == absl::StatusCode::kNotFound) co_return out;
-      co_return Named(reply.status(), "list", mailbox);
-    }
-    for (const apipb::Message& m : reply->messages()) {
-      out.emplace_back(m.uid(), absl::HexStringToBytes(m.guid()));
-    }
-    co_return out;
-  }
-
-  awaitable<absl::Status> Append(const salvagepb::SalvageMessage& m) override {
+  awaitable<absl::StatusOr<bool>> AppendUnlessPresent(const salvagepb::SalvageMessage& m,
+                                                      uint32_t count) override {
     apipb::Request r;
     r.set_epoch(master_.epoch);
     apipb::Append* a = r.mutable_append();
@@ -51,6 +36,8 @@ class ApiTarget : public SalvageTarget {
     a->set_message(m.body());
     for (const std::string& f : m.flags()) a->add_flags(f);
     a->set_internal_date(m.internal_date());
+    a->mutable_unless_present()->set_above_uid(m.fork_uid());
+    a->mutable_unless_present()->set_count(count);
     absl::StatusOr<apipb::Response> reply = co_await client_.Call<apipb::Response>(r, kApiTimeout);
     if (reply.status().code() == absl::StatusCode::kNotFound) {
       // The mailbox is missing on the master (created past the fork point).
@@ -65,7 +52,7 @@ class ApiTarget : public SalvageTarget {
       reply = co_await client_.Call<apipb::Response>(r, kApiTimeout);
     }
     if (!reply.ok()) co_return Named(reply.status(), "append to", m.mailbox());
-    co_return absl::OkStatus();
+    co_return !reply->already_present();
   }
 
  private:
@@ -87,29 +74,19 @@ awaitable<absl::StatusOr<salvagepb::SalvageProgress>> SalvageInto(const std::str
   absl::StatusOr<salvagepb::SalvageProgress> read = ReadSalvageProgress(path);
   if (!read.ok()) co_return read.status();
   salvagepb::SalvageProgress progress = *read;
-  // Per mailbox: how many messages with each GUID the master holds above
-  // the fork point (listed once, when the first entry not done needs it),
-  // and how many entries with each GUID were seen so far.
-  std::map<std::string, std::map<std::string, uint32_t>> present;
-  std::map<std::string, std::map<std::string, uint32_t>> seen;
+  // Per mailbox and GUID: how many entries were seen so far. The k-th entry
+  // is already there if the master holds k such messages past the fork.
+  std::map<std::pair<std::string, std::string>, uint32_t> seen;
   for (uint32_t i = 0; i < set.messages.size(); ++i) {
     const salvagepb::SalvageMessage& m = set.messages[i];
-    const uint32_t k = ++seen[m.mailbox()][m.guid()];
+    const uint32_t k = ++seen[{m.mailbox(), m.guid()}];
     if (i < progress.next()) continue;
-    if (!present.contains(m.mailbox())) {
-      auto listed = co_await target.List(m.mailbox());
-      if (!listed.ok()) co_return listed.status();
-      std::map<std::string, uint32_t>& counts = present[m.mailbox()];
-      for (const auto& [uid, guid] : *listed) {
-        if (uid > m.fork_uid()) ++counts[guid];
-      }
-    }
-    if (present[m.mailbox()][m.guid()] >= k) {
-      progress.set_already_there(progress.already_there() + 1);
-    } else {
-      absl::Status appended = co_await target.Append(m);
-      if (!appended.ok()) co_return appended;
+    absl::StatusOr<bool> appended = co_await target.AppendUnlessPresent(m, k);
+    if (!appended.ok()) co_return appended.status();
+    if (*appended) {
       progress.set_appended(progress.appended() + 1);
+    } else {
+      progress.set_already_there(progress.already_there() + 1);
     }
     progress.set_next(i + 1);
     absl::Status w = WriteSalvageProgress(path, progress);

@@ -8,18 +8,22 @@
 // history`) and marks the file done. docs/operations.md "Rejoin and
 // salvage".
 //
-// Idempotence (a crash or a lost reply at any point neither loses nor
-// duplicates a message): the progress file says how many entries are
-// done, written after each append; the entry right after it may have been
-// appended just before a crash. So before appending, the salvager counts
-// the messages in the master's mailbox with the entry's GUID and a UID
-// above the entry's fork_uid (the mailbox's last UID at the fork point:
-// whatever is above it arrived after the fork). If that count already
-// covers this entry (the k-th entry with that mailbox and GUID needs k such
-// messages), the entry is skipped as already there. The same rule skips a
-// message that an MTA delivered again to the new master because the old
-// master died before its 250 reached it: the same bytes in the same
-// mailbox after the fork point are the same message.
+// Exactly once (a crash or a lost reply at any point, or another salvager
+// of overlapping records running at the same time, neither loses nor
+// duplicates a message): every entry is appended conditionally, and the
+// master checks the condition atomically with the append (client API
+// Append.unless_present; Slot::Append with unless_present): it appends
+// nothing if the mailbox already holds k messages with the entry's GUID and
+// a UID above the entry's fork_uid (the mailbox's last UID at the fork
+// point: whatever is above it arrived after the fork), where the entry is
+// the k-th of the file with that mailbox and GUID. Such an entry counts as
+// already there. This covers the entry appended just before a crash (the
+// progress file says how many entries are done, written after each one),
+// the same messages set aside by two old slots of the store (the old master
+// and a replica that had received some of its records) and salvaged by both
+// at once, and a message that an MTA delivered again to the new master
+// because the old master died before its 250 reached it: the same bytes in
+// the same mailbox after the fork point are the same message.
 //
 // Thread-compatible: everything on the io thread (coroutines).
 #ifndef MAILREPL_REPLICAD_SALVAGER_H_
@@ -47,13 +51,13 @@ namespace mailrepl::replicad {
 class SalvageTarget {
  public:
   virtual ~SalvageTarget() = default;
-  // The UIDs and GUIDs (20 raw bytes) of the mailbox's messages; none if
-  // the mailbox does not exist.
-  virtual asio::awaitable<absl::StatusOr<std::vector<std::pair<uint32_t, std::string>>>> List(
-      const std::string& mailbox) = 0;
   // Appends the message (bytes, flags, internal date), creating its
-  // mailbox if missing. An error may still have appended it (a lost reply).
-  virtual asio::awaitable<absl::Status> Append(const salvagepb::SalvageMessage& message) = 0;
+  // mailbox if missing, unless the mailbox already holds `count` messages
+  // with its GUID and a UID above its fork_uid: checked atomically with the
+  // append. Returns whether it appended (false: already there). An error
+  // may still have appended it (a lost reply).
+  virtual asio::awaitable<absl::StatusOr<bool>> AppendUnlessPresent(
+      const salvagepb::SalvageMessage& message, uint32_t count) = 0;
 };
 
 // Appends the entries of `set` (the salvage file at `path`) that are not on

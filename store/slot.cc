@@ -669,6 +669,8 @@ absl::StatusOr<AppendResult> Slot::Append(const AppendRequest& req) {
   }
   if (req.body.empty()) return absl::InvalidArgumentError("message is empty");
   for (const auto& f : req.flags) RETURN_IF_ERROR(ValidateFlag(f));
+  // Exclusive, so not counted in appends_active_ (commit leaders wait for those).
+  if (req.unless_present) return AppendUnlessPresent(req);
   appends_active_.fetch_add(1);
   absl::Cleanup leave = [&] { appends_active_.fetch_sub(1); };
   const std::string guid = Sha1(req.body);
@@ -694,6 +696,43 @@ absl::StatusOr<AppendResult> Slot::Append(const AppendRequest& req) {
     assigned_stale_ = false;
   }
   RETURN_IF_ERROR(WritableLocked());
+  return AppendLocked(req, guid, known, lock);
+}
+
+absl::StatusOr<AppendResult> Slot::AppendUnlessPresent(const AppendRequest& req) {
+  if (req.unless_present->count == 0) {
+    return absl::InvalidArgumentError("unless_present.count must be at least 1");
+  }
+  const std::string guid = Sha1(req.body);
+  ASSIGN_OR_RETURN(const bool known, HasBlobNoWait(guid));
+  RETURN_IF_ERROR(CheckFreeSpace(req.body.size() * 2));
+  std::unique_lock<std::mutex> lock(mu_);
+  // Exclusive: once the queue is empty and index_mu_ is taken, every append
+  // assigned before is in the index, and none comes in until this one is
+  // committed, so the check and the append are one step.
+  RETURN_IF_ERROR(BeginExclusiveLocked(lock));
+  absl::Cleanup end = [&] { EndExclusiveLocked(); };
+  ASSIGN_OR_RETURN(MailboxState * mb, FindByNameLocked(req.mailbox));
+  {
+    std::lock_guard il(index_mu_);
+    ASSIGN_OR_RETURN(std::vector<MessageInfo> messages,
+                     index_->ListMessages(mb->id, /*include_expunged=*/false));
+    uint32_t found = 0;
+    for (const MessageInfo& m : messages) {  // by UID
+      if (m.uid > req.unless_present->above_uid && m.guid == guid &&
+          ++found == req.unless_present->count) {
+        return AppendResult{.uid = m.uid,
+                            .uidvalidity = mb->uidvalidity,
+                            .guid = guid,
+                            .already_present = true};
+      }
+    }
+  }
+  return AppendLocked(req, guid, known, lock);
+}
+
+absl::StatusOr<AppendResult> Slot::AppendLocked(const AppendRequest& req, const std::string& guid,
+                                                bool known, std::unique_lock<std::mutex>& lock) {
   ASSIGN_OR_RETURN(MailboxState * mb, FindByNameLocked(req.mailbox));
   const std::string owner = MailboxOwner(mb->name);
   RETURN_IF_ERROR(CheckQuotaLocked(owner, req.body.size(), 1));

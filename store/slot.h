@@ -114,18 +114,33 @@ struct SlotStats {
   absl::Duration write_time, sync_time, apply_time;
 };
 
+// The condition of a conditional append (salvage's exactly-once rule):
+// append only if the mailbox holds fewer than `count` messages, not
+// expunged, with the body's GUID and a UID above `above_uid`.
+struct UnlessPresent {
+  uint32_t above_uid = 0;
+  uint32_t count = 1;  // at least 1
+};
+
 struct AppendRequest {
   std::string mailbox;  // name, e.g. "user/alice"
   std::string body;     // the exact message bytes
   std::vector<std::string> flags;
   int64_t internal_date = 0;  // seconds since the epoch; 0: now
+  // Set: checked atomically with the append (it runs as an exclusive
+  // operation, so no other append to the slot comes between); if the
+  // message is there already, nothing is appended.
+  std::optional<UnlessPresent> unless_present;
 };
 
 struct AppendResult {
   uint32_t uid = 0;
   uint32_t uidvalidity = 0;
   std::string guid;  // 20 raw bytes
-  uint64_t lsn = 0;
+  uint64_t lsn = 0;  // 0 when already_present
+  // unless_present found the message there already: nothing was appended,
+  // and uid is the matching message's (the count-th such by UID).
+  bool already_present = false;
 };
 
 class Slot {
@@ -149,7 +164,9 @@ class Slot {
   // Refuses a mailbox that has children.
   absl::Status DeleteMailbox(const std::string& name);
   // kOutOfRange: over max_message_bytes; kResourceExhausted: over quota or
-  // disk full; kNotFound: no such mailbox.
+  // disk full; kNotFound: no such mailbox. With request.unless_present, an
+  // exclusive operation (rare: salvage), which may append nothing
+  // (AppendResult::already_present).
   absl::StatusOr<AppendResult> Append(const AppendRequest& request);
   // Copies messages (sharing their bodies); returns the new UIDs in order.
   absl::StatusOr<std::vector<uint32_t>> Copy(const std::string& from,
@@ -277,6 +294,14 @@ class Slot {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<MailboxState*> FindByNameLocked(const std::string& name)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Append()'s assignment and commit, under mu_, after its checks outside
+  // the lock; `known`: the slot has the body already.
+  absl::StatusOr<AppendResult> AppendLocked(const AppendRequest& req, const std::string& guid,
+                                            bool known, std::unique_lock<std::mutex>& lock)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Append() with req.unless_present: the check, then the append, as one
+  // exclusive operation.
+  absl::StatusOr<AppendResult> AppendUnlessPresent(const AppendRequest& req);
   absl::Status CheckQuotaLocked(const std::string& user, uint64_t bytes, uint64_t messages)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::string NewMailboxId();

@@ -531,6 +531,49 @@ TEST_CASE("slot errors come back with the slot's code and message", "[api]") {
   CHECK(h.service().stats().errors == 6);
 }
 
+TEST_CASE("an append with unless_present appends nothing and says already_present when the "
+          "mailbox holds the message above the given UID",
+          "[api]") {
+  ApiHarness h;
+  SetUpMailbox(h);  // message 1 at UID 1
+  auto unless = [](int n, uint32_t above_uid, uint32_t count) {
+    apipb::Request r = AppendTo("user/alice", testing::TestMessage(n));
+    r.mutable_append()->mutable_unless_present()->set_above_uid(above_uid);
+    r.mutable_append()->mutable_unless_present()->set_count(count);
+    return r;
+  };
+  const uint64_t lsn = h.slot().last_lsn();
+  absl::StatusOr<apipb::Response> r = h.Call(unless(1, 0, 1));
+  REQUIRE(r.ok());
+  CHECK(r->already_present());
+  REQUIRE(r->messages_size() == 1);
+  CHECK(r->messages(0).uid() == 1);
+  CHECK(r->messages(0).guid() == absl::BytesToHexString(Sha1(testing::TestMessage(1))));
+  CHECK(h.slot().last_lsn() == lsn);
+
+  // Not above UID 1, or a second copy wanted: appended.
+  r = h.Call(unless(1, 1, 1));
+  REQUIRE(r.ok());
+  CHECK_FALSE(r->already_present());
+  REQUIRE(r->messages_size() == 1);
+  CHECK(r->messages(0).uid() == 2);
+  CHECK(r->lsn() == lsn + 1);
+  r = h.Call(unless(1, 0, 3));
+  REQUIRE(r.ok());
+  CHECK_FALSE(r->already_present());
+  CHECK(r->messages(0).uid() == 3);
+  r = h.Call(unless(1, 0, 3));
+  REQUIRE(r.ok());
+  CHECK(r->already_present());
+  CHECK(r->messages(0).uid() == 3);
+  CHECK(h.Call(ListMsgs("user/alice"))->messages_size() == 3);
+
+  // A count of 0 is refused before it reaches the slot.
+  r = h.Call(unless(1, 0, 0));
+  CHECK(r.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK_THAT(std::string(r.status().message()), Contains("append.unless_present.count"));
+}
+
 TEST_CASE("appends from several connections run concurrently and all land", "[api]") {
   ApiHarness h;
   REQUIRE(h.Call(Create("user/alice")).ok());

@@ -8,6 +8,7 @@
 #include <functional>
 #include <map>
 #include <set>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "asio.hpp"
@@ -201,30 +202,29 @@ TEST_CASE("a slot rewound by DiscardState is empty, stays empty when reopened, k
 class SlotTarget : public SalvageTarget {
  public:
   explicit SlotTarget(Slot& slot) : slot_(slot) {}
-  int appends = 0;
+  int appends = 0;             // messages actually appended
   int fail_after_append = -1;  // the n-th append is stored, then "the reply is lost"
+  // Each call first lets the other coroutines on the io_context run, as a
+  // call over the network would.
+  bool yield = false;
 
-  asio::awaitable<absl::StatusOr<std::vector<std::pair<uint32_t, std::string>>>> List(
-      const std::string& mailbox) override {
-    std::vector<std::pair<uint32_t, std::string>> out;
-    auto msgs = slot_.ListMessages(mailbox, false);
-    if (msgs.status().code() == absl::StatusCode::kNotFound) co_return out;
-    if (!msgs.ok()) co_return msgs.status();
-    for (const MessageInfo& m : *msgs) out.emplace_back(m.uid, m.guid);
-    co_return out;
-  }
-  asio::awaitable<absl::Status> Append(const salvagepb::SalvageMessage& m) override {
+  asio::awaitable<absl::StatusOr<bool>> AppendUnlessPresent(const salvagepb::SalvageMessage& m,
+                                                            uint32_t count) override {
+    if (yield) co_await asio::post(co_await asio::this_coro::executor, asio::use_awaitable);
     if (!slot_.GetMailbox(m.mailbox()).ok()) {
       auto c = slot_.CreateMailbox(m.mailbox());
-      if (!c.ok()) co_return c.status();
+      if (!c.ok() && c.status().code() != absl::StatusCode::kAlreadyExists) co_return c.status();
     }
     auto r = slot_.Append({.mailbox = m.mailbox(),
                            .body = m.body(),
                            .flags = {m.flags().begin(), m.flags().end()},
-                           .internal_date = m.internal_date()});
+                           .internal_date = m.internal_date(),
+                           .unless_present = UnlessPresent{.above_uid = m.fork_uid(),
+                                                           .count = count}});
     if (!r.ok()) co_return r.status();
+    if (r->already_present) co_return false;
     if (++appends == fail_after_append) co_return absl::UnavailableError("connection lost");
-    co_return absl::OkStatus();
+    co_return true;
   }
 
  private:
@@ -343,6 +343,81 @@ TEST_CASE("two identical messages set aside in one mailbox are both salvaged, ea
   CHECK(!RunSalvage(path, *set, target).ok());
   REQUIRE(RunSalvage(path, *set, target).ok());
   CHECK(Bodies(*master, kInbox)[TestMessage(5)] == 2);
+}
+
+TEST_CASE("two salvagers of overlapping salvage sets running at the same time append each "
+          "message once",
+          "[salvage]") {
+  // The old master A stored 12 messages past the fork point (one of them
+  // twice, one in a mailbox created past it); replica B had received A's
+  // records up to some point (all of them, or 5 messages past the fork)
+  // when A died. Both set aside what they hold past the fork point and
+  // salvage it into the new master at the same time.
+  const int b_messages = GENERATE(5, 12);
+  const int threads = GENERATE(1, 2);
+  TempDir a_dir, b_dir;
+  auto a = NewSlot(a_dir.path());
+  REQUIRE(a->CreateMailbox(kInbox).ok());
+  for (int i = 0; i < 3; ++i) Deliver(*a, i);
+  const uint64_t fork = a->last_lsn();
+  for (int n = 10; n < 20; ++n) Deliver(*a, n);
+  Deliver(*a, 15);  // the same bytes again: two messages
+  REQUIRE(a->CreateMailbox("user/alice/Later").ok());
+  REQUIRE(a->Append({.mailbox = "user/alice/Later", .body = TestMessage(30)}).ok());
+  std::vector<LogRecord> records = RecordsFrom(a_dir.path(), 1);
+  if (b_messages < 12) records.resize(fork + b_messages);  // an append per LSN past the fork
+  auto b = NewSlot(b_dir.path());
+  REQUIRE(b->AppendReplicated(records).ok());
+  SalvageSet a_set, b_set;
+  const std::string a_path = WriteSetAside(*a, a_dir.path(), fork, &a_set);
+  const std::string b_path = WriteSetAside(*b, b_dir.path(), fork, &b_set);
+  REQUIRE(a_set.messages.size() == 12);
+  REQUIRE(b_set.messages.size() == static_cast<size_t>(b_messages));
+
+  // The new master: the history up to the fork point, then a delivery of its own.
+  TempDir master_dir;
+  auto master = NewSlot(master_dir.path());
+  REQUIRE(master->CreateMailbox(kInbox).ok());
+  for (int i = 0; i < 3; ++i) Deliver(*master, i);
+  Deliver(*master, 40);
+
+  SlotTarget a_target(*master), b_target(*master);
+  a_target.yield = b_target.yield = true;
+  asio::io_context io;
+  absl::StatusOr<salvagepb::SalvageProgress> a_done = absl::UnknownError("did not run");
+  absl::StatusOr<salvagepb::SalvageProgress> b_done = a_done;
+  asio::co_spawn(io, SalvageInto(a_path, a_set, a_target),
+                 [&](std::exception_ptr, absl::StatusOr<salvagepb::SalvageProgress> r) {
+                   a_done = std::move(r);
+                 });
+  asio::co_spawn(io, SalvageInto(b_path, b_set, b_target),
+                 [&](std::exception_ptr, absl::StatusOr<salvagepb::SalvageProgress> r) {
+                   b_done = std::move(r);
+                 });
+  std::vector<std::thread> more;
+  for (int t = 1; t < threads; ++t) more.emplace_back([&] { io.run(); });
+  io.run();
+  for (std::thread& t : more) t.join();
+  INFO(a_done.status() << " / " << b_done.status());
+  REQUIRE(a_done.ok());
+  REQUIRE(b_done.ok());
+  CHECK(a_done->next() == 12);
+  CHECK(b_done->next() == static_cast<uint32_t>(b_messages));
+  CHECK(a_done->appended() + a_done->already_there() == 12);
+  CHECK(b_done->appended() + b_done->already_there() == static_cast<uint32_t>(b_messages));
+  CHECK(a_target.appends + b_target.appends == 12);
+  CHECK(a_done->appended() + b_done->appended() == 12);
+
+  std::map<std::string, int> inbox = Bodies(*master, kInbox);
+  for (int n : {0, 1, 2, 40, 10, 11, 12, 13, 14, 16, 17, 18, 19}) {
+    INFO("message " << n);
+    CHECK(inbox[TestMessage(n)] == 1);
+  }
+  CHECK(inbox[TestMessage(15)] == 2);
+  CHECK(inbox.size() == 14);
+  std::map<std::string, int> later = Bodies(*master, "user/alice/Later");
+  CHECK(later[TestMessage(30)] == 1);
+  CHECK(later.size() == 1);
 }
 
 // Runs io until done() or 30 s have passed (the server keeps io busy).

@@ -3,7 +3,9 @@
 // snapshots and retention.
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <condition_variable>
+#include <map>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -286,6 +288,127 @@ TEST_CASE("concurrent appends share fsyncs and each gets its own UID", "[slot][g
   auto stats = slot->stats();
   CHECK(stats.commits - commits_before < kThreads * kEach);  // some fsyncs were shared
   CHECK(slot->GetMailbox("user/u").value().messages == kThreads * kEach);
+}
+
+// Appends `n`'s message to user/u unless `count` copies are there above `above_uid`.
+absl::StatusOr<AppendResult> AppendUnless(Slot& slot, int n, uint32_t above_uid, uint32_t count) {
+  return slot.Append({.mailbox = "user/u",
+                      .body = TestMessage(n),
+                      .unless_present = UnlessPresent{.above_uid = above_uid, .count = count}});
+}
+
+TEST_CASE("a conditional append appends nothing when the mailbox already holds the message "
+          "above the given UID",
+          "[slot][conditional-append]") {
+  TempDir dir;
+  auto slot = NewSlot(dir.path());
+  REQUIRE(slot->CreateMailbox("user/u").ok());
+  REQUIRE(slot->Append({.mailbox = "user/u", .body = TestMessage(1)}).ok());  // UID 1
+  REQUIRE(slot->Append({.mailbox = "user/u", .body = TestMessage(2)}).ok());  // UID 2
+  REQUIRE(slot->Append({.mailbox = "user/u", .body = TestMessage(1)}).ok());  // UID 3
+
+  // Message 1 is at UIDs 1 and 3: there above 0 and above 2.
+  const uint64_t lsn = slot->last_lsn();
+  auto there = AppendUnless(*slot, 1, 2, 1);
+  REQUIRE(there.ok());
+  CHECK(there->already_present);
+  CHECK(there->uid == 3);
+  CHECK(there->guid == Sha1(TestMessage(1)));
+  CHECK(slot->last_lsn() == lsn);
+  there = AppendUnless(*slot, 2, 0, 1);
+  REQUIRE(there.ok());
+  CHECK(there->already_present);
+  CHECK(there->uid == 2);
+  CHECK(slot->last_lsn() == lsn);
+
+  // Not above UID 3: appended, with a new UID.
+  auto appended = AppendUnless(*slot, 1, 3, 1);
+  REQUIRE(appended.ok());
+  CHECK_FALSE(appended->already_present);
+  CHECK(appended->uid == 4);
+  CHECK(slot->last_lsn() == lsn + 1);
+  CHECK(Guids(*slot, "user/u").size() == 4);
+
+  // An unknown mailbox and a count of 0 are refused.
+  CHECK(slot->Append({.mailbox = "user/none", .body = TestMessage(1), .unless_present =
+                          UnlessPresent{}})
+            .status()
+            .code() == absl::StatusCode::kNotFound);
+  CHECK(AppendUnless(*slot, 1, 0, 0).status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(slot->last_lsn() == lsn + 1);
+}
+
+TEST_CASE("a conditional append for the k-th copy of a message appends only while fewer than k "
+          "copies are there, and expunged copies do not count",
+          "[slot][conditional-append]") {
+  TempDir dir;
+  auto slot = NewSlot(dir.path());
+  REQUIRE(slot->CreateMailbox("user/u").ok());
+  REQUIRE(slot->Append({.mailbox = "user/u", .body = TestMessage(1)}).ok());  // UID 1, below
+  auto first = AppendUnless(*slot, 1, 1, 1);
+  REQUIRE(first.ok());
+  CHECK_FALSE(first->already_present);  // UID 1 is not above 1
+  CHECK(first->uid == 2);
+  // One copy above UID 1: the second copy is still missing, then there.
+  auto second = AppendUnless(*slot, 1, 1, 2);
+  REQUIRE(second.ok());
+  CHECK_FALSE(second->already_present);
+  CHECK(second->uid == 3);
+  second = AppendUnless(*slot, 1, 1, 2);
+  REQUIRE(second.ok());
+  CHECK(second->already_present);
+  CHECK(second->uid == 3);  // the second copy above UID 1
+  first = AppendUnless(*slot, 1, 1, 1);
+  REQUIRE(first.ok());
+  CHECK(first->already_present);
+  CHECK(first->uid == 2);
+
+  // Expunged, a copy is no longer there.
+  REQUIRE(slot->Expunge("user/u", {2}).ok());
+  second = AppendUnless(*slot, 1, 1, 2);
+  REQUIRE(second.ok());
+  CHECK_FALSE(second->already_present);
+  CHECK(second->uid == 4);
+  auto messages = slot->ListMessages("user/u", false);
+  REQUIRE(messages.ok());
+  CHECK(messages->size() == 3);  // UIDs 1, 3, 4
+}
+
+TEST_CASE("conditional appends of the same message from many threads, beside plain appends, "
+          "append it once",
+          "[slot][conditional-append][group-commit]") {
+  TempDir dir;
+  auto slot = NewSlot(dir.path());
+  REQUIRE(slot->CreateMailbox("user/u").ok());
+  constexpr int kThreads = 8, kEach = 10;
+  std::atomic<int> appended{0}, present{0}, failed{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i) {
+        // Plain appends of other messages in between keep group commit busy.
+        if (!slot->Append({.mailbox = "user/u", .body = TestMessage(1000 + t * kEach + i)}).ok()) {
+          ++failed;
+        }
+        auto r = AppendUnless(*slot, i, 0, 1);
+        if (!r.ok()) {
+          ++failed;
+        } else {
+          ++(r->already_present ? present : appended);
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  CHECK(failed == 0);
+  CHECK(appended == kEach);
+  CHECK(present == (kThreads - 1) * kEach);
+  std::map<std::string, int> copies;
+  for (const std::string& guid : Guids(*slot, "user/u")) ++copies[guid];
+  for (int i = 0; i < kEach; ++i) {
+    INFO("message " << i);
+    CHECK(copies[Sha1(TestMessage(i))] == 1);
+  }
 }
 
 TEST_CASE("an append to a mailbox that GetMailbox already shows never fails as unknown, even "
