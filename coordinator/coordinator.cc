@@ -16,9 +16,11 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/clock.h"
 #include "common/net.h"
 #include "common/status_macros.h"
 #include "coordinator/schema.h"
@@ -124,7 +126,8 @@ absl::Status ValidateUser(absl::string_view user) {
 
 absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Open(const std::string& path,
                                                                CoordinatorOptions options) {
-  if (!options.now_ms) options.now_ms = WallClockMs;
+  if (!options.now_ms) options.now_ms = BootMillis;
+  if (!options.wall_ms) options.wall_ms = WallClockMs;
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) {
     return absl::FailedPreconditionError(
@@ -160,6 +163,9 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Open(const std::string
         "': --cluster-id is only used to create a new database; omit it or give --db the "
         "right file"));
   }
+  // Before a new lease period: the stored expiries were granted with the
+  // stored one.
+  RETURN_IF_ERROR(c->ClampPersistedTimes());
   if (c->options_.lease_ms != 0 && c->options_.lease_ms != c->lease_ms_) {
     RETURN_IF_ERROR(c->SetLeaseMs(c->options_.lease_ms));
   }
@@ -205,6 +211,37 @@ absl::Status Coordinator::SetLeaseMs(uint32_t lease_ms) {
   });
 }
 
+absl::Status Coordinator::ClampPersistedTimes() {
+  // The database holds now_ms() values: still exact after a restart of
+  // coordinatord on the same boot, meaningless after a reboot (BootMillis
+  // starts again near 0; a database written by a coordinatord that used
+  // Unix ms holds values far in the future). None may lie in the future,
+  // or a dead host would look alive (and a report young) indefinitely.
+  // Capping a lease expiry at now + lease_ms is conservative: the real one
+  // (after a reboot) has passed. Safety does not rest on these values
+  // anyway: a forced promotion always waits lease_ms on this clock after it
+  // begins, whatever the stored expiry (coordinator/promote.h), and a
+  // planned failover waits for the master itself to report it is fenced.
+  return InTransaction(true, [&](Txn&) -> absl::Status {
+    const int64_t now = Now();
+    ASSIGN_OR_RETURN(Statement lease,
+                     db_->Prepare("UPDATE leases SET expires_ms = ? WHERE expires_ms > ?"));
+    lease.Bind(1, now + static_cast<int64_t>(lease_ms_));
+    lease.Bind(2, now + static_cast<int64_t>(lease_ms_));
+    RETURN_IF_ERROR(lease.Run());
+    ASSIGN_OR_RETURN(Statement beat, db_->Prepare("UPDATE hosts SET last_heartbeat_ms = ? "
+                                                  "WHERE last_heartbeat_ms > ?"));
+    beat.Bind(1, now);
+    beat.Bind(2, now);
+    RETURN_IF_ERROR(beat.Run());
+    ASSIGN_OR_RETURN(Statement report,
+                     db_->Prepare("UPDATE slots SET status_ms = ? WHERE status_ms > ?"));
+    report.Bind(1, now);
+    report.Bind(2, now);
+    return report.Run();
+  });
+}
+
 // --- transactions and shared helpers ---
 
 absl::Status Coordinator::InTransaction(bool write,
@@ -230,7 +267,7 @@ absl::Status Coordinator::AppendEvent(Txn& txn, uint64_t store_id, absl::string_
                                       absl::string_view detail) {
   ASSIGN_OR_RETURN(Statement st, db_->Prepare("INSERT INTO events (time_ms, store_id, kind, "
                                               "detail) VALUES (?, ?, ?, ?)"));
-  st.Bind(1, Now());
+  st.Bind(1, WallNow());  // history: the wall clock
   st.Bind(2, static_cast<int64_t>(store_id));
   st.Bind(3, kind);
   st.Bind(4, detail);
@@ -337,6 +374,7 @@ absl::Status Coordinator::FillAssignments(Txn& txn, const std::string& host, boo
   out->set_version(txn.versions.topology);
   out->set_cluster_id(cluster_id_);
   out->set_lease_ms(lease_ms_);
+  out->set_vouch_grace_ms(options_.vouch_grace_ms);
   out->set_directory_version(txn.versions.directory);
   if (include_slots) {
     ASSIGN_OR_RETURN(Statement st,
@@ -546,6 +584,7 @@ absl::StatusOr<coordpb::HeartbeatReply> Coordinator::Heartbeat(
   }));
   ++report_sequence_;
   report_sequence_by_host_[host] = report_sequence_;
+  if (known_by_host_[host].topology != request.known_version()) topology_since_[host] = Now();
   known_by_host_[host] = {request.known_version(), request.known_directory_version()};
   for (const coordpb::SlotStatus& s : request.slots()) {
     report_sequence_by_slot_[s.slot_id()] = report_sequence_;
@@ -1026,6 +1065,12 @@ absl::StatusOr<bool> Coordinator::HostAlive(const std::string& host) {
   return last_beat > 0 && Now() - last_beat <= static_cast<int64_t>(lease_ms_);
 }
 
+std::optional<int64_t> Coordinator::HoldsSince(const std::string& host, uint64_t version) const {
+  auto known = known_by_host_.find(host);
+  if (known == known_by_host_.end() || known->second.topology < version) return std::nullopt;
+  return topology_since_.at(host);
+}
+
 bool Coordinator::HostHeardAfter(const std::string& host, uint64_t sequence) const {
   auto it = report_sequence_by_host_.find(host);
   return it != report_sequence_by_host_.end() && it->second > sequence;
@@ -1201,6 +1246,7 @@ absl::StatusOr<PromotionPlan> Coordinator::BeginPromotion(const coordpb::Promote
       }
       ASSIGN_OR_RETURN(bool alive, HostAlive(m.host()));
       (alive ? live_replicas : dead_replicas).push_back(SlotAt(m.slot_id(), m.host()));
+      plan.replica_hosts.push_back(m.host());
     }
     ASSIGN_OR_RETURN(bool master_alive, HostAlive(master_host));
     if (master_alive) {
@@ -1228,9 +1274,13 @@ absl::StatusOr<PromotionPlan> Coordinator::BeginPromotion(const coordpb::Promote
     plan.epoch = store.epoch() + 1;
     plan.from_slot_id = master;
     plan.from_host = master_host;
-    plan.from_last_lsn = report ? report->status.last_lsn() : 0;
     plan.reason = ReasonOrDefault(request.reason());
     plan.began_ms = Now();
+    if (report) {
+      plan.from_reported = true;
+      plan.from_last_lsn = report->status.last_lsn();
+      plan.from_report_age_ms = std::max<int64_t>(0, plan.began_ms - report->arrived_ms);
+    }
     plan.began_sequence = report_sequence_;
     RETURN_IF_ERROR(AppendEvent(
         txn, store_id, "promote_begin",
@@ -1238,7 +1288,9 @@ absl::StatusOr<PromotionPlan> Coordinator::BeginPromotion(const coordpb::Promote
                      plan.from_last_lsn, "), epoch ", store.epoch(), " -> ", plan.epoch,
                      ", reason: ", plan.reason,
                      "; store fenced, waiting for the old master's lease to run out")));
-    return BumpTopology(txn);
+    RETURN_IF_ERROR(BumpTopology(txn));
+    plan.topology_version = txn.versions.topology;
+    return absl::OkStatus();
   }));
   return plan;
 }
@@ -1289,21 +1341,35 @@ absl::StatusOr<Promotion> Coordinator::PromoteMaster(const PromotionPlan& plan) 
                                                  " can become the master (",
                                                  ShortList(skipped), ")"));
     }
+    // The old master may have written past its last report (it can keep
+    // writing while a replica answers it, long after the coordinator lost
+    // it): only a report newer than the target's bounds the loss from below.
     out.lost_from_lsn = out.to_last_lsn + 1;
-    out.lost_to_lsn = plan.from_last_lsn;
+    out.lost_to_lsn =
+        plan.from_reported && plan.from_last_lsn >= out.lost_from_lsn ? plan.from_last_lsn : 0;
     ASSIGN_OR_RETURN(Statement st, db_->Prepare("UPDATE stores SET master_slot_id = ?, "
                                                 "fenced = 0 WHERE store_id = ?"));
     st.Bind(1, static_cast<int64_t>(out.to_slot_id));
     st.Bind(2, static_cast<int64_t>(plan.store_id));
     RETURN_IF_ERROR(st.Run());
     RETURN_IF_ERROR(GrantLease(txn, plan.store_id, out.to_slot_id));
-    const std::string lost =
-        out.lost_to_lsn < out.lost_from_lsn
-            ? absl::StrCat("nothing lost as of the old master's last report (LSN ",
-                           plan.from_last_lsn, ")")
-            : absl::StrCat("LSNs ", out.lost_from_lsn, "..", out.lost_to_lsn,
-                           " may be lost (the old master's records past the fork point must "
-                           "be salvaged when it returns)");
+    const std::string last_report =
+        plan.from_reported
+            ? absl::StrCat("its last report (LSN ", plan.from_last_lsn, ", ",
+                           absl::StrFormat("%.1f s", plan.from_report_age_ms / 1000.0),
+                           " before the promotion began)")
+            : std::string("it never reported");
+    const std::string lost = absl::StrCat(
+        "may be lost: ",
+        out.lost_to_lsn != 0
+            ? absl::StrCat("LSNs ", out.lost_from_lsn, "..", out.lost_to_lsn,
+                           " and any later ones that the old master wrote; ", last_report,
+                           " is newer than the new master's")
+            : absl::StrCat("LSNs past ", out.to_last_lsn, " that the old master wrote; ",
+                           last_report,
+                           plan.from_reported ? " is not newer than the new master's" : "",
+                           ", so how many is unknown"),
+        "; they are salvaged when it returns");
     RETURN_IF_ERROR(AppendEvent(
         txn, plan.store_id, "promote",
         absl::StrCat(SlotAt(plan.from_slot_id, plan.from_host), " -> ",
@@ -1383,7 +1449,7 @@ absl::StatusOr<coordpb::RecordCheckReply> Coordinator::RecordCheck(
                      db_->Prepare("INSERT OR REPLACE INTO checks (store_id, time_ms, result, "
                                   "summary, deep) VALUES (?, ?, ?, ?, ?)"));
     st.Bind(1, static_cast<int64_t>(request.store_id()));
-    st.Bind(2, Now());
+    st.Bind(2, WallNow());  // shown as a date
     st.Bind(3, result);
     st.Bind(4, request.summary());
     st.Bind(5, static_cast<int64_t>(request.deep() ? 1 : 0));
@@ -1436,6 +1502,11 @@ absl::StatusOr<coordpb::RecordSalvageReply> Coordinator::RecordSalvage(
 absl::StatusOr<coordpb::GetStatusReply> Coordinator::GetStatus(const coordpb::GetStatus&) {
   coordpb::GetStatusReply reply;
   const int64_t now = Now();
+  const int64_t wall = WallNow();
+  // Times are decided on now_ms() but shown as Unix ms: convert at the
+  // moment of answering (0, "never", stays 0).
+  auto as_wall = [&](int64_t mono) -> int64_t { return mono == 0 ? 0 : wall + (mono - now); };
+  reply.set_answered_ms(wall);
   RETURN_IF_ERROR(InTransaction(false, [&](Txn& txn) -> absl::Status {
     reply.set_cluster_id(cluster_id_);
     reply.set_version(txn.versions.topology);
@@ -1452,9 +1523,9 @@ absl::StatusOr<coordpb::GetStatusReply> Coordinator::GetStatus(const coordpb::Ge
       coordpb::HostStatus* h = reply.add_hosts();
       h->set_host(hosts.ColumnText(0));
       h->set_metrics_address(hosts.ColumnText(1));
-      h->set_last_heartbeat_ms(hosts.ColumnInt(2));
-      h->set_alive(h->last_heartbeat_ms() > 0 &&
-                   now - h->last_heartbeat_ms() <= static_cast<int64_t>(lease_ms_));
+      const int64_t last_beat = hosts.ColumnInt(2);
+      h->set_last_heartbeat_ms(as_wall(last_beat));
+      h->set_alive(last_beat > 0 && now - last_beat <= static_cast<int64_t>(lease_ms_));
       alive[h->host()] = h->alive();
       if (auto known = known_by_host_.find(h->host()); known != known_by_host_.end()) {
         h->set_known_version(known->second.topology);
@@ -1551,7 +1622,7 @@ absl::StatusOr<coordpb::GetStatusReply> Coordinator::GetStatus(const coordpb::Ge
 
       lease.Bind(1, static_cast<int64_t>(store_id));
       ASSIGN_OR_RETURN(bool have_lease, lease.Step());
-      ss->set_lease_expires_ms(have_lease ? lease.ColumnInt(0) : 0);
+      ss->set_lease_expires_ms(as_wall(have_lease ? lease.ColumnInt(0) : 0));
       lease.Reset();
       users.Bind(1, static_cast<int64_t>(store_id));
       ASSIGN_OR_RETURN(bool counted, users.Step());

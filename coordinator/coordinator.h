@@ -49,6 +49,8 @@ inline constexpr uint32_t kMaxHistoryLimit = 100000;
 inline constexpr const char* kCheckResults[] = {"consistent", "differs", "repaired",
                                                 "unchecked"};
 
+inline constexpr uint32_t kDefaultVouchGraceMs = 30000;
+
 struct CoordinatorOptions {
   // Used only when the database is created; if set and the database
   // belongs to another cluster, Open() fails (kFailedPrecondition).
@@ -56,8 +58,19 @@ struct CoordinatorOptions {
   // The master lease period. 0: keep the database's. A different value is
   // written to the database (a topology change: hosts receive it).
   uint32_t lease_ms = 0;
-  // Unix milliseconds now; tests pass a fake clock. Default: the wall clock.
+  // The clock of every decision: leases, host liveness, report times,
+  // failover and promotion waits. Monotonic milliseconds (their origin
+  // means nothing); tests pass a fake clock. Default: BootMillis()
+  // (common/clock.h), which no wall-clock step moves.
   std::function<int64_t()> now_ms;
+  // Unix milliseconds, only for what is recorded or shown: event and check
+  // times, and the times GetStatus reports (converted from now_ms at the
+  // moment of answering). Default: the wall clock.
+  std::function<int64_t()> wall_ms;
+  // Sent to hosts with their assignments (Assignments.vouch_grace_ms): how
+  // long a replica vouches for its master past its own coordinator
+  // contact. Not stored: each coordinatord start sets it.
+  uint32_t vouch_grace_ms = kDefaultVouchGraceMs;
 };
 
 // The two versions a heartbeat compares.
@@ -70,7 +83,7 @@ struct Versions {
 // A slot's last report (Heartbeat.slots) and when it arrived.
 struct SlotReport {
   coordpb::SlotStatus status;
-  int64_t arrived_ms = 0;  // Unix ms by the coordinator's clock (slots.status_ms)
+  int64_t arrived_ms = 0;  // now_ms() when it arrived (slots.status_ms)
   // Heartbeats recorded by this Coordinator are numbered 1, 2, ...; this is
   // the number of the one that carried the report (0: it arrived before
   // the database was opened). Orders reports exactly, unlike arrived_ms.
@@ -97,11 +110,15 @@ struct PromotionPlan {
   uint64_t epoch = 0;            // the new epoch, E + 1 (the store's now)
   uint64_t from_slot_id = 0;     // the old master
   std::string from_host;
+  bool from_reported = false;    // the old master has a last report
   uint64_t from_last_lsn = 0;    // its last reported last_lsn (0: never reported)
+  int64_t from_report_age_ms = 0;  // began_ms - when that report arrived
   std::string reason;
-  int64_t began_ms = 0;
+  int64_t began_ms = 0;          // now_ms()
   uint64_t began_sequence = 0;   // heartbeats numbered higher came after the begin
-  int64_t lease_expires_ms = 0;  // the old master's lease (leases table) at the begin
+  int64_t lease_expires_ms = 0;  // the old master's lease (leases table, now_ms) at the begin
+  uint64_t topology_version = 0;  // the version that carries the new epoch
+  std::vector<std::string> replica_hosts;  // hosts of the store's other slots
 };
 
 // A forced promotion's switch (PromoteMaster).
@@ -110,8 +127,11 @@ struct Promotion {
   uint64_t to_slot_id = 0;
   std::string to_host;
   uint64_t to_last_lsn = 0;      // the target's own last report
-  // What the old master may have acknowledged that the target lacks:
-  // (lost_from_lsn - 1, lost_to_lsn], empty when lost_to_lsn < lost_from_lsn.
+  // What the old master may have written that the target lacks: every LSN
+  // from lost_from_lsn (to_last_lsn + 1) on. lost_to_lsn is the old
+  // master's last reported LSN if that is >= lost_from_lsn (these at least;
+  // it may have written more after that report), else 0: how many is
+  // unknown (coordpb.PromoteReply).
   uint64_t lost_from_lsn = 0;
   uint64_t lost_to_lsn = 0;
 };
@@ -213,6 +233,11 @@ class Coordinator {
   // True if a RegisterHost or Heartbeat from `host` was recorded after
   // heartbeat number `sequence` (see SlotReport::sequence).
   bool HostHeardAfter(const std::string& host, uint64_t sequence) const;
+  // Since when (now_ms) `host` says in its heartbeats that it holds
+  // topology version `version` or a later one (it applied it before that
+  // heartbeat was sent); nullopt if its last heartbeat named an older one.
+  std::optional<int64_t> HoldsSince(const std::string& host, uint64_t version) const;
+  uint32_t vouch_grace_ms() const { return options_.vouch_grace_ms; }
 
   // The slot's last report, or nullopt if it never reported.
   absl::StatusOr<std::optional<SlotReport>> LastReport(uint64_t slot_id);
@@ -230,8 +255,10 @@ class Coordinator {
   const std::string& cluster_id() const { return cluster_id_; }
   uint32_t lease_ms() const { return lease_ms_; }
   const std::string& path() const { return db_->path(); }
-  // Unix ms by the coordinator's clock (fake in tests).
+  // The decision clock (CoordinatorOptions::now_ms; fake in tests).
   int64_t now_ms() const { return options_.now_ms(); }
+  // The wall clock (CoordinatorOptions::wall_ms), Unix ms.
+  int64_t wall_ms() const { return options_.wall_ms(); }
 
   // Called after every commit that changed a version (on the calling
   // thread, after the transaction ended).
@@ -253,6 +280,7 @@ class Coordinator {
   // it succeeded, rolls back otherwise; then publishes new versions.
   absl::Status InTransaction(bool write, const std::function<absl::Status(Txn&)>& body);
   int64_t Now() const { return options_.now_ms(); }
+  int64_t WallNow() const { return options_.wall_ms(); }
 
   // Helpers used inside a transaction.
   absl::Status AppendEvent(Txn& txn, uint64_t store_id, absl::string_view kind,
@@ -267,11 +295,15 @@ class Coordinator {
   // Clears the store's fenced flag (a failover or promotion ended).
   absl::Status Unfence(Txn& txn, uint64_t store_id);
   absl::Status SetLeaseMs(uint32_t lease_ms);
+  // At Open: caps the persisted now_ms() values (lease expiries, last
+  // heartbeats, report times), which are meaningless if the machine
+  // rebooted since they were written, so none lies in the future.
+  absl::Status ClampPersistedTimes();
   // At Open: a store left fenced by a coordinatord that stopped during a
   // failover or a promotion is unfenced ("failover_aborted"), as none runs
   // now; a promotion's new epoch is kept.
   absl::Status AbortInterruptedFailovers();
-  // The host's last heartbeat (Unix ms; 0: never, or no such host).
+  // The host's last heartbeat (now_ms(); 0: never, or no such host).
   absl::StatusOr<int64_t> LastHeartbeatMs(const std::string& host);
   // Heard from within the lease period.
   absl::StatusOr<bool> HostAlive(const std::string& host);
@@ -297,6 +329,8 @@ class Coordinator {
   std::map<std::string, uint64_t> report_sequence_by_host_;
   // What each host's last heartbeat said it holds (GetStatus shows it).
   std::map<std::string, Versions> known_by_host_;
+  // When each host's heartbeats first named their current topology version.
+  std::map<std::string, int64_t> topology_since_;
 };
 
 // Normalizes a LookupUser name ("Bob", "bob+lists", "Bob@example.com") to

@@ -37,6 +37,12 @@ Options:
                     a random id); with an existing FILE it must match
   --lease-ms N      master lease period in ms, 100..3600000 (default 6000);
                     a new value is stored and sent to every host
+  --vouch-grace-ms N
+                    how long past its own coordinator contact a replica
+                    still vouches for its master (default 30000): mail
+                    flows that long through a coordinator outage, and a
+                    forced promotion may wait that long more when a
+                    replica did not learn the new epoch
   --socketmap-listen ADDR:PORT
                     also serve Postfix's socketmap lookups (maps "transport"
                     and "mailbox") on ADDR:PORT; docs/operations.md
@@ -70,11 +76,12 @@ int main(int argc, char** argv) {
   std::string db_path, listen, secret_file, cluster_id, socketmap_listen;
   std::vector<std::string> socketmap_domains;
   uint64_t lease_ms = 6000;
+  uint32_t vouch_grace_ms = coord::kDefaultVouchGraceMs;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     std::string v;
     const bool takes_value = a == "--db" || a == "--listen" || a == "--secret-file" ||
-                             a == "--cluster-id" || a == "--lease-ms" ||
+                             a == "--cluster-id" || a == "--lease-ms" || a == "--vouch-grace-ms" ||
                              a == "--socketmap-listen" || a == "--socketmap-domains";
     if (takes_value) {
       if (i + 1 >= argc) return Usage(a + " needs a value");
@@ -101,6 +108,11 @@ int main(int argc, char** argv) {
         return Usage(absl::StrCat("--lease-ms: '", v, "' is not a number in ", kMinLeaseMs, "..",
                                   kMaxLeaseMs));
       }
+    } else if (a == "--vouch-grace-ms") {
+      if (!absl::SimpleAtoi(v, &vouch_grace_ms) || vouch_grace_ms > kMaxLeaseMs) {
+        return Usage(absl::StrCat("--vouch-grace-ms: '", v, "' is not a number in 0..",
+                                  kMaxLeaseMs));
+      }
     } else {
       return Usage("unknown argument '" + a + "'");
     }
@@ -112,7 +124,9 @@ int main(int argc, char** argv) {
   if (!secret.ok()) return Fail(absl::StrCat("--secret-file: ", secret.status().message()));
 
   absl::StatusOr<std::unique_ptr<coord::Coordinator>> coordinator = coord::Coordinator::Open(
-      db_path, {.cluster_id = cluster_id, .lease_ms = static_cast<uint32_t>(lease_ms)});
+      db_path, {.cluster_id = cluster_id,
+                .lease_ms = static_cast<uint32_t>(lease_ms),
+                .vouch_grace_ms = vouch_grace_ms});
   if (!coordinator.ok()) return Fail(std::string(coordinator.status().message()));
   coord::Coordinator& c = **coordinator;
 

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/log.h"
+#include "common/status_macros.h"
 
 namespace mailrepl::coord {
 namespace {
@@ -40,6 +41,10 @@ asio::awaitable<absl::StatusOr<coordpb::PromoteReply>> PromoteRunner::Run(
   const PromotionPlan plan = *std::move(begun);
   const std::string from = SlotAt(plan.from_slot_id, plan.from_host);
   const int64_t lease_ms = coordinator_.lease_ms();
+  // All on the coordinator's monotonic clock (Coordinator::now_ms), which a
+  // wall-clock step does not move. The wait is at least lease_ms after the
+  // begin whatever the stored expiry says (which, after a reboot of this
+  // machine, is only an upper bound: Coordinator::ClampPersistedTimes).
   const int64_t wait_until =
       std::max(plan.lease_expires_ms, plan.began_ms + lease_ms) + kPromoteMarginMs;
   LogLine(Severity::kWarning, "promotion began",
@@ -58,6 +63,35 @@ asio::awaitable<absl::StatusOr<coordpb::PromoteReply>> PromoteRunner::Run(
   };
   asio::awaitable<absl::StatusOr<bool>> wait_lease = waiter_.WaitUntil(wait_until, host_back);
   absl::StatusOr<bool> waited = co_await std::move(wait_lease);
+  // A replica's vouch lasts at most lease_ms from when it gave it, and it
+  // gives none once it applied E + 1 nor past its own coordinator contact
+  // + lease + grace (before the begin, or it would have learned E + 1).
+  // So the old master's replica path ends by, per replica host, min(when
+  // it first said it holds E + 1, began) + lease_ms... capped at began +
+  // lease + grace. Wait for the latest; a replica reporting E + 1 shortens
+  // the wait (docs/operations.md "Why a fenced master stops in time").
+  auto vouch_ends = [&]() -> int64_t {
+    int64_t latest = 0;
+    const int64_t cap = plan.began_ms + lease_ms + coordinator_.vouch_grace_ms();
+    for (const std::string& host : plan.replica_hosts) {
+      std::optional<int64_t> since = coordinator_.HoldsSince(host, plan.topology_version);
+      latest = std::max(latest, since ? std::min(*since + lease_ms, cap) : cap);
+    }
+    return latest + kPromoteMarginMs;
+  };
+  while (waited.ok() && !waiter_.shutting_down()) {
+    const int64_t until = vouch_ends();
+    if (coordinator_.now_ms() >= until) break;
+    LogLine(Severity::kInfo, "promotion waits for replicas that may still vouch",
+            Kv("store", plan.store_id) + Kv("from", from) +
+                Kv("wait_ms", until - coordinator_.now_ms()));
+    std::function<absl::StatusOr<bool>()> sooner = [&]() -> absl::StatusOr<bool> {
+      RETURN_IF_ERROR(host_back().status());
+      return vouch_ends() < until;
+    };
+    asio::awaitable<absl::StatusOr<bool>> wait_vouch = waiter_.WaitUntil(until, sooner);
+    waited = co_await std::move(wait_vouch);
+  }
 
   absl::StatusOr<Promotion> switched = absl::UnknownError("not switched");
   if (!waited.ok()) {
@@ -93,7 +127,10 @@ asio::awaitable<absl::StatusOr<coordpb::PromoteReply>> PromoteRunner::Run(
   LogLine(Severity::kWarning, "promotion switched",
           Kv("store", plan.store_id) + Kv("from", from) + Kv("to", to) +
               Kv("epoch", plan.epoch) + Kv("lost_from_lsn", p.lost_from_lsn) +
-              Kv("lost_to_lsn", p.lost_to_lsn));
+              Kv("lost_to_lsn", p.lost_to_lsn) +
+              Kv("old_master_last_lsn",
+                 plan.from_reported ? absl::StrCat(plan.from_last_lsn) : "none") +
+              Kv("old_master_report_age_ms", plan.from_report_age_ms));
 
   // d. The new master confirms.
   const int64_t timeout =
@@ -127,6 +164,10 @@ asio::awaitable<absl::StatusOr<coordpb::PromoteReply>> PromoteRunner::Run(
   reply.set_from_slot_id(plan.from_slot_id);
   reply.set_lost_from_lsn(p.lost_from_lsn);
   reply.set_lost_to_lsn(p.lost_to_lsn);
+  if (plan.from_reported) {
+    reply.mutable_old_master_report()->set_last_lsn(plan.from_last_lsn);
+    reply.mutable_old_master_report()->set_age_ms(static_cast<uint64_t>(plan.from_report_age_ms));
+  }
   reply.set_waited_ms(ClampMs(switched_ms - plan.began_ms));
   reply.set_took_ms(ClampMs(coordinator_.now_ms() - start));
   LogLine(Severity::kInfo, "promotion done",

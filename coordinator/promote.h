@@ -15,14 +15,18 @@
 //      fenced itself. If its host heartbeats meanwhile, abort: it is back,
 //      use a planned failover;
 //   c. PromoteMaster: the live replica with the highest last_lsn becomes
-//      master at E + 1, unfenced, with the lease; the LSNs past its last
-//      one that the old master reported are recorded as possibly lost;
+//      master at E + 1, unfenced, with the lease; every LSN past its last
+//      one that the old master wrote may be lost: the reply and the event
+//      give the old master's last report (LSN, age), which bounds the
+//      loss from below only if it is newer than the new master's;
 //   d. wait (timeout_ms from (c), default 10 s) until it reports MASTER at
 //      E + 1, unfenced; DEADLINE_EXCEEDED says the switch is committed.
 // Aborting before (c) (the old master's host came back, no live replica,
 // shutdown) unfences the store and keeps the master at epoch E + 1: the
 // replicas have noted it already, and the old master begins it when it
 // returns. The call takes up to 2 x lease_ms + kPromoteMarginMs + timeout.
+// Every time here is on the Coordinator's decision clock (now_ms: monotonic,
+// so a wall-clock step on this host does not end the wait early).
 //
 // Thread-compatible: construct and Run on the io thread.
 //

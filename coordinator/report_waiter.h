@@ -34,7 +34,7 @@ class ReportWaiter {
   ReportWaiter& operator=(const ReportWaiter&) = delete;
 
   // Waits until done() is true (checked now and at every Wake), the
-  // deadline (Coordinator clock, Unix ms) passes, or Shutdown. True: done;
+  // deadline (Coordinator::now_ms, the monotonic decision clock) passes, or Shutdown. True: done;
   // false: the deadline passed or shutting_down(); an error from done()
   // ends the wait with it.
   asio::awaitable<absl::StatusOr<bool>> WaitUntil(int64_t deadline_ms,

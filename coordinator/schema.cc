@@ -12,6 +12,10 @@ namespace {
 
 // Migration 1: every table of the first release. Later migrations append to
 // Migrations() below; never edit a migration that has shipped.
+// Note: hosts.last_heartbeat_ms, slots.status_ms and leases.expires_ms now
+// hold the coordinator's monotonic clock (Coordinator::now_ms, CLOCK_BOOTTIME),
+// not Unix ms as their comments below say; Coordinator::Open caps them
+// (ClampPersistedTimes). events.time_ms and checks.time_ms stay Unix ms.
 constexpr char kSchemaV1[] = R"sql(
 CREATE TABLE cluster (
   id                INTEGER PRIMARY KEY CHECK (id = 1),

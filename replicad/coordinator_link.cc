@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "rpc/rpc_client.h"
 
@@ -44,7 +45,7 @@ void CoordinatorLink::ReportNow() {
 awaitable<void> CoordinatorLink::Report() {
   do {
     report_again_ = false;
-    const absl::Time sent = absl::Now();
+    const absl::Duration sent = SinceBoot();
     absl::StatusOr<coordpb::Response> r = co_await reporter_->Call<coordpb::Response>(
         HeartbeatRequest(absl::ZeroDuration()), absl::Seconds(3));
     if (stopping_) break;
@@ -64,12 +65,12 @@ coordpb::Request CoordinatorLink::HeartbeatRequest(absl::Duration wait) {
   return request;
 }
 
-void CoordinatorLink::Absorb(const coordpb::HeartbeatReply& reply, absl::Time sent) {
+void CoordinatorLink::Absorb(const coordpb::HeartbeatReply& reply, absl::Duration sent) {
   // Assignments first, then the contact: a reply that fences a slot must
   // not first renew its right to write.
   struct Heard {
     CoordinatorLink* link;
-    absl::Time sent;
+    absl::Duration sent;
     ~Heard() {
       link->last_heard_ = std::max(link->last_heard_, sent);
       link->options_.on_heard(sent);
@@ -96,7 +97,7 @@ void CoordinatorLink::Absorb(const coordpb::HeartbeatReply& reply, absl::Time se
 awaitable<absl::Status> CoordinatorLink::Register() {
   coordpb::Request request;
   *request.mutable_register_host() = options_.registration;
-  const absl::Time sent = absl::Now();
+  const absl::Duration sent = SinceBoot();
   absl::StatusOr<coordpb::Response> r =
       co_await client_->Call<coordpb::Response>(request, absl::Seconds(5));
   if (!r.ok()) co_return r.status();
@@ -115,7 +116,7 @@ awaitable<absl::Status> CoordinatorLink::Register() {
 }
 
 awaitable<absl::Status> CoordinatorLink::Beat() {
-  const absl::Time sent = absl::Now();
+  const absl::Duration sent = SinceBoot();
   absl::StatusOr<coordpb::Response> r = co_await client_->Call<coordpb::Response>(
       HeartbeatRequest(options_.poll), options_.poll + absl::Seconds(5));
   if (!r.ok()) co_return r.status();

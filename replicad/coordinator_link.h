@@ -38,8 +38,8 @@ struct CoordinatorLinkOptions {
   absl::Duration poll = absl::Seconds(1);
   // Assignments (complete, or with users only when users_included).
   std::function<void(const coordpb::Assignments&)> on_assignments;
-  // The coordinator answered a heartbeat sent at this time.
-  std::function<void(absl::Time sent)> on_heard;
+  // The coordinator answered a heartbeat sent at this time (SinceBoot()).
+  std::function<void(absl::Duration sent)> on_heard;
   // The slots' status for the next heartbeat.
   std::function<std::vector<coordpb::SlotStatus>()> status;
 };
@@ -61,7 +61,7 @@ class CoordinatorLink {
   // Poll length, adjusted once the lease period is known (a third of it).
   void set_poll(absl::Duration poll) { options_.poll = poll; }
   bool connected() const { return connected_; }
-  absl::Time last_heard() const { return last_heard_; }
+  absl::Duration last_heard() const { return last_heard_; }  // SinceBoot() of the send
 
  private:
   asio::awaitable<absl::Status> Register();
@@ -69,7 +69,7 @@ class CoordinatorLink {
   asio::awaitable<void> Report();
   // Applies a heartbeat reply's assignments unless they are older than
   // what was applied already (the long poll and a report may cross).
-  void Absorb(const coordpb::HeartbeatReply& reply, absl::Time sent);
+  void Absorb(const coordpb::HeartbeatReply& reply, absl::Duration sent);
   coordpb::Request HeartbeatRequest(absl::Duration wait);
 
   asio::io_context& io_;
@@ -82,7 +82,7 @@ class CoordinatorLink {
   bool stopping_ = false;
   bool registered_ = false;
   std::atomic<bool> connected_ = false;  // read by LMTP threads (Replicad::Directory)
-  absl::Time last_heard_ = absl::InfinitePast();
+  absl::Duration last_heard_ = -absl::InfiniteDuration();
   uint64_t version_ = 0;
   uint64_t directory_version_ = 0;
 };

@@ -1,6 +1,7 @@
 #include "replicad/replicad.h"
 
 #include "absl/strings/str_cat.h"
+#include "common/clock.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
 #include "common/log.h"
@@ -115,7 +116,7 @@ absl::Status Replicad::Start() {
                .registration = reg,
                .on_assignments = [this](const coordpb::Assignments& a) { ApplyAssignments(a); },
                .on_heard =
-                   [this](absl::Time sent) {
+                   [this](absl::Duration sent) {
                      for (auto& [id, s] : slots_) s->CoordinatorHeard(sent);
                    },
                .status =
@@ -150,6 +151,7 @@ void Replicad::ApplyAssignments(const coordpb::Assignments& a) {
     known_.set_version(a.version());
     known_.set_cluster_id(a.cluster_id());
     known_.set_lease_ms(a.lease_ms());
+    known_.set_vouch_grace_ms(a.vouch_grace_ms());
     *known_.mutable_slots() = a.slots();
     if (link_ && a.lease_ms() > 0) link_->set_poll(absl::Milliseconds(a.lease_ms() / 3));
     for (const coordpb::SlotAssignment& sa : a.slots()) {
@@ -159,7 +161,8 @@ void Replicad::ApplyAssignments(const coordpb::Assignments& a) {
                 Kv("slot", sa.slot_id()));
         continue;
       }
-      it->second->Apply(sa, a.cluster_id(), absl::Milliseconds(a.lease_ms()));
+      it->second->Apply(sa, a.cluster_id(), absl::Milliseconds(a.lease_ms()),
+                        absl::Milliseconds(a.vouch_grace_ms()));
     }
   }
   SaveRoleCache();
@@ -223,8 +226,8 @@ std::string Replicad::MetricsText() {
           link_ && link_->connected() ? 1 : 0);
   b.Gauge("mailrepl_coordinator_silence_seconds", "Seconds since the coordinator last answered",
           host,
-          link_ && link_->last_heard() != absl::InfinitePast()
-              ? absl::ToDoubleSeconds(absl::Now() - link_->last_heard())
+          link_ && link_->last_heard() != -absl::InfiniteDuration()
+              ? absl::ToDoubleSeconds(SinceBoot() - link_->last_heard())
               : -1);
   b.Gauge("mailrepl_assignments_version", "Topology version of the roles served", host,
           known_.version());

@@ -121,7 +121,11 @@ std::vector<LmtpReply> SlotBackend::DeliverNow(const std::vector<std::string>& r
       ++appended_;
       std::optional<LmtpReply> late;
       if (options_.after_append) late = options_.after_append(r->lsn);
-      replies.push_back(late ? *late : LmtpReply{250, "2.1.5", absl::StrCat("OK uid ", r->uid)});
+      // The epoch lets a client (the fault harness's checker) tell which
+      // mastership acknowledged the message.
+      replies.push_back(late ? *late
+                             : LmtpReply{250, "2.1.5",
+                                         absl::StrCat("OK uid ", r->uid, " epoch ", slot_.epoch())});
     } else if (r.status().code() == absl::StatusCode::kNotFound) {
       ++failed_;
       replies.push_back({550, "5.1.1", absl::StrCat("<", rcpt, ">: unknown user")});

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/clock.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
 #include "common/log.h"
@@ -25,8 +26,6 @@ using asio::awaitable;
 using lmtp::LmtpReply;
 
 namespace {
-
-int64_t NowNs() { return absl::ToUnixNanos(absl::Now()); }
 
 std::string RoleName(coordpb::Role role) {
   switch (role) {
@@ -104,7 +103,13 @@ absl::Status SlotHost::StartListeners() {
                     }
                     return options_.directory(user, store_id);
                   },
-                  .after_append = [this](uint64_t lsn) { return AwaitReplica(lsn); }});
+                  .after_append = [this](uint64_t lsn) -> std::optional<LmtpReply> {
+                    const int64_t durable = BootNanos();
+                    if (std::optional<LmtpReply> late = AwaitReplica(lsn)) return late;
+                    absl::Status held = HeldWhenDurable(durable);
+                    if (held.ok()) return std::nullopt;
+                    return LmtpReply{451, "4.3.0", std::string(held.message())};
+                  }});
   lmtp_ = std::make_unique<lmtp::LmtpServer>(
       io_, *backend_,
       lmtp::LmtpServerOptions{.listen = config_.lmtp_listen(),
@@ -116,9 +121,10 @@ absl::Status SlotHost::StartListeners() {
                   .check_write = [this](uint64_t e) { return CheckWrite(e); },
                   .slot_state = [this] { return State(); },
                   .await_durable = [this](uint64_t lsn) -> absl::Status {
+                    const int64_t durable = BootNanos();
                     std::optional<LmtpReply> late = AwaitReplica(lsn);
-                    if (!late) return absl::OkStatus();
-                    return absl::UnavailableError(late->text);
+                    if (late) return absl::UnavailableError(late->text);
+                    return HeldWhenDurable(durable);
                   },
                   .check_store = [this](apipb::CheckStore r) { return CheckStore(std::move(r)); }});
   api_server_ = std::make_unique<rpc::RpcServer>(
@@ -140,6 +146,9 @@ absl::Status SlotHost::StartListeners() {
                               },
                               .on_diverged = [this](uint64_t fork, uint64_t master_epoch) {
                                 return SetAside(fork, master_epoch);
+                              },
+                              .vouch = [this](uint64_t master_epoch) {
+                                return Vouch(master_epoch);
                               }});
   RETURN_IF_ERROR(sync_server_->Listen());
 
@@ -162,9 +171,10 @@ absl::Status SlotHost::StartListeners() {
 }
 
 void SlotHost::Apply(const coordpb::SlotAssignment& assignment, const std::string& cluster_id,
-                     absl::Duration lease) {
+                     absl::Duration lease, absl::Duration vouch_grace) {
   if (stopping_) return;
   lease_ns_ = absl::ToInt64Nanoseconds(lease);
+  vouch_grace_ns_ = absl::ToInt64Nanoseconds(vouch_grace);
   if (assignment.role() == coordpb::ROLE_NONE || assignment.store().store_id() == 0) {
     StopReplicaLinks();
     std::lock_guard<std::mutex> lock(mu_);
@@ -497,7 +507,11 @@ void SlotHost::ReplicaProgress() {
   for (const auto& [id, link] : replicas_) {
     if (link->client) best = std::max(best, link->client->stats().acked_lsn);
   }
-  replica_heard_ns_ = NowNs();
+  int64_t vouched = 0;
+  for (const auto& [id, link] : replicas_) {
+    if (link->client) vouched = std::max(vouched, link->client->stats().vouched_until_ns);
+  }
+  replica_vouched_until_ns_ = std::max<int64_t>(replica_vouched_until_ns_, vouched);
   {
     std::lock_guard<std::mutex> lock(acked_mu_);
     acked_lsn_ = std::max(acked_lsn_, best);
@@ -507,12 +521,51 @@ void SlotHost::ReplicaProgress() {
   if (fenced_by_coordinator_ && fenced_lsn_ > 0) Report();
 }
 
-void SlotHost::CoordinatorHeard(absl::Time sent) {
-  coordinator_heard_ns_ = std::max<int64_t>(coordinator_heard_ns_, absl::ToUnixNanos(sent));
+void SlotHost::CoordinatorHeard(absl::Duration sent) {
+  coordinator_heard_ns_ =
+      std::max<int64_t>(coordinator_heard_ns_, absl::ToInt64Nanoseconds(sent));
 }
 
-absl::Time SlotHost::LastContact() const {
-  return absl::FromUnixNanos(std::max<int64_t>(coordinator_heard_ns_, replica_heard_ns_));
+int64_t SlotHost::HeldUntilNs() const {
+  const int64_t heard = coordinator_heard_ns_;
+  return std::max<int64_t>(heard == 0 ? 0 : heard + lease_ns_, replica_vouched_until_ns_);
+}
+
+absl::Duration SlotHost::Vouch(uint64_t master_epoch) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (role_ != coordpb::REPLICA) return absl::ZeroDuration();
+  }
+  // A master older than the store's epoch as this host knows it is not
+  // vouched for (its sessions are refused anyway).
+  if (master_epoch < epoch_) return absl::ZeroDuration();
+  const int64_t heard = coordinator_heard_ns_;
+  if (heard == 0) return absl::ZeroDuration();
+  // Each vouch lasts at most a lease period, so one given before this host
+  // learned of a newer epoch ends a lease period after it learned.
+  return absl::Nanoseconds(
+      std::min<int64_t>(lease_ns_, heard + lease_ns_ + vouch_grace_ns_ - BootNanos()));
+}
+
+absl::Status SlotHost::HeldWhenDurable(int64_t durable_ns) {
+  coordpb::Role role;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    role = role_;
+  }
+  // Not the coordinator's fence: a planned failover drains the writes its
+  // fence found in flight, and they count (the switch waits for them).
+  // Role and epoch change only through the coordinator after that drain,
+  // or after a promotion, whose wait the lease check below covers.
+  if (role == coordpb::MASTER && newer_epoch_ <= epoch_ && durable_ns <= HeldUntilNs()) {
+    return absl::OkStatus();
+  }
+  ++late_writes_;
+  return absl::UnavailableError(absl::StrCat(
+      "slot ", config_.slot_id(),
+      " lost its right to write before the write was durable (lease ran out, or a newer master "
+      "exists); it is kept past the fork point and may be salvaged: retry, a duplicate is "
+      "possible"));
 }
 
 absl::Status SlotHost::CheckWrite(uint64_t epoch) { return CheckWriteFor(epoch, false); }
@@ -611,17 +664,20 @@ absl::Status SlotHost::CheckWriteFor(uint64_t epoch, bool lmtp) {
                                                " is no longer master: a replica knows epoch ",
                                                newer_epoch_.load()));
   }
-  if (coordinator_heard_ns_ == 0 && replica_heard_ns_ == 0) {
+  if (coordinator_heard_ns_ == 0 && replica_vouched_until_ns_ == 0) {
     return absl::UnavailableError(absl::StrCat(
         "slot ", config_.slot_id(),
-        " is fenced until it hears from the coordinator or a replica (it just started)"));
+        " is fenced until it hears from the coordinator or a replica vouches (it just started)"));
   }
-  const absl::Duration silent = absl::Now() - LastContact();
-  if (silent > absl::Nanoseconds(lease_ns_.load())) {
+  const int64_t now = BootNanos();
+  if (now > HeldUntilNs()) {
     return absl::UnavailableError(absl::StrCat(
-        "slot ", config_.slot_id(), " fenced itself: no word from the coordinator or a replica for ",
-        absl::FormatDuration(absl::Trunc(silent, absl::Milliseconds(1))),
-        " (lease ", absl::FormatDuration(absl::Nanoseconds(lease_ns_.load())), ")"));
+        "slot ", config_.slot_id(),
+        " fenced itself: its lease ran out (no word from the coordinator for ",
+        absl::FormatDuration(absl::Trunc(absl::Nanoseconds(now - coordinator_heard_ns_),
+                                         absl::Milliseconds(1))),
+        ", lease ", absl::FormatDuration(absl::Nanoseconds(lease_ns_.load())),
+        ", and no replica vouches)"));
   }
   return absl::OkStatus();
 }
@@ -709,6 +765,9 @@ void SlotHost::AddMetrics(metrics::MetricsBuilder& b) {
   b.Gauge("mailrepl_slot_fenced", "1 if the slot is master but refuses writes", labels,
           st.fenced() ? 1 : 0);
   b.Gauge("mailrepl_slot_epoch", "Epoch of the slot's last record", labels, st.epoch());
+  b.Counter("mailrepl_slot_late_writes_total",
+            "Writes answered with a temporary failure: durable after the lease had run out",
+            labels, late_writes_.load());
   b.Gauge("mailrepl_slot_lsn", "Last durable LSN of the slot", labels, st.last_lsn());
   const SlotStats cs = slot_->stats();
   b.Counter("mailrepl_slot_commits_total", "Group commits (one log write and fdatasync each)",

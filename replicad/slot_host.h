@@ -9,10 +9,13 @@
 //
 // The write gate (CheckWrite/LmtpGate) lets a write through only when the
 // slot is the store's master, the store is not fenced, no replica has told
-// it of a newer epoch, and it is not isolated: it heard from the
-// coordinator or from one of its replicas within the lease period (the
-// coordinator's reply to a heartbeat counts from when the heartbeat was
-// sent). docs/operations.md "Leases and fencing" explains the timings.
+// it of a newer epoch, and its lease holds: the coordinator answered a
+// heartbeat sent less than the lease period ago, or a replica vouches for
+// it (a replica vouches only while its own coordinator contact lasts). All
+// of it is measured on CLOCK_BOOTTIME (common/clock.h). A write is
+// acknowledged only if the lease still held once it was durable
+// (HeldWhenDurable); otherwise the client gets a temporary failure.
+// docs/operations.md "Leases and fencing" explains the timings.
 //
 // In sync durability, an acknowledgement waits until a replica has
 // acknowledged the write's LSN (durable there), up to sync_timeout; after
@@ -98,10 +101,12 @@ class SlotHost {
   // assignment to a store, opens it and its listeners, begins the new epoch
   // as master, starts or stops sync clients. Errors are kept and reported
   // in Status() (other slots of the host go on).
+  // A replica vouches for its master until its own coordinator contact +
+  // lease + vouch_grace (Assignments.vouch_grace_ms).
   void Apply(const coordpb::SlotAssignment& assignment, const std::string& cluster_id,
-             absl::Duration lease);
+             absl::Duration lease, absl::Duration vouch_grace);
   // The coordinator answered a heartbeat sent at `sent`.
-  void CoordinatorHeard(absl::Time sent);
+  void CoordinatorHeard(absl::Duration sent);  // SinceBoot() when it was sent
   // SIGTERM: stop accepting, let writes in flight finish, stop sync
   // clients. The LMTP server's Run() ends when its connections have.
   void Stop();
@@ -156,7 +161,17 @@ class SlotHost {
   std::optional<lmtp::LmtpReply> LmtpGate();
   std::optional<lmtp::LmtpReply> AwaitReplica(uint64_t lsn);
   apipb::SlotState State();
-  absl::Time LastContact() const;
+  // Until when (BootNanos) the right to write holds: the coordinator's
+  // answer to a heartbeat sent at s counts until s + lease; a replica's
+  // vouch until the probe it answered + its vouch (0: never heard).
+  int64_t HeldUntilNs() const;
+  // The sync server's vouch: for how long from now this slot, as a
+  // replica, vouches for a master of master_epoch.
+  absl::Duration Vouch(uint64_t master_epoch);
+  // OK iff the right to write still held at durable_ns (BootNanos, taken
+  // right after the write became durable): a write acknowledged only then
+  // cannot overlap a promoted master's. Otherwise kUnavailable.
+  absl::Status HeldWhenDurable(int64_t durable_ns);
   // Holds the store's service addresses iff this slot is the master taking
   // writes (at every Apply, and every 100 ms for the lease).
   void UpdateServiceAddress();
@@ -196,8 +211,11 @@ class SlotHost {
   std::atomic<uint64_t> epoch_{0};
   std::atomic<uint64_t> newer_epoch_{0};  // a replica told us of it
   std::atomic<int64_t> lease_ns_{0};
-  std::atomic<int64_t> coordinator_heard_ns_{0};  // Unix ns; 0: never
-  std::atomic<int64_t> replica_heard_ns_{0};
+  std::atomic<int64_t> vouch_grace_ns_{0};
+  // BootNanos; 0: never.
+  std::atomic<int64_t> coordinator_heard_ns_{0};      // send time of the last answered heartbeat
+  std::atomic<int64_t> replica_vouched_until_ns_{0};  // the best replica vouch
+  std::atomic<uint64_t> late_writes_{0};  // durable after the right to write ended
   std::atomic<bool> sync_durability_{false};
   std::atomic<bool> fenced_by_coordinator_{false};
   std::atomic<uint64_t> fenced_lsn_{0};

@@ -207,10 +207,7 @@ awaitable<absl::Status> SyncClient::Check(Session& s) {
     check_.set_clean_after_repair(clean);
   }
   met->view.reset();
-  syncpb::Frame done;
-  done.mutable_done();
-  s.conn->Send(done);
-  co_await s.conn->Flush(absl::Seconds(5));
+  co_await Finish(s);
   LogLine(check_.differences_size() == 0 && check_.problems_size() == 0 ? Severity::kInfo
                                                                         : Severity::kWarning,
           "store check",

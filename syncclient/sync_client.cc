@@ -4,10 +4,12 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <deque>
 
 #include "absl/strings/str_cat.h"
 #include "asio/experimental/awaitable_operators.hpp"
+#include "common/clock.h"
 #include "common/file_util.h"
 #include "common/log.h"
 #include "common/status_macros.h"
@@ -385,6 +387,9 @@ awaitable<absl::Status> SyncClient::Stream(Session& s, uint64_t target, bool fol
         dead = true;
         co_return f.status();
       }
+      if (f->has_done() && finishing) {
+        co_return absl::OkStatus();  // everything sent is applied on the replica
+      }
       if (f->has_ack()) {
         // A repeated ack (the quarantine changed) may name an older LSN.
         s.acked = std::max(s.acked, f->ack().lsn());
@@ -400,6 +405,15 @@ awaitable<absl::Status> SyncClient::Stream(Session& s, uint64_t target, bool fol
         s.wake->cancel();
         Heard();
       } else if (f->has_heartbeat()) {
+        const syncpb::Heartbeat& hb = f->heartbeat();
+        if (hb.probe() != 0 && hb.vouch_ms() > 0) {
+          // The replica read our heartbeat no earlier than its probe, and
+          // vouches from then on: counting from the probe is safe whatever
+          // the answer's delay.
+          stats_.vouched_until_ns =
+              std::max(stats_.vouched_until_ns, static_cast<int64_t>(hb.probe()) +
+                                                    int64_t{hb.vouch_ms()} * 1'000'000);
+        }
         Heard();
         continue;
       } else {
@@ -420,7 +434,16 @@ awaitable<absl::Status> SyncClient::Stream(Session& s, uint64_t target, bool fol
         done.mutable_done();
         finishing = true;
         s.conn->Send(done);
-        co_return co_await s.conn->Flush(absl::Seconds(5));
+        absl::Status flushed = co_await s.conn->Flush(absl::Seconds(5));
+        if (!flushed.ok()) co_return flushed;
+        // The receiver ends the session when the replica answers Done
+        // (or closes: an older server); only the deadline ends it here.
+        asio::steady_timer deadline(io_, absl::ToChronoNanoseconds(kDeadPeerTimeout));
+        asio::error_code ec;
+        co_await deadline.async_wait(asio::redirect_error(use_awaitable, ec));
+        co_return absl::DeadlineExceededError(absl::StrCat(
+            "replica ", options_.server, " did not confirm within ",
+            absl::FormatDuration(kDeadPeerTimeout), " that it applied what was sent"));
       }
       // The index's applied LSN is read at the start and after quiet
       // spells; in between, pokes tell of every commit once it is durable
@@ -454,6 +477,15 @@ awaitable<absl::Status> SyncClient::Stream(Session& s, uint64_t target, bool fol
         *batch.mutable_records()->add_records() = ToWire(r);
         ++s.next;
       }
+      // A heartbeat every interval, also while records stream: its answer
+      // is how the replica vouches for this master's lease.
+      if (BootNanos() - s.last_heartbeat_ns >= absl::ToInt64Nanoseconds(kHeartbeatInterval)) {
+        syncpb::Frame hb;
+        hb.mutable_heartbeat()->set_last_lsn(durable);
+        s.last_heartbeat_ns = BootNanos();
+        hb.mutable_heartbeat()->set_probe(s.last_heartbeat_ns);
+        s.conn->Send(hb);
+      }
       if (bytes > 0 || batch.records().records_size() > 0) {
         const auto& recs = batch.records().records();
         stats_.records += recs.size();
@@ -461,23 +493,19 @@ awaitable<absl::Status> SyncClient::Stream(Session& s, uint64_t target, bool fol
         s.in_flight.push_back({recs[recs.size() - 1].lsn(), bytes, absl::Now()});
         s.in_flight_bytes += bytes;
         s.conn->Send(batch);
-        s.last_send = absl::Now();
         continue;
       }
       // Nothing to send now: wait for an ack, new records, or heartbeat time.
-      if (absl::Now() - s.last_send >= kHeartbeatInterval) {
-        syncpb::Frame hb;
-        hb.mutable_heartbeat()->set_last_lsn(durable);
-        s.conn->Send(hb);
-        s.last_send = absl::Now();
-      }
       stats_.lag_seconds =
           s.in_flight.empty() ? 0 : absl::ToDoubleSeconds(absl::Now() - s.in_flight.front().sent);
       if (poked_) {  // a commit happened since the durable LSN was read
         poked_ = false;
         continue;
       }
-      s.wake->expires_after(absl::ToChronoNanoseconds(kHeartbeatInterval));
+      // Until the next heartbeat is due, at the latest.
+      s.wake->expires_after(std::chrono::nanoseconds(std::max<int64_t>(
+          1'000'000, s.last_heartbeat_ns + absl::ToInt64Nanoseconds(kHeartbeatInterval) -
+                         BootNanos())));
       asio::error_code ec;
       if (s.next <= limit) {
         // Window full: only an ack helps.
@@ -642,14 +670,30 @@ awaitable<absl::Status> SyncClient::Resync(Session& s) {
       stats_.failed.push_back(absl::StrCat(name, ": ", done->error()));
     }
   }
-  syncpb::Frame done;
-  done.mutable_done();
-  s.conn->Send(done);
-  co_await s.conn->Flush(absl::Seconds(5));
+  if (absl::Status finished = co_await Finish(s); !finished.ok()) co_return finished;
   if (!stats_.failed.empty()) {
     co_return absl::AbortedError(absl::StrCat(stats_.failed.size(), " mailbox(es) not repaired"));
   }
   co_return absl::OkStatus();
+}
+
+awaitable<absl::Status> SyncClient::Finish(Session& s) {
+  syncpb::Frame done;
+  done.mutable_done();
+  s.conn->Send(done);
+  if (absl::Status f = co_await s.conn->Flush(absl::Seconds(5)); !f.ok()) co_return f;
+  for (;;) {
+    auto f = co_await s.conn->Read(kDeadPeerTimeout);
+    // A server older than the Done answer closes instead.
+    if (!f.ok()) co_return absl::IsDeadlineExceeded(f.status()) ? f.status() : absl::OkStatus();
+    if (f->has_done()) co_return absl::OkStatus();
+    if (f->has_ack()) {
+      s.acked = std::max(s.acked, f->ack().lsn());
+      stats_.acked_lsn = s.acked;
+    } else if (!f->has_heartbeat()) {
+      co_return Unexpected(*f, "Done", options_.server, &stats_);
+    }
+  }
 }
 
 awaitable<absl::Status> SyncClient::AwaitAck(Session& s, uint64_t lsn, absl::Duration timeout) {
@@ -714,10 +758,7 @@ awaitable<absl::Status> SyncClient::ReplayFile(Session& s) {
     absl::Status sent = co_await send_batch();
     if (!sent.ok()) co_return sent;
   }
-  syncpb::Frame done;
-  done.mutable_done();
-  s.conn->Send(done);
-  co_return co_await s.conn->Flush(absl::Seconds(5));
+  co_return co_await Finish(s);
 }
 
 }  // namespace mailrepl::sync

@@ -87,6 +87,9 @@ struct SyncStats {
   double lag_seconds = 0;   // age of the oldest record not yet acknowledged
   bool connected = false;   // a session with the replica is up
   absl::Time last_heard = absl::InfinitePast();  // last frame from the replica
+  // Until when (BootNanos) the replica vouches for this master's lease:
+  // the probe of the last heartbeat it answered plus its vouch_ms.
+  int64_t vouched_until_ns = 0;
   uint64_t newer_epoch = 0;  // the replica said the master's epoch is stale: this one
   uint64_t wire_bytes = 0;  // bytes sent on the wire (after compression)
   std::vector<std::string>
@@ -146,6 +149,9 @@ class SyncClient {
   // Reads acks until one covers lsn (a replica repeats an ack, for an
   // earlier LSN, when applying that batch changed its quarantine list).
   asio::awaitable<absl::Status> AwaitAck(Session& s, uint64_t lsn, absl::Duration timeout);
+  // Sends Done and waits until the replica answers Done: everything sent
+  // before is applied there (a script comparing right after sees it).
+  asio::awaitable<absl::Status> Finish(Session& s);
   asio::awaitable<absl::Status> SendBodies(
       Session& s, const std::vector<std::string>& guids);
 

@@ -452,6 +452,12 @@ awaitable<absl::Status> SyncServer::Serve(FramedConnection& conn) {
       case syncpb::Frame::kHeartbeat: {
         syncpb::Frame hb;
         hb.mutable_heartbeat()->set_last_lsn(slot_.last_lsn());
+        if (const uint64_t probe = f->heartbeat().probe(); probe != 0 && options_.vouch) {
+          hb.mutable_heartbeat()->set_probe(probe);
+          hb.mutable_heartbeat()->set_vouch_ms(static_cast<uint32_t>(
+              std::clamp<int64_t>(absl::ToInt64Milliseconds(options_.vouch(session_epoch)), 0,
+                                  UINT32_MAX)));
+        }
         conn.Send(hb);
         break;
       }
@@ -560,8 +566,19 @@ awaitable<absl::Status> SyncServer::Serve(FramedConnection& conn) {
                     Kv("result", ap.ok() ? "repaired" : ap.message()));
         break;
       }
-      case syncpb::Frame::kDone:
-        co_return absl::OkStatus();
+      case syncpb::Frame::kDone: {
+        // Answer once everything acknowledged is applied too, so the
+        // client returns only when a reader of this slot sees it.
+        absl::Status applied = co_await OffThread([&]() -> absl::Status {
+          slot_.WaitApplied();
+          return absl::OkStatus();
+        });
+        if (!applied.ok()) co_return applied;
+        syncpb::Frame done;
+        done.mutable_done();
+        conn.Send(done);
+        co_return co_await conn.Flush(absl::Seconds(5));
+      }
       case syncpb::Frame::kError: {
         if (f->error().code() == syncpb::DIVERGED && options_.on_diverged) {
           absl::Status d = co_await SetAsideDiverged(conn, f->error().lsn(), session_epoch);

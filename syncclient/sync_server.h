@@ -42,6 +42,12 @@ struct SyncServerOptions {
   // the master's next session then finds the slot empty and sends a
   // snapshot. Unset (the sync_server binary): the slot keeps refusing.
   std::function<absl::Status(uint64_t fork_lsn, uint64_t master_epoch)> on_diverged;
+  // If set, asked (on the io thread) at every heartbeat of a master of
+  // `master_epoch` that carries a probe: for how long from now this host
+  // vouches for that master's lease (replicad: while its own coordinator
+  // contact lasts and it knows no newer epoch; zero or less: it does not).
+  // Unset (the sync_server binary): never vouches.
+  std::function<absl::Duration(uint64_t master_epoch)> vouch;
 };
 
 struct SyncServerStats {

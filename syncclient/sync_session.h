@@ -34,7 +34,7 @@ struct SyncClient::Session {
   };
   std::deque<InFlight> in_flight;
   size_t in_flight_bytes = 0;
-  absl::Time last_send = absl::Now();
+  int64_t last_heartbeat_ns = 0;  // BootNanos of the last heartbeat sent
   std::unique_ptr<asio::steady_timer> wake;
   bool check_capable = false;  // the server agreed to kCapabilityCheck
   uint64_t replica_slot = 0;

@@ -72,15 +72,25 @@ coordpb::SlotStatus MasterStatus(uint64_t slot, uint64_t last_lsn, uint64_t repl
   return s;
 }
 
-// A Coordinator on a file in a fresh directory, with a clock the test moves.
+// A Coordinator on a file in a fresh directory, with clocks the test moves:
+// `now` is the decision clock (CoordinatorOptions::now_ms, monotonic in
+// coordinatord), the wall clock reads now + wall_step_ms (a step of the
+// wall clock moves only the latter).
 class Fixture {
  public:
-  explicit Fixture(uint32_t lease_ms = 6000) : lease_ms_(lease_ms) { Open(); }
+  // vouch_grace_ms 0: a forced promotion never waits longer for replicas
+  // that did not learn its epoch than for the lease (most cases here).
+  explicit Fixture(uint32_t lease_ms = 6000, uint32_t vouch_grace_ms = 0)
+      : lease_ms_(lease_ms), vouch_grace_ms_(vouch_grace_ms) {
+    Open();
+  }
 
   void Open() {
     coordinator_.reset();
     auto c = Coordinator::Open(path(), {.cluster_id = "test", .lease_ms = lease_ms_,
-                                        .now_ms = [this] { return now; }});
+                                        .now_ms = [this] { return now; },
+                                        .wall_ms = [this] { return now + wall_step_ms; },
+                                        .vouch_grace_ms = vouch_grace_ms_});
     INFO(c.status().ToString());
     REQUIRE(c.ok());
     coordinator_ = std::move(c).value();
@@ -116,10 +126,12 @@ class Fixture {
   }
 
   int64_t now = kStart;
+  int64_t wall_step_ms = 0;
 
  private:
   TempDir dir_;
   uint32_t lease_ms_;
+  uint32_t vouch_grace_ms_;
   std::unique_ptr<Coordinator> coordinator_;
 };
 
@@ -447,6 +459,36 @@ TEST_CASE("a heartbeat renews the leases of the stores mastered on its host",
   f.now += 10;
   REQUIRE(f.c().Heartbeat(Beat("h1", v.topology, v.directory)).ok());
   CHECK(f.c().versions() == v);
+}
+
+TEST_CASE("status shows times on the wall clock while liveness and leases follow the "
+          "monotonic clock",
+          "[coordinator][clock]") {
+  Fixture f;
+  f.RegisterThreeHosts();
+  REQUIRE(f.c().CreateStore(Store({1, 3})).ok());
+  REQUIRE(f.c().Heartbeat(Beat("h1")).ok());
+  const int64_t beat = f.now;
+  // The wall clock steps an hour ahead: nothing expires, nothing dies.
+  f.wall_step_ms = 3'600'000;
+  f.now += 5000;
+  auto r = f.c().GetStatus({});
+  REQUIRE(r.ok());
+  CHECK(r->answered_ms() == f.now + f.wall_step_ms);
+  REQUIRE(r->hosts(0).host() == "h1");
+  CHECK(r->hosts(0).alive());
+  // Shown as Unix ms on the wall clock at the moment of answering.
+  CHECK(r->hosts(0).last_heartbeat_ms() == beat + f.wall_step_ms);
+  CHECK(r->stores(0).lease_expires_ms() == beat + 6000 + f.wall_step_ms);
+  CHECK(r->stores(0).state() != "down");
+  // The history keeps the wall clock.
+  REQUIRE(f.c().Heartbeat(Beat("h2")).ok());
+  REQUIRE(f.c().RegisterHost(Host("h2", {3, 4})).ok());
+  CHECK(f.Events().back().time_ms() == f.now + f.wall_step_ms);
+  // The monotonic clock alone decides: h1 dies one lease period after it beat.
+  f.now = beat + 6001;
+  CHECK_FALSE(f.c().GetStatus({})->hosts(0).alive());
+  CHECK(f.StoreState(1).state() == "down");
 }
 
 TEST_CASE("a heartbeat reply carries slots only when the topology changed and users only "
@@ -1192,13 +1234,18 @@ coordpb::Failover FailoverOf(uint64_t store_id, uint64_t to_slot_id = 0,
 // fake clock and delivers heartbeats, then runs the ready handlers.
 class FailoverBench {
  public:
-  FailoverBench() : f(60000), service(io, f.c()) { f.RegisterThreeHosts(); }
+  explicit FailoverBench(uint32_t vouch_grace_ms = 0)
+      : f(60000, vouch_grace_ms), service(io, f.c()) {
+    f.RegisterThreeHosts();
+  }
 
   // A heartbeat as a host sends it while its status changes (wait_ms 0),
-  // through the service; then every handler that became ready runs.
-  void Report(const std::string& host, std::vector<coordpb::SlotStatus> slots) {
+  // through the service, from a host that holds topology known_version;
+  // then every handler that became ready runs.
+  void Report(const std::string& host, std::vector<coordpb::SlotStatus> slots,
+              uint64_t known_version = 0) {
     coordpb::Request req;
-    *req.mutable_heartbeat() = Beat(host);
+    *req.mutable_heartbeat() = Beat(host, known_version);
     for (auto& s : slots) *req.mutable_heartbeat()->add_slots() = s;
     PendingCall call;
     StartCall(io, service, req, &call);
@@ -1610,6 +1657,51 @@ uint64_t LoseMasterHost(FailoverBench& b) {
 // The wait of a promotion that began now, h1's lease having expired.
 constexpr int64_t kPromoteWaitMs = 60000 + kPromoteMarginMs;
 
+TEST_CASE("a forced promotion waits the vouch grace for a replica that did not learn the new "
+          "epoch, and only a lease period after it did",
+          "[coordinator][promote]") {
+  // A replica vouches for the old master for at most a lease period at a
+  // time, never after it applied the new epoch, and never past its own
+  // coordinator contact + lease + grace (docs/operations.md "Why a fenced
+  // master stops in time").
+  constexpr int64_t kGraceMs = 20000;
+  FailoverBench b(kGraceMs);
+  const uint64_t version = LoseMasterHost(b);
+  const int64_t began = b.f.now;
+  PendingCall call;
+  StartPromote(b, PromoteOf(1), &call);
+  REQUIRE_FALSE(call.done);
+  // h2 applied the new epoch's topology at once; h3 reports, but from the
+  // old one (its answers are lost, say).
+  b.Report("h2", {SlotReportOf(3, coordpb::REPLICA, 1, 120)}, version + 1);
+  b.f.now = began + kPromoteWaitMs;
+  b.Report("h3", {SlotReportOf(5, coordpb::REPLICA, 1, 125)}, version);
+  CHECK(b.StoreNow(1).master_slot_id() == 1);  // h3 may still vouch for 1@h1
+  b.f.now = began + kPromoteWaitMs + kGraceMs - 1;
+  b.Report("h3", {SlotReportOf(5, coordpb::REPLICA, 1, 125)}, version);
+  CHECK(b.StoreNow(1).master_slot_id() == 1);
+  b.f.now += 1;
+  b.Report("h3", {SlotReportOf(5, coordpb::REPLICA, 1, 125)}, version);
+  CHECK(b.StoreNow(1).master_slot_id() == 5);
+
+  // Again, but h3 applies the new epoch 3 s after the begin: a vouch it
+  // gave before lasts until a lease period after that, not the grace.
+  FailoverBench fast(kGraceMs);
+  const uint64_t v2 = LoseMasterHost(fast);
+  const int64_t began2 = fast.f.now;
+  PendingCall call2;
+  StartPromote(fast, PromoteOf(1), &call2);
+  fast.Report("h2", {SlotReportOf(3, coordpb::REPLICA, 1, 120)}, v2 + 1);
+  fast.f.now = began2 + 3000;
+  fast.Report("h3", {SlotReportOf(5, coordpb::REPLICA, 1, 125)}, v2 + 1);
+  fast.f.now = began2 + 3000 + kPromoteWaitMs - 1;
+  fast.Report("h3", {SlotReportOf(5, coordpb::REPLICA, 1, 125)}, v2 + 1);
+  CHECK(fast.StoreNow(1).master_slot_id() == 1);
+  fast.f.now += 1;
+  fast.Report("h3", {SlotReportOf(5, coordpb::REPLICA, 1, 125)}, v2 + 1);
+  CHECK(fast.StoreNow(1).master_slot_id() == 5);
+}
+
 TEST_CASE("promote without --force is refused", "[coordinator][promote]") {
   FailoverBench b;
   LoseMasterHost(b);
@@ -1714,12 +1806,14 @@ TEST_CASE("promote raises the epoch at once, waits the lease period, then switch
   CHECK(b.service.failovers_waiting() == 0);
 }
 
-TEST_CASE("promote records the LSN range that may be lost", "[coordinator][promote]") {
+TEST_CASE("promote reports what may be lost past the new master's last LSN and the old "
+          "master's last report",
+          "[coordinator][promote]") {
   FailoverBench b;
-  LoseMasterHost(b);  // the old master reported 130
+  LoseMasterHost(b);  // the old master reported 130, 60.001 s before the begin
   const int64_t began = b.f.now;
 
-  SECTION("the new master lacks 126..130") {
+  SECTION("the new master lacks 126..130 at least") {
     PendingCall call;
     StartPromote(b, PromoteOf(1), &call);
     b.f.now = began + kPromoteWaitMs;
@@ -1729,9 +1823,15 @@ TEST_CASE("promote records the LSN range that may be lost", "[coordinator][promo
     coordpb::Response r = Parse(call.result);
     CHECK(r.promote().lost_from_lsn() == 126);
     CHECK(r.promote().lost_to_lsn() == 130);
-    CHECK(absl::StrContains(b.f.Events(1).back().detail(), "LSNs 126..130 may be lost"));
+    REQUIRE(r.promote().has_old_master_report());
+    CHECK(r.promote().old_master_report().last_lsn() == 130);
+    CHECK(r.promote().old_master_report().age_ms() == 60001);
+    CHECK(absl::StrContains(
+        b.f.Events(1).back().detail(),
+        "may be lost: LSNs 126..130 and any later ones that the old master wrote; its last "
+        "report (LSN 130, 60.0 s before the promotion began) is newer than the new master's"));
   }
-  SECTION("a replica holding everything the old master reported: nothing lost") {
+  SECTION("a replica holding everything the old master reported: how many is unknown") {
     b.Report("h2", {SlotReportOf(3, coordpb::REPLICA, 1, 130)});
     PendingCall call;
     StartPromote(b, PromoteOf(1), &call);
@@ -1742,9 +1842,89 @@ TEST_CASE("promote records the LSN range that may be lost", "[coordinator][promo
     REQUIRE(call.done);
     coordpb::Response r = Parse(call.result);
     CHECK(r.promote().lost_from_lsn() == 131);
-    CHECK(r.promote().lost_to_lsn() == 130);  // empty
-    CHECK(absl::StrContains(b.f.Events(1).back().detail(), "nothing lost"));
+    CHECK(r.promote().lost_to_lsn() == 0);  // unknown, not "nothing"
+    CHECK(r.promote().old_master_report().last_lsn() == 130);
+    const std::string detail = b.f.Events(1).back().detail();
+    CHECK(absl::StrContains(detail,
+                            "may be lost: LSNs past 130 that the old master wrote; its last "
+                            "report (LSN 130, 60.0 s before the promotion began) is not newer "
+                            "than the new master's, so how many is unknown"));
+    CHECK_FALSE(absl::StrContains(detail, "nothing lost"));
   }
+}
+
+TEST_CASE("promote reports an unknown loss when the old master's last report is older than the "
+          "new master's",
+          "[coordinator][promote]") {
+  // The old master reported LSN 123, then lost the coordinator but kept
+  // writing while replica 3@h2 still answered it: h2 reports 183.
+  FailoverBench b;
+  REQUIRE(b.f.c().CreateStore(Store({1, 3, 5})).ok());
+  b.Report("h1", {MasterStatus(1, 123, 3, 120)});
+  b.f.now += 12300;
+  b.Report("h2", {SlotReportOf(3, coordpb::REPLICA, 1, 183)});
+  b.Report("h3", {SlotReportOf(5, coordpb::REPLICA, 1, 150)});
+  b.f.now += 47701;  // h1 last heard 60.001 s ago
+  b.Report("h2", {SlotReportOf(3, coordpb::REPLICA, 1, 183)});
+  b.Report("h3", {SlotReportOf(5, coordpb::REPLICA, 1, 150)});
+  const int64_t began = b.f.now;
+  PendingCall call;
+  StartPromote(b, PromoteOf(1), &call);
+  REQUIRE_FALSE(call.done);
+  b.f.now = began + kPromoteWaitMs;
+  b.Report("h2", {SlotReportOf(3, coordpb::REPLICA, 2, 183)});
+  CHECK(b.StoreNow(1).master_slot_id() == 3);
+  b.Report("h2", {SlotReportOf(3, coordpb::MASTER, 2, 183)});
+  REQUIRE(call.done);
+  coordpb::Response r = Parse(call.result);
+  CHECK(r.promote().lost_from_lsn() == 184);
+  CHECK(r.promote().lost_to_lsn() == 0);  // not 123: that would read as an empty range
+  REQUIRE(r.promote().has_old_master_report());
+  CHECK(r.promote().old_master_report().last_lsn() == 123);
+  CHECK(r.promote().old_master_report().age_ms() == 60001);
+  CHECK(absl::StrContains(b.f.Events(1).back().detail(),
+                          "may be lost: LSNs past 183 that the old master wrote; its last report "
+                          "(LSN 123, 60.0 s before the promotion began) is not newer than the "
+                          "new master's, so how many is unknown; they are salvaged when it "
+                          "returns"));
+}
+
+TEST_CASE("a forced promotion waits the lease period on the coordinator's monotonic clock even "
+          "if the wall clock jumps forward",
+          "[coordinator][promote][clock]") {
+  FailoverBench b;
+  LoseMasterHost(b);
+  const int64_t began = b.f.now;
+  PendingCall call;
+  StartPromote(b, PromoteOf(1), &call);
+  REQUIRE_FALSE(call.done);
+
+  // The coordinator's host steps its wall clock an hour ahead (say NTP, or
+  // `date -s`): by that clock the lease ran out long ago. Nothing switches.
+  b.f.wall_step_ms = 3'600'000;
+  b.f.now += 10;
+  b.Report("h2", {SlotReportOf(3, coordpb::REPLICA, 1, 120)});
+  b.Report("h3", {SlotReportOf(5, coordpb::REPLICA, 1, 125)});
+  REQUIRE_FALSE(call.done);
+  CHECK(b.StoreNow(1).master_slot_id() == 1);
+  CHECK(b.StoreNow(1).fenced());
+  b.f.now = began + kPromoteWaitMs - 1;
+  b.Report("h3", {SlotReportOf(5, coordpb::REPLICA, 1, 125)});
+  REQUIRE_FALSE(call.done);
+  CHECK(b.StoreNow(1).master_slot_id() == 1);
+
+  // The monotonic clock alone ends the wait.
+  b.f.now += 1;
+  b.Report("h3", {SlotReportOf(5, coordpb::REPLICA, 1, 125)});
+  CHECK(b.StoreNow(1).master_slot_id() == 5);
+  b.Report("h3", {SlotReportOf(5, coordpb::MASTER, 2, 126)});
+  REQUIRE(call.done);
+  coordpb::Response r = Parse(call.result);
+  CHECK(r.promote().waited_ms() == kPromoteWaitMs);
+  // The history shows the wall clock, stepped.
+  const std::vector<coordpb::Event> events = b.f.Events(1);
+  CHECK(events.back().kind() == "promote");
+  CHECK(events.back().time_ms() == began + kPromoteWaitMs + 3'600'000);
 }
 
 TEST_CASE("promote with no live replica aborts and keeps the store usable",
@@ -1920,8 +2100,10 @@ TEST_CASE("the promotion is recorded in the history", "[coordinator][promote]") 
   CHECK(events[2].store_id() == 1);
   CHECK(events[2].time_ms() == began + kPromoteWaitMs);
   CHECK(events[2].detail() ==
-        "slot 1@h1 -> slot 5@h3, epoch 2; LSNs 126..130 may be lost (the old master's records "
-        "past the fork point must be salvaged when it returns); reason: h1 burned down");
+        "slot 1@h1 -> slot 5@h3, epoch 2; may be lost: LSNs 126..130 and any later ones that "
+        "the old master wrote; its last report (LSN 130, 60.0 s before the promotion began) is "
+        "newer than the new master's; they are salvaged when it returns; reason: h1 burned "
+        "down");
 }
 
 TEST_CASE("a store left fenced by a promotion when coordinatord stopped is unfenced at the new "
@@ -1943,6 +2125,43 @@ TEST_CASE("a store left fenced by a promotion when coordinatord stopped is unfen
   CHECK(after.master_slot_id() == 1);
   CHECK(f.Events(1).back().kind() == "failover_aborted");
   CHECK(absl::StrContains(f.Events(1).back().detail(), "during the failover or promotion"));
+}
+
+TEST_CASE("times persisted before a reboot are capped when the database is opened",
+          "[coordinator][clock]") {
+  Fixture f;
+  f.RegisterThreeHosts();
+  REQUIRE(f.c().CreateStore(Store({1, 3})).ok());
+  coordpb::Heartbeat h = Beat("h1");
+  *h.add_slots() = MasterStatus(1, 77, 3, 70);
+  REQUIRE(f.c().Heartbeat(h).ok());
+  f.Close();
+  // The machine rebooted: its monotonic clock starts again near 0, far
+  // below the stored values (as Unix ms written by an older coordinatord
+  // would be too).
+  f.now = 20'000;
+  f.Open();
+  // A host last heard "in the future" counts as heard now, at most; its
+  // lease runs at most one lease period from now; its report is not newer
+  // than now.
+  CHECK(f.StoreState(1).lease_expires_ms() == f.now + 6000);
+  auto report = f.c().LastReport(1);
+  REQUIRE(report.ok());
+  REQUIRE(report->has_value());
+  CHECK((*report)->arrived_ms == f.now);
+  auto r = f.c().GetStatus({});
+  REQUIRE(r.ok());
+  CHECK(r->hosts(0).alive());
+  CHECK(r->hosts(0).last_heartbeat_ms() == f.now);
+  // So the hosts that stay silent die one lease period later and a forced
+  // promotion can begin; it waits the lease period from its begin anyway.
+  f.now += 6001;
+  REQUIRE(f.c().RegisterHost(Host("h2", {3, 4})).ok());
+  auto plan = f.c().BeginPromotion(PromoteOf(1));
+  INFO(plan.status().ToString());
+  REQUIRE(plan.ok());
+  CHECK(plan->lease_expires_ms == 20'000 + 6000);
+  CHECK(plan->from_report_age_ms == 6001);
 }
 
 // --- the real coordinatord ---

@@ -170,7 +170,8 @@ absl::StatusOr<configpb::DevCluster> DevClusterUp(const DevClusterOptions& optio
   ASSIGN_OR_RETURN(int coordinator_pid,
                    Spawn({options.bin_dir + "/coordinatord", "--db", dir + "/coordinator.db",
                           "--listen", c.coordinator(), "--secret-file", c.secret_file(),
-                          "--lease-ms", absl::StrCat(options.lease_ms), "--cluster-id",
+                          "--lease-ms", absl::StrCat(options.lease_ms), "--vouch-grace-ms",
+                          absl::StrCat(options.vouch_grace_ms), "--cluster-id",
                           "dev", "--socketmap-listen", c.socketmap()},
                          c.coordinator_log()));
   c.set_coordinator_pid(coordinator_pid);

@@ -34,6 +34,7 @@ struct DevClusterOptions {
   std::string promote_hook;
   std::string demote_hook;
   uint32_t lease_ms = 6000;
+  uint32_t vouch_grace_ms = 30000;  // coordinatord --vouch-grace-ms
   std::string durability = "async";
   absl::Duration timeout = absl::Seconds(60);
 };

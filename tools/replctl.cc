@@ -43,6 +43,9 @@ ABSL_FLAG(int, replicas, 1, "dev-cluster up, plan: replicas per store");
 ABSL_FLAG(int, users, 100, "dev-cluster up: users user0..user{N-1}, round-robin over stores");
 ABSL_FLAG(std::string, net, "127.0.2", "dev-cluster up: first three octets of the addresses");
 ABSL_FLAG(int, lease_ms, 6000, "dev-cluster up: master lease period");
+ABSL_FLAG(int, vouch_grace_ms, 30000,
+          "dev-cluster up: how long replicas vouch for masters past their own coordinator "
+          "contact (coordinatord --vouch-grace-ms)");
 ABSL_FLAG(std::string, durability, "async",
           "dev-cluster up, set-durability, plan --apply: async or sync");
 ABSL_FLAG(uint64_t, store, 0, "history, set-durability, assign-users, create-store: the store");
@@ -136,7 +139,7 @@ commands:
                                   checked (down, switching, lagging beyond --max-lag,
                                   unreachable)
   dev-cluster up --dir DIR [--hosts N] [--slots-per-host K] [--replicas R]
-                 [--users U] [--lease-ms L] [--durability D] [--net A.B.C]
+                 [--users U] [--lease-ms L] [--vouch-grace-ms G] [--durability D] [--net A.B.C]
                  [--service-net A.B.C] [--promote-hook CMD] [--demote-hook CMD]
                  start a local cluster on loopback addresses and write
                  DIR/cluster.json
@@ -254,7 +257,7 @@ int Promote(uint64_t store, bool json) {
   p->set_force(absl::GetFlag(FLAGS_force));
   p->set_timeout_ms(absl::GetFlag(FLAGS_timeout_ms));
   p->set_reason("manual");
-  // The coordinator waits up to two lease periods before it switches.
+  // The coordinator waits up to 2 L + G (lease, vouch grace) before it switches.
   absl::StatusOr<mailrepl::coordpb::Response> r =
       Call(request, absl::Milliseconds(absl::GetFlag(FLAGS_timeout_ms)) + absl::Minutes(2));
   if (!r.ok()) return Failed(r.status());
@@ -263,19 +266,7 @@ int Promote(uint64_t store, bool json) {
     std::printf("%s\n", mailrepl::tools::ToJson(pr).c_str());
     return 0;
   }
-  std::string to;
-  for (const auto& m : pr.store().members()) {
-    if (m.slot_id() == pr.store().master_slot_id()) to = absl::StrCat(m.slot_id(), "@", m.host());
-  }
-  std::printf("store %llu: slot %llu -> %s, epoch %llu, after waiting %u ms (took %u ms); %s\n",
-              static_cast<unsigned long long>(store),
-              static_cast<unsigned long long>(pr.from_slot_id()), to.c_str(),
-              static_cast<unsigned long long>(pr.store().epoch()), pr.waited_ms(), pr.took_ms(),
-              pr.lost_to_lsn() >= pr.lost_from_lsn()
-                  ? absl::StrCat("LSNs ", pr.lost_from_lsn(), "..", pr.lost_to_lsn(),
-                                 " of the old master may be lost until salvaged")
-                        .c_str()
-                  : "nothing lost");
+  std::printf("%s\n", mailrepl::tools::FormatPromote(pr).c_str());
   return 0;
 }
 
@@ -440,6 +431,7 @@ int DevCluster(const std::vector<std::string>& args, const char* argv0) {
                       .promote_hook = absl::GetFlag(FLAGS_promote_hook),
                       .demote_hook = absl::GetFlag(FLAGS_demote_hook),
                       .lease_ms = static_cast<uint32_t>(absl::GetFlag(FLAGS_lease_ms)),
+                      .vouch_grace_ms = static_cast<uint32_t>(absl::GetFlag(FLAGS_vouch_grace_ms)),
                       .durability = absl::GetFlag(FLAGS_durability)};
   const absl::Time start = absl::Now();
   absl::StatusOr<mailrepl::configpb::DevCluster> c = mailrepl::tools::DevClusterUp(o);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -66,7 +67,10 @@ std::string FormatStatus(const coordpb::GetStatusReply& status) {
   std::string out = absl::StrFormat("cluster %s  topology v%d  lease %d ms  %d stores  %d hosts\n\n",
                                     status.cluster_id(), status.version(), status.lease_ms(),
                                     status.stores_size(), status.hosts_size());
-  const absl::Time now = absl::Now();
+  // "Ago" on the coordinator's clock, which every time in the reply is on
+  // (ours may differ); an older coordinatord does not send it.
+  const absl::Time now =
+      status.answered_ms() > 0 ? absl::FromUnixMillis(status.answered_ms()) : absl::Now();
   absl::StrAppendFormat(&out, "%-6s %-14s %-22s %6s %-6s %-8s %10s %8s %6s %s\n", "STORE",
                         "MASTER", "REPLICAS", "EPOCH", "DURAB", "STATE", "LAG(rec)", "LAG(s)",
                         "USERS", "CHECKED");
@@ -101,7 +105,7 @@ std::string FormatStatus(const coordpb::GetStatusReply& status) {
     if (h.last_heartbeat_ms() > 0) {
       seen = absl::StrFormat(
           "%.1fs ago",
-          absl::ToDoubleSeconds(absl::Now() - absl::FromUnixMillis(h.last_heartbeat_ms())));
+          absl::ToDoubleSeconds(now - absl::FromUnixMillis(h.last_heartbeat_ms())));
     }
     absl::StrAppendFormat(&out, "%-12s %-6s %8d %9d %s\n", h.host(), h.alive() ? "yes" : "NO",
                           counts.first, counts.second, seen);
@@ -123,6 +127,43 @@ std::string FormatStatus(const coordpb::GetStatusReply& status) {
     absl::StrAppend(&out, "last checks: ", absl::StrJoin(checked, ", "), "\n");
   }
   return out;
+}
+
+std::string FormatPromote(const coordpb::PromoteReply& reply) {
+  const coordpb::StoreInfo& store = reply.store();
+  const std::string old_master = absl::StrCat("slot ", SlotAt(reply.from_slot_id(), store));
+  const uint64_t new_last = reply.lost_from_lsn() > 0 ? reply.lost_from_lsn() - 1 : 0;
+  // The old master's last reported LSN; an older coordinatord sends no
+  // old_master_report, only that LSN in lost_to_lsn.
+  std::optional<uint64_t> reported;
+  std::string last_report = "it never reported";
+  if (reply.has_old_master_report()) {
+    reported = reply.old_master_report().last_lsn();
+    last_report = absl::StrFormat("its last report (LSN %d, %.1f s before the promotion began)",
+                                  *reported, reply.old_master_report().age_ms() / 1000.0);
+  } else if (reply.lost_to_lsn() > 0) {
+    reported = reply.lost_to_lsn();
+    last_report = absl::StrCat("its last report (LSN ", *reported, ")");
+  }
+  std::string lost;
+  if (reply.lost_to_lsn() >= reply.lost_from_lsn()) {
+    lost = absl::StrCat("LSNs ", reply.lost_from_lsn(), "..", reply.lost_to_lsn(),
+                        ", and any later ones, that the old master ", old_master, " wrote; ",
+                        last_report,
+                        " is newer than the new master's, but it may have written more after it");
+  } else {
+    lost = absl::StrCat("LSNs past ", new_last, " that the old master ", old_master, " wrote; ",
+                        last_report,
+                        !reported              ? ""
+                        : *reported < new_last ? " is older than the new master's"
+                                               : " is no newer than the new master's",
+                        ", so how many is unknown");
+  }
+  return absl::StrCat("store ", store.store_id(), ": ", old_master, " -> ",
+                      SlotAt(store.master_slot_id(), store), ", epoch ", store.epoch(),
+                      ", after waiting ", reply.waited_ms(), " ms (took ", reply.took_ms(),
+                      " ms); may be lost: ", lost,
+                      "; they are salvaged when it returns (in the background)");
 }
 
 std::string FormatHistory(const coordpb::GetHistoryReply& history) {
