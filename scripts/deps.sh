@@ -15,6 +15,9 @@ PKGS=(
   # a real MTA for the end-to-end routing test (test/postfix_e2e_test.cc);
   # the package only configures the default instance, which the tests leave alone
   postfix
+  # the fault harness (test/faults/): nft rules in network namespaces,
+  # wall-clock steps with libfaketime, a loop-mounted ext4 per host
+  nftables faketime e2fsprogs util-linux
 )
 missing=()
 for p in "${PKGS[@]}"; do
