@@ -1,7 +1,11 @@
 #!/bin/bash
 # Planned failover benchmark (prints figures; not a test).
 #
-#   bench/failover_bench.sh [--failovers N] [--net A.B.C] [--dir DIR]
+#   bench/failover_bench.sh [--failovers N] [--net A.B.C] [--dir DIR] [--bin DIR]
+#
+# --dir: scratch directory (default $TMPDIR/failover_bench); --bin: the
+# binaries to measure (default build/bin; another build's bin directory
+# measures an older version the same way).
 #
 # 1. Starts a dev cluster of 2 hosts x 20 slots (20 stores, 10 masters per
 #    host) on loopback (--net, default 127.0.21).
@@ -21,13 +25,14 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 B=$ROOT/build/bin
 N=60
 NET=127.0.21
-DIR=/work/benchdirs/failover_bench
+DIR=${TMPDIR:-/tmp}/failover_bench
 while [ $# -gt 0 ]; do
   case "$1" in
     --failovers) N=$2; shift 2 ;;
     --net) NET=$2; shift 2 ;;
     --dir) DIR=$2; shift 2 ;;
-    *) echo "usage: $0 [--failovers N] [--net A.B.C] [--dir DIR]" >&2; exit 2 ;;
+    --bin) B=$(cd "$2" && pwd); shift 2 ;;
+    *) echo "usage: $0 [--failovers N] [--net A.B.C] [--dir DIR] [--bin DIR]" >&2; exit 2 ;;
   esac
 done
 "$B/replctl" dev-cluster down --dir "$DIR/cluster" >/dev/null 2>&1 || true

@@ -119,8 +119,9 @@ class Cluster:
             "coordinatord", self.coord_node.ns,
             [os.path.join(self.bin, "coordinatord"), "--db", os.path.join(self.dir, "coordinator.db"),
              "--listen", self.coordinator, "--secret-file", self.secret_file,
-             "--lease-ms", str(self.lease_ms), "--vouch-grace-ms", str(self.vouch_grace_ms),
-             "--cluster-id", "faults"],
+             "--lease-ms", str(self.lease_ms), "--cluster-id", "faults"] +
+            # Negative: leave it out (binaries older than the flag).
+            (["--vouch-grace-ms", str(self.vouch_grace_ms)] if self.vouch_grace_ms >= 0 else []),
             os.path.join(self.logs, "coordinatord.log"), os.path.join(self.ft_dir, "coordinatord"))
         self.coord.start()
         for h in self.hosts.values():

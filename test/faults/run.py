@@ -229,7 +229,8 @@ def main():
     ap.add_argument("--faults", default="3,6", help="faults per schedule: MIN,MAX")
     ap.add_argument("--lease-ms", type=int, default=2000)
     ap.add_argument("--vouch-grace-ms", type=int, default=2000,
-                    help="coordinatord --vouch-grace-ms (docs/operations.md)")
+                    help="coordinatord --vouch-grace-ms (docs/operations.md); -1: do not "
+                    "pass it (binaries from before it existed)")
     ap.add_argument("--settle-s", type=float, default=90.0)
     ap.add_argument("--keep", action="store_true", help="keep every run directory")
     ap.add_argument("--bin", default=os.environ.get("MAILREPL_BIN",
