@@ -942,6 +942,12 @@ absl::Status Slot::AppendReplicated(const std::vector<LogRecord>& records) {
     }
     bodies.push_back({p.guid(), std::make_shared<const std::string>(std::move(*p.mutable_body()))});
   }
+  // A replica stops at the same reserve as Append: refused here, the batch
+  // comes again once space is freed; past it, a failed index commit would
+  // stop the slot until it is reopened.
+  uint64_t need = 0;
+  for (const LogRecord& r : records) need += r.payload.size();
+  RETURN_IF_ERROR(CheckFreeSpace(2 * need));
   std::unique_lock<std::mutex> lock(mu_);
   idle_cv_.wait(lock, [&] { return exclusive_ == 0; });
   RETURN_IF_ERROR(WritableLocked());

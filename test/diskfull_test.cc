@@ -95,6 +95,54 @@ TEST_CASE("a full disk fails the append cleanly and loses nothing acknowledged",
   slot.reset();
 }
 
+TEST_CASE("a replica whose disk fills refuses replicated records, keeps serving, and takes them "
+          "once space is freed",
+          "[diskfull]") {
+  TempDir dir;
+  SmallFs fs(dir.Sub("fs"), "3m");
+  INFO("mounting a tmpfs needs root; run the suite as root (CI does)");
+  REQUIRE(fs.mounted());
+  // The master's records: 10 incompressible 100 KiB messages (each takes
+  // about 200 KiB on the replica: in the log and in the spool).
+  const std::string master_dir = dir.Sub("master");
+  {
+    auto master = testing::NewSlot(master_dir);
+    REQUIRE(master->CreateMailbox("user/u").ok());
+    std::mt19937 rng(2);
+    for (int i = 0; i < 10; ++i) {
+      REQUIRE(master->Append({.mailbox = "user/u", .body = Incompressible(rng, 100 * 1024)}).ok());
+    }
+  }
+  const std::vector<LogRecord> records = testing::RecordsFrom(master_dir, 1);
+  SlotOptions options;
+  options.reserve_bytes = 512 << 10;
+  const std::string slot_dir = dir.Sub("fs/replica");
+  auto replica = testing::NewSlot(slot_dir, options);
+  std::string ballast = dir.Sub("fs/ballast");
+  testing::AppendBytes((::close(::creat(ballast.c_str(), 0644)), ballast),
+                       std::string(1 << 20, 'b'));
+  size_t applied = 0;
+  absl::Status refused;
+  for (; applied < records.size(); ++applied) {
+    refused = replica->AppendReplicated({records[applied]});
+    if (!refused.ok()) break;
+  }
+  REQUIRE(applied < records.size());
+  CHECK(refused.code() == absl::StatusCode::kResourceExhausted);
+  replica->WaitApplied();
+  CHECK(replica->last_lsn() == applied);
+  // The same batch again, still refused the same way: the slot did not stop.
+  CHECK(replica->AppendReplicated({records[applied]}).code() ==
+        absl::StatusCode::kResourceExhausted);
+  REQUIRE(::unlink(ballast.c_str()) == 0);
+  for (; applied < records.size(); ++applied) {
+    REQUIRE(replica->AppendReplicated({records[applied]}).ok());
+  }
+  replica->WaitApplied();
+  CHECK(replica->last_lsn() == records.size());
+  CHECK(replica->GetMailbox("user/u").value().messages == 10);
+}
+
 }  // namespace
 }  // namespace mailrepl
 

@@ -7,6 +7,10 @@ full heal and settle, then the checker. docs/faults.md explains it all.
 usage: run.py --schedules N --seed S [--kinds partition,pause,kill,disk,clock,operator]
               [--only I] [--faults MIN,MAX] [--lease-ms 2000] [--vouch-grace-ms 2000] [--keep] [--bin DIR]
               [--out DIR] [--json FILE]
+       run.py --summarize F.jsonl [...]
+                                 the figures of earlier runs' --json F (each run
+                                 appends every schedule's figures to F.jsonl),
+                                 added up: campaigns in parallel, or stopped early
        run.py --cleanup          remove leftovers of earlier runs (mrf* namespaces,
                                  mounts, processes)
        run.py --selfcheck        only the libfaketime experiment
@@ -211,6 +215,35 @@ class Run:
 ACTIVE = []
 
 
+def new_totals():
+    return {"schedules": 0, "passed": 0, "failed": 0, "unsurvivable_by_design": 0,
+            "acknowledged": 0, "lost": 0, "duplicated_explained": 0,
+            "duplicated_unexplained": 0, "overlapping_writer_intervals": 0,
+            "faults_by_kind": {}, "recovery_raw": {}}
+
+
+def add_schedule(totals, fig):
+    """Adds one schedule's figures (checker.Result.figures + outcome)."""
+    totals["schedules"] += 1
+    totals[fig.get("outcome", "passed")] += 1
+    for k in ("acknowledged", "lost", "duplicated_explained", "duplicated_unexplained",
+              "overlapping_writer_intervals"):
+        totals[k] += fig.get(k, 0)
+    for k, v in fig.get("faults_by_kind", {}).items():
+        totals["faults_by_kind"][k] = totals["faults_by_kind"].get(k, 0) + v
+    for k, v in fig.get("recovery_raw", {}).items():
+        totals["recovery_raw"].setdefault(k, []).extend(v)
+
+
+def finish_totals(totals):
+    """Replaces the raw recovery times by their p50 and p99 per kind."""
+    out = dict(totals)
+    out["recovery_s"] = {k: {"n": len(v), "p50": checker.percentile(v, 50),
+                             "p99": checker.percentile(v, 99)}
+                         for k, v in sorted(out.pop("recovery_raw").items())}
+    return out
+
+
 def _on_signal(sig, _frame):
     for r in list(ACTIVE):
         try:
@@ -237,9 +270,18 @@ def main():
                                                      os.path.join(HERE, "..", "..", "build", "bin")))
     ap.add_argument("--out", default=ROOT_TMP)
     ap.add_argument("--json", help="write the figures here")
+    ap.add_argument("--summarize", nargs="+", metavar="JSONL")
     ap.add_argument("--cleanup", action="store_true")
     ap.add_argument("--selfcheck", action="store_true")
     args = ap.parse_args()
+    if args.summarize:
+        totals = new_totals()
+        for path in args.summarize:
+            with open(path) as f:
+                for line in f:
+                    add_schedule(totals, json.loads(line))
+        say("== figures: " + json.dumps(finish_totals(totals), indent=1))
+        return 0
     args.bin = os.path.abspath(args.bin)
     if os.geteuid() != 0:
         say("run.py needs root (network namespaces, mounts)")
@@ -274,10 +316,7 @@ def main():
     atexit.register(lambda: [r.teardown() for r in list(ACTIVE)])
 
     indices = [args.only] if args.only is not None else list(range(args.schedules))
-    totals = {"schedules": 0, "passed": 0, "failed": 0, "unsurvivable_by_design": 0,
-              "acknowledged": 0, "lost": 0, "duplicated_explained": 0,
-              "duplicated_unexplained": 0, "overlapping_writer_intervals": 0,
-              "faults_by_kind": {}, "recovery_raw": {}}
+    totals = new_totals()
     failures = []
     for i in indices:
         run_dir = os.path.join(args.out, "seed%s-s%d-%d" % (args.seed, i, os.getpid()))
@@ -304,21 +343,17 @@ def main():
             r.teardown()
             ACTIVE.remove(r)
         fig = res.figures
-        totals["schedules"] += 1
-        for k in ("acknowledged", "lost", "duplicated_explained", "duplicated_unexplained",
-                  "overlapping_writer_intervals"):
-            totals[k] += fig.get(k, 0)
-        for k, v in fig.get("faults_by_kind", {}).items():
-            totals["faults_by_kind"][k] = totals["faults_by_kind"].get(k, 0) + v
-        for k, v in fig.get("recovery_raw", {}).items():
-            totals["recovery_raw"].setdefault(k, []).extend(v)
+        outcome = ("failed" if res.violations else
+                   "unsurvivable_by_design" if res.unsurvivable else "passed")
+        add_schedule(totals, dict(fig, outcome=outcome))
+        if args.json:
+            with open(args.json + ".jsonl", "a") as f:
+                f.write(json.dumps(dict(fig, outcome=outcome, seed=args.seed, index=i)) + "\n")
         summary = {k: v for k, v in fig.items() if k != "recovery_raw"}
         say("   %.1fs: %s" % (time.monotonic() - t0, json.dumps(summary)))
         if res.unsurvivable and not res.violations:
-            totals["unsurvivable_by_design"] += 1
             say("   UNSURVIVABLE BY DESIGN: stores %s lost all their copies" % res.unsurvivable)
         if res.violations:
-            totals["failed"] += 1
             failures.append((i, run_dir))
             say("   FAILED: seed %s schedule %d (reproduce: run.py --seed %s --only %d --kinds %s)"
                 % (args.seed, i, args.seed, i, args.kinds))
@@ -337,14 +372,9 @@ def main():
                 json.dump(res.violations, f, indent=1, default=str)
             say("   kept: %s (logs/, history.jsonl, nemesis.jsonl, final.json)" % run_dir)
         else:
-            if not res.unsurvivable:
-                totals["passed"] += 1
             if not args.keep:
                 shutil.rmtree(run_dir, ignore_errors=True)
-    totals["recovery_s"] = {k: {"n": len(v), "p50": checker.percentile(v, 50),
-                                "p99": checker.percentile(v, 99)}
-                            for k, v in sorted(totals["recovery_raw"].items())}
-    del totals["recovery_raw"]
+    totals = finish_totals(totals)
     say("== figures: " + json.dumps(totals, indent=1))
     if args.json:
         with open(args.json, "w") as f:
