@@ -671,11 +671,13 @@ absl::Status SlotHost::CheckWriteFor(uint64_t epoch, bool lmtp) {
   }
   const int64_t now = BootNanos();
   if (now > HeldUntilNs()) {
+    const int64_t heard = coordinator_heard_ns_;
     return absl::UnavailableError(absl::StrCat(
-        "slot ", config_.slot_id(),
-        " fenced itself: its lease ran out (no word from the coordinator for ",
-        absl::FormatDuration(absl::Trunc(absl::Nanoseconds(now - coordinator_heard_ns_),
-                                         absl::Milliseconds(1))),
+        "slot ", config_.slot_id(), " fenced itself: its lease ran out (no word from the ",
+        heard == 0 ? std::string("coordinator since it started")
+                   : absl::StrCat("coordinator for ",
+                                  absl::FormatDuration(absl::Trunc(absl::Nanoseconds(now - heard),
+                                                                   absl::Milliseconds(1)))),
         ", lease ", absl::FormatDuration(absl::Nanoseconds(lease_ns_.load())),
         ", and no replica vouches)"));
   }
