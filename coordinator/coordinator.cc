@@ -1068,6 +1068,9 @@ absl::StatusOr<bool> Coordinator::HostAlive(const std::string& host) {
 std::optional<int64_t> Coordinator::HoldsSince(const std::string& host, uint64_t version) const {
   auto known = known_by_host_.find(host);
   if (known == known_by_host_.end() || known->second.topology < version) return std::nullopt;
+  // A version this coordinator never issued (its database was restored
+  // from an older backup) says nothing about what the host applied.
+  if (known->second.topology > versions().topology) return std::nullopt;
   return topology_since_.at(host);
 }
 

@@ -71,13 +71,25 @@ void CoordinatorLink::Absorb(const coordpb::HeartbeatReply& reply, absl::Duratio
   struct Heard {
     CoordinatorLink* link;
     absl::Duration sent;
+    bool counts = true;
     ~Heard() {
+      if (!counts) return;
       link->last_heard_ = std::max(link->last_heard_, sent);
       link->options_.on_heard(sent);
     }
   } heard{this, sent};
   coordpb::Assignments a = reply.assignments();
   bool apply = false;
+  if (reply.changed() && a.version() < version_) {
+    // An answer older than what is applied (a late reply on the other
+    // connection), or a coordinator whose topology went back (a database
+    // restored from a backup): its epochs may be older than what this
+    // host knows, so it renews no lease here.
+    heard.counts = false;
+    LogLine(Severity::kWarning, "coordinator answered with an older topology; not counted as contact",
+            Kv("coordinator", options_.coordinator) + Kv("version", a.version()) +
+                Kv("known_version", version_));
+  }
   if (reply.changed() && a.version() > version_) {
     version_ = a.version();
     apply = true;

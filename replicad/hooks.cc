@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/clock.h"
 #include "common/log.h"
 
 extern char** environ;
@@ -62,7 +63,7 @@ absl::Status Hooks::RunBlocking(const HookEvent& e) {
     return absl::FailedPreconditionError(
         absl::StrCat("cannot run the ", what, ": ", std::strerror(err), "; fix replicad.conf"));
   }
-  const absl::Time deadline = absl::Now() + timeout_;
+  const absl::Duration deadline = SinceBoot() + timeout_;  // a wall-clock step moves nothing
   int status = 0;
   for (;;) {
     const pid_t r = ::waitpid(pid, &status, WNOHANG);
@@ -70,7 +71,7 @@ absl::Status Hooks::RunBlocking(const HookEvent& e) {
     if (r < 0 && errno != EINTR) {
       return absl::InternalError(absl::StrCat("waiting for the ", what, ": ", std::strerror(errno)));
     }
-    if (absl::Now() > deadline) {
+    if (SinceBoot() > deadline) {
       ::kill(pid, SIGKILL);
       ::waitpid(pid, &status, 0);
       return absl::DeadlineExceededError(

@@ -125,7 +125,7 @@ std::vector<LmtpReply> SlotBackend::DeliverNow(const std::vector<std::string>& r
       // mastership acknowledged the message.
       replies.push_back(late ? *late
                              : LmtpReply{250, "2.1.5",
-                                         absl::StrCat("OK uid ", r->uid, " epoch ", slot_.epoch())});
+                                         absl::StrCat("OK uid ", r->uid, " epoch ", r->epoch)});
     } else if (r.status().code() == absl::StatusCode::kNotFound) {
       ++failed_;
       replies.push_back({550, "5.1.1", absl::StrCat("<", rcpt, ">: unknown user")});

@@ -365,6 +365,8 @@ void SlotHost::BecomeMaster(const coordpb::StoreInfo& store) {
   for (const auto& [id, info] : wanted) {
     if (!replicas_.contains(id)) StartReplicaLink(*info);
   }
+  StartSalvager();
+  if (salvager_) salvager_->Wake();  // files set aside as a replica go to this slot now
   if (report) Report();
 }
 
@@ -421,11 +423,13 @@ void SlotHost::StartSalvager() {
                .slot_id = config_.slot_id(),
                .secret = options_.secret,
                .master = [this]() -> std::optional<SalvageMaster> {
-                 // Only once the slot follows the master: it holds the
-                 // master's epoch (a snapshot or records of it arrived).
+                 // Only once the slot follows the master (it holds the
+                 // master's epoch: a snapshot or records of it arrived), or
+                 // is the master itself (a replica that set messages aside
+                 // and was then made master salvages into itself).
                  std::lock_guard<std::mutex> lock(mu_);
-                 if (role_ != coordpb::REPLICA || slot_->last_lsn() == 0 ||
-                     slot_->epoch() != store_.epoch()) {
+                 if ((role_ != coordpb::REPLICA && role_ != coordpb::MASTER) ||
+                     slot_->last_lsn() == 0 || slot_->epoch() != store_.epoch()) {
                    return std::nullopt;
                  }
                  for (const coordpb::SlotInfo& m : store_.members()) {

@@ -753,7 +753,9 @@ absl::StatusOr<AppendResult> Slot::AppendLocked(const AppendRequest& req, const 
   Usage& u = usage_[owner];
   u.bytes += req.body.size();
   u.messages += 1;
-  AppendResult result{p.uid(), mb->uidvalidity, guid, next_lsn_};
+  AppendResult result{
+      .uid = p.uid(), .uidvalidity = mb->uidvalidity, .guid = guid, .lsn = next_lsn_,
+      .epoch = epoch_};
   Writer w;
   if (!known) w.bodies.push_back({guid, std::make_shared<const std::string>(req.body)});
   AddRecordLocked(w, RecordType::kAppend, p.SerializeAsString());

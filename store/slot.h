@@ -141,6 +141,7 @@ struct AppendResult {
   // unless_present found the message there already: nothing was appended,
   // and uid is the matching message's (the count-th such by UID).
   bool already_present = false;
+  uint64_t epoch = 0;  // the epoch its record carries (0 when already_present)
 };
 
 class Slot {

@@ -382,7 +382,11 @@ awaitable<absl::Status> SyncClient::Stream(Session& s, uint64_t target, bool fol
   auto receiver = [&]() -> awaitable<absl::Status> {
     for (;;) {
       auto f = co_await s.conn->Read(kDeadPeerTimeout);
-      if (!f.ok() && finishing) co_return absl::OkStatus();
+      // After Done, the server closing is the end an older server gives;
+      // silence is not a confirmation.
+      if (!f.ok() && finishing && !absl::IsDeadlineExceeded(f.status())) {
+        co_return absl::OkStatus();
+      }
       if (!f.ok()) {
         dead = true;
         co_return f.status();
@@ -406,7 +410,9 @@ awaitable<absl::Status> SyncClient::Stream(Session& s, uint64_t target, bool fol
         Heard();
       } else if (f->has_heartbeat()) {
         const syncpb::Heartbeat& hb = f->heartbeat();
-        if (hb.probe() != 0 && hb.vouch_ms() > 0) {
+        // Only a probe this client sent (none is newer than the last).
+        if (hb.probe() != 0 && hb.vouch_ms() > 0 &&
+            static_cast<int64_t>(hb.probe()) <= s.last_heartbeat_ns) {
           // The replica read our heartbeat no earlier than its probe, and
           // vouches from then on: counting from the probe is safe whatever
           // the answer's delay.

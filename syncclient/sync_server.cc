@@ -577,7 +577,9 @@ awaitable<absl::Status> SyncServer::Serve(FramedConnection& conn) {
         syncpb::Frame done;
         done.mutable_done();
         conn.Send(done);
-        co_return co_await conn.Flush(absl::Seconds(5));
+        // A client older than this answer has closed already: not an error.
+        co_await conn.Flush(absl::Seconds(5));
+        co_return absl::OkStatus();
       }
       case syncpb::Frame::kError: {
         if (f->error().code() == syncpb::DIVERGED && options_.on_diverged) {

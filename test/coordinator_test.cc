@@ -1700,6 +1700,23 @@ TEST_CASE("a forced promotion waits the vouch grace for a replica that did not l
   fast.f.now += 1;
   fast.Report("h3", {SlotReportOf(5, coordpb::REPLICA, 1, 125)}, v2 + 1);
   CHECK(fast.StoreNow(1).master_slot_id() == 5);
+
+  // A host naming a version this coordinator never issued (its database
+  // was restored from an older backup) has not shown it applied the new
+  // epoch: the promotion waits the whole grace for it.
+  FailoverBench restored(kGraceMs);
+  const uint64_t v3 = LoseMasterHost(restored);
+  const int64_t began3 = restored.f.now;
+  PendingCall call3;
+  StartPromote(restored, PromoteOf(1), &call3);
+  restored.Report("h2", {SlotReportOf(3, coordpb::REPLICA, 1, 120)}, v3 + 1);
+  restored.Report("h3", {SlotReportOf(5, coordpb::REPLICA, 1, 125)}, v3 + 50);
+  restored.f.now = began3 + kPromoteWaitMs + kGraceMs - 1;
+  restored.Report("h3", {SlotReportOf(5, coordpb::REPLICA, 1, 125)}, v3 + 50);
+  CHECK(restored.StoreNow(1).master_slot_id() == 1);
+  restored.f.now += 1;
+  restored.Report("h3", {SlotReportOf(5, coordpb::REPLICA, 1, 125)}, v3 + 50);
+  CHECK(restored.StoreNow(1).master_slot_id() == 5);
 }
 
 TEST_CASE("promote without --force is refused", "[coordinator][promote]") {
