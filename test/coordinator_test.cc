@@ -1657,6 +1657,32 @@ uint64_t LoseMasterHost(FailoverBench& b) {
 // The wait of a promotion that began now, h1's lease having expired.
 constexpr int64_t kPromoteWaitMs = 60000 + kPromoteMarginMs;
 
+// Store 1's forced promotion under way with the vouch grace given; h2
+// applied the new epoch's topology at once.
+class VouchWait {
+ public:
+  explicit VouchWait(int64_t grace_ms) : b_(grace_ms) {
+    version = LoseMasterHost(b_);
+    began_ = b_.f.now;
+    StartPromote(b_, PromoteOf(1), &call_);
+    REQUIRE_FALSE(call_.done);
+    b_.Report("h2", {SlotReportOf(3, coordpb::REPLICA, 1, 120)}, version + 1);
+  }
+  // h3 reports at `at_ms` after the begin, naming topology `known`; then
+  // the store's master.
+  uint64_t H3ReportsAt(int64_t at_ms, uint64_t known) {
+    b_.f.now = began_ + at_ms;
+    b_.Report("h3", {SlotReportOf(5, coordpb::REPLICA, 1, 125)}, known);
+    return b_.StoreNow(1).master_slot_id();
+  }
+  uint64_t version = 0;  // before the promotion; version + 1 carries the new epoch
+
+ private:
+  FailoverBench b_;
+  int64_t began_ = 0;
+  PendingCall call_;
+};
+
 TEST_CASE("a forced promotion waits the vouch grace for a replica that did not learn the new "
           "epoch, and only a lease period after it did",
           "[coordinator][promote]") {
@@ -1665,58 +1691,31 @@ TEST_CASE("a forced promotion waits the vouch grace for a replica that did not l
   // coordinator contact + lease + grace (docs/operations.md "Why a fenced
   // master stops in time").
   constexpr int64_t kGraceMs = 20000;
-  FailoverBench b(kGraceMs);
-  const uint64_t version = LoseMasterHost(b);
-  const int64_t began = b.f.now;
-  PendingCall call;
-  StartPromote(b, PromoteOf(1), &call);
-  REQUIRE_FALSE(call.done);
-  // h2 applied the new epoch's topology at once; h3 reports, but from the
-  // old one (its answers are lost, say).
-  b.Report("h2", {SlotReportOf(3, coordpb::REPLICA, 1, 120)}, version + 1);
-  b.f.now = began + kPromoteWaitMs;
-  b.Report("h3", {SlotReportOf(5, coordpb::REPLICA, 1, 125)}, version);
-  CHECK(b.StoreNow(1).master_slot_id() == 1);  // h3 may still vouch for 1@h1
-  b.f.now = began + kPromoteWaitMs + kGraceMs - 1;
-  b.Report("h3", {SlotReportOf(5, coordpb::REPLICA, 1, 125)}, version);
-  CHECK(b.StoreNow(1).master_slot_id() == 1);
-  b.f.now += 1;
-  b.Report("h3", {SlotReportOf(5, coordpb::REPLICA, 1, 125)}, version);
-  CHECK(b.StoreNow(1).master_slot_id() == 5);
-
-  // Again, but h3 applies the new epoch 3 s after the begin: a vouch it
-  // gave before lasts until a lease period after that, not the grace.
-  FailoverBench fast(kGraceMs);
-  const uint64_t v2 = LoseMasterHost(fast);
-  const int64_t began2 = fast.f.now;
-  PendingCall call2;
-  StartPromote(fast, PromoteOf(1), &call2);
-  fast.Report("h2", {SlotReportOf(3, coordpb::REPLICA, 1, 120)}, v2 + 1);
-  fast.f.now = began2 + 3000;
-  fast.Report("h3", {SlotReportOf(5, coordpb::REPLICA, 1, 125)}, v2 + 1);
-  fast.f.now = began2 + 3000 + kPromoteWaitMs - 1;
-  fast.Report("h3", {SlotReportOf(5, coordpb::REPLICA, 1, 125)}, v2 + 1);
-  CHECK(fast.StoreNow(1).master_slot_id() == 1);
-  fast.f.now += 1;
-  fast.Report("h3", {SlotReportOf(5, coordpb::REPLICA, 1, 125)}, v2 + 1);
-  CHECK(fast.StoreNow(1).master_slot_id() == 5);
-
-  // A host naming a version this coordinator never issued (its database
-  // was restored from an older backup) has not shown it applied the new
-  // epoch: the promotion waits the whole grace for it.
-  FailoverBench restored(kGraceMs);
-  const uint64_t v3 = LoseMasterHost(restored);
-  const int64_t began3 = restored.f.now;
-  PendingCall call3;
-  StartPromote(restored, PromoteOf(1), &call3);
-  restored.Report("h2", {SlotReportOf(3, coordpb::REPLICA, 1, 120)}, v3 + 1);
-  restored.Report("h3", {SlotReportOf(5, coordpb::REPLICA, 1, 125)}, v3 + 50);
-  restored.f.now = began3 + kPromoteWaitMs + kGraceMs - 1;
-  restored.Report("h3", {SlotReportOf(5, coordpb::REPLICA, 1, 125)}, v3 + 50);
-  CHECK(restored.StoreNow(1).master_slot_id() == 1);
-  restored.f.now += 1;
-  restored.Report("h3", {SlotReportOf(5, coordpb::REPLICA, 1, 125)}, v3 + 50);
-  CHECK(restored.StoreNow(1).master_slot_id() == 5);
+  {
+    // h3 reports, but from the old topology (its answers are lost, say):
+    // it may still vouch for 1@h1 until the grace has passed.
+    VouchWait w(kGraceMs);
+    CHECK(w.H3ReportsAt(kPromoteWaitMs, w.version) == 1);
+    CHECK(w.H3ReportsAt(kPromoteWaitMs + kGraceMs - 1, w.version) == 1);
+    CHECK(w.H3ReportsAt(kPromoteWaitMs + kGraceMs, w.version) == 5);
+  }
+  {
+    // h3 applies the new epoch 3 s after the begin: a vouch it gave before
+    // lasts until a lease period after that, not the grace.
+    VouchWait w(kGraceMs);
+    CHECK(w.H3ReportsAt(3000, w.version + 1) == 1);
+    CHECK(w.H3ReportsAt(3000 + kPromoteWaitMs - 1, w.version + 1) == 1);
+    CHECK(w.H3ReportsAt(3000 + kPromoteWaitMs, w.version + 1) == 5);
+  }
+  {
+    // A host naming a version this coordinator never issued (its database
+    // was restored from an older backup) has not shown it applied the new
+    // epoch: the promotion waits the whole grace for it.
+    VouchWait w(kGraceMs);
+    CHECK(w.H3ReportsAt(0, w.version + 50) == 1);
+    CHECK(w.H3ReportsAt(kPromoteWaitMs + kGraceMs - 1, w.version + 50) == 1);
+    CHECK(w.H3ReportsAt(kPromoteWaitMs + kGraceMs, w.version + 50) == 5);
+  }
 }
 
 TEST_CASE("promote without --force is refused", "[coordinator][promote]") {
