@@ -21,7 +21,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
-#include "common/net.h"
+#include "transport/net.h"
 #include "common/status_macros.h"
 #include "coordinator/schema.h"
 
@@ -988,7 +988,7 @@ absl::Status Coordinator::CheckServiceAddresses(uint64_t store_id, const std::st
   for (const auto& [what, address] : {std::pair<const char*, const std::string&>{"LMTP", lmtp},
                                       {"API", api}}) {
     if (address.empty()) continue;
-    if (absl::StatusOr<asio::ip::tcp::endpoint> e = ParseEndpoint(address); !e.ok()) {
+    if (absl::StatusOr<asio::ip::tcp::endpoint> e = transport::ParseEndpoint(address); !e.ok()) {
       return absl::InvalidArgumentError(absl::StrCat("store ", store_id, ": the ", what,
                                                      " service address: ", e.status().message()));
     }

@@ -22,7 +22,7 @@
 #include "coordinator/schema.h"
 #include "coordinator/socketmap_server.h"
 #include "rpc/rpc_server.h"
-#include "syncclient/auth.h"
+#include "transport/auth.h"
 
 namespace {
 
@@ -120,7 +120,7 @@ int main(int argc, char** argv) {
   if (db_path.empty() || listen.empty() || secret_file.empty()) {
     return Usage("--db, --listen and --secret-file are required");
   }
-  absl::StatusOr<std::string> secret = sync::LoadSecret(secret_file);
+  absl::StatusOr<std::string> secret = transport::LoadSecret(secret_file);
   if (!secret.ok()) return Fail(absl::StrCat("--secret-file: ", secret.status().message()));
 
   absl::StatusOr<std::unique_ptr<coord::Coordinator>> coordinator = coord::Coordinator::Open(

@@ -5,7 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "asio/experimental/awaitable_operators.hpp"
 #include "common/log.h"
-#include "common/net.h"
+#include "transport/net.h"
 #include "coordinator/netstring.h"
 
 namespace mailrepl::coord {
@@ -20,7 +20,7 @@ SocketmapServer::SocketmapServer(asio::io_context& io, SocketmapServerOptions op
 
 SocketmapServer::~SocketmapServer() = default;
 
-absl::Status SocketmapServer::Listen() { return ListenOn(acceptor_, options_.listen); }
+absl::Status SocketmapServer::Listen() { return transport::ListenOn(acceptor_, options_.listen); }
 
 uint16_t SocketmapServer::port() const {
   asio::error_code ec;
@@ -45,7 +45,7 @@ awaitable<void> SocketmapServer::Run() {
       co_await pause.async_wait(asio::redirect_error(use_awaitable, ec));
       continue;
     }
-    std::string peer = PeerAddress(socket);
+    std::string peer = transport::PeerAddress(socket);
     auto s = std::make_shared<Socket>(std::move(socket));
     sessions_.insert(s);
     ++stats_.connections;

@@ -5,7 +5,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
-#include "common/net.h"
+#include "transport/net.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
 
@@ -33,12 +33,12 @@ absl::Status ValidateReplicadConfig(configpb::ReplicadConfig& c, const std::stri
     return absl::InvalidArgumentError(absl::StrCat(origin, ": ", what));
   };
   if (c.host().empty()) return bad("`host` is required (this host's name in the coordinator)");
-  if (!ParseEndpoint(c.coordinator()).ok()) return bad("`coordinator` must be ADDR:PORT");
+  if (!transport::ParseEndpoint(c.coordinator()).ok()) return bad("`coordinator` must be ADDR:PORT");
   if (c.secret_file().empty()) return bad("`secret_file` is required");
   if (c.state_dir().empty() || c.state_dir()[0] != '/') {
     return bad("`state_dir` must be an absolute path (the role cache lives there)");
   }
-  if (!c.metrics_listen().empty() && !ParseEndpoint(c.metrics_listen()).ok()) {
+  if (!c.metrics_listen().empty() && !transport::ParseEndpoint(c.metrics_listen()).ok()) {
     return bad("`metrics_listen` must be ADDR:PORT");
   }
   if (c.lmtp_threads() == 0) c.set_lmtp_threads(16);
@@ -61,7 +61,7 @@ absl::Status ValidateReplicadConfig(configpb::ReplicadConfig& c, const std::stri
     for (const auto& [field, address] : {std::pair{"lmtp_listen", s.lmtp_listen()},
                                          std::pair{"api_listen", s.api_listen()},
                                          std::pair{"sync_listen", s.sync_listen()}}) {
-      if (!ParseEndpoint(address).ok()) {
+      if (!transport::ParseEndpoint(address).ok()) {
         return bad(absl::StrCat(which, ": `", field, "` must be ADDR:PORT"));
       }
       if (!absl::EndsWith(address, ":0") && !addresses.insert(address).second) {

@@ -1,6 +1,6 @@
 #include "replicad/lmtp_server.h"
 
-#include "common/net.h"
+#include "transport/net.h"
 
 #include <array>
 #include <chrono>
@@ -60,7 +60,7 @@ class LmtpServer::Impl::Session {
   Session(Impl& server, tcp::socket socket)
       : server_(server),
         socket_(std::move(socket)),
-        peer_(PeerAddress(socket_)),
+        peer_(transport::PeerAddress(socket_)),
         read_timer_(socket_.get_executor()),
         write_timer_(socket_.get_executor()),
         parser_({.max_message_bytes = server.options_.max_message_bytes,
@@ -210,7 +210,7 @@ awaitable<void> LmtpServer::Impl::Session::Run() {
 }
 
 absl::Status LmtpServer::Impl::Listen() {
-  return ListenOn(acceptor_, options_.listen, options_.free_bind);
+  return transport::ListenOn(acceptor_, options_.listen, options_.free_bind);
 }
 
 awaitable<void> LmtpServer::Impl::Run() {

@@ -12,7 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "common/log.h"
-#include "common/net.h"
+#include "transport/net.h"
 #include "replicad/metrics_text.h"
 
 namespace mailrepl::metrics {
@@ -151,7 +151,7 @@ MetricsServer::MetricsServer(asio::io_context& io, MetricsServerOptions options,
 
 MetricsServer::~MetricsServer() = default;
 
-absl::Status MetricsServer::Listen() { return ListenOn(acceptor_, options_.listen); }
+absl::Status MetricsServer::Listen() { return transport::ListenOn(acceptor_, options_.listen); }
 
 uint16_t MetricsServer::port() const {
   asio::error_code ec;
@@ -187,7 +187,7 @@ awaitable<void> MetricsServer::Run() {
       continue;
     }
     auto conn = std::make_shared<Connection>(std::move(socket));
-    conn->peer = PeerAddress(conn->socket);
+    conn->peer = transport::PeerAddress(conn->socket);
     connections_.insert(conn);
     asio::co_spawn(io_, Session(conn), asio::detached);
   }

@@ -12,7 +12,7 @@
 #include "common/log.h"
 #include "replicad/config.h"
 #include "replicad/replicad.h"
-#include "syncclient/auth.h"
+#include "transport/auth.h"
 
 namespace {
 
@@ -53,7 +53,7 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
   auto config = mailrepl::replicad::LoadReplicadConfig(config_path);
   if (!config.ok()) return Fail(std::string(config.status().message()));
-  auto secret = mailrepl::sync::LoadSecret(config->secret_file());
+  auto secret = transport::LoadSecret(config->secret_file());
   if (!secret.ok()) return Fail(std::string(secret.status().message()));
 
   asio::io_context io(1);

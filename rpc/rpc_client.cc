@@ -3,9 +3,9 @@
 #include <utility>
 
 #include "asio/experimental/awaitable_operators.hpp"
-#include "common/net.h"
+#include "transport/net.h"
 #include "rpc/rpc_server.h"
-#include "syncclient/auth.h"
+#include "transport/auth.h"
 
 namespace mailrepl::rpc {
 
@@ -41,7 +41,7 @@ void RpcClient::Close() {
 bool RpcClient::connected() const { return conn_ && !conn_->closed(); }
 
 awaitable<absl::Status> RpcClient::Connect(absl::Time deadline) {
-  absl::StatusOr<asio::ip::tcp::endpoint> endpoint = ParseEndpoint(options_.address);
+  absl::StatusOr<asio::ip::tcp::endpoint> endpoint = transport::ParseEndpoint(options_.address);
   if (!endpoint.ok()) co_return endpoint.status();
   asio::ip::tcp::socket socket(io_);
   asio::steady_timer timer(io_, absl::ToChronoNanoseconds(
@@ -58,7 +58,7 @@ awaitable<absl::Status> RpcClient::Connect(absl::Time deadline) {
     co_return absl::UnavailableError(absl::StrCat("cannot connect to ", options_.service, " at ",
                                                   options_.address, ": ", ec.message()));
   }
-  auto conn = std::make_shared<sync::RpcConnection>(std::move(socket), options_.address);
+  auto conn = std::make_shared<transport::RpcConnection>(std::move(socket), options_.address);
   conn->Start();
   absl::Status status = co_await Login(*conn, deadline);
   if (!status.ok()) {
@@ -69,13 +69,13 @@ awaitable<absl::Status> RpcClient::Connect(absl::Time deadline) {
   co_return absl::OkStatus();
 }
 
-awaitable<absl::Status> RpcClient::Login(sync::RpcConnection& connection, absl::Time deadline) {
-  sync::RpcConnection* conn = &connection;
+awaitable<absl::Status> RpcClient::Login(transport::RpcConnection& connection, absl::Time deadline) {
+  transport::RpcConnection* conn = &connection;
 
   absl::StatusOr<rpcpb::Frame> hello = co_await conn->Read(Remaining(deadline));
   if (!hello.ok()) co_return hello.status();
   if (hello->has_reply()) co_return ServerError(hello->reply(), options_.address);
-  if (!hello->has_hello() || hello->hello().challenge().size() != sync::kChallengeSize) {
+  if (!hello->has_hello() || hello->hello().challenge().size() != transport::kChallengeSize) {
     co_return absl::InvalidArgumentError(
         absl::StrCat(options_.address, " did not greet as a ", options_.service, " server"));
   }
@@ -84,7 +84,7 @@ awaitable<absl::Status> RpcClient::Login(sync::RpcConnection& connection, absl::
         options_.address, " serves '", hello->hello().service(), "', not '", options_.service,
         "': check the address"));
   }
-  const std::string challenge = sync::NewChallenge();
+  const std::string challenge = transport::NewChallenge();
   rpcpb::Frame login;
   rpcpb::Login* l = login.mutable_login();
   l->set_version_major(kRpcVersionMajor);
@@ -92,7 +92,7 @@ awaitable<absl::Status> RpcClient::Login(sync::RpcConnection& connection, absl::
   l->set_service(options_.service);
   l->set_client(options_.client);
   l->set_challenge(challenge);
-  l->set_response(sync::AuthResponse(options_.secret, sync::kClientRole, options_.service,
+  l->set_response(transport::AuthResponse(options_.secret, transport::kClientRole, options_.service,
                                      hello->hello().challenge(), challenge));
   conn->Send(login);
 
@@ -100,8 +100,8 @@ awaitable<absl::Status> RpcClient::Login(sync::RpcConnection& connection, absl::
   if (!welcome.ok()) co_return welcome.status();
   if (welcome->has_reply()) co_return ServerError(welcome->reply(), options_.address);
   if (!welcome->has_welcome() ||
-      !sync::ResponsesEqual(welcome->welcome().response(),
-                            sync::AuthResponse(options_.secret, sync::kServerRole,
+      !transport::ResponsesEqual(welcome->welcome().response(),
+                            transport::AuthResponse(options_.secret, transport::kServerRole,
                                                options_.service, challenge,
                                                hello->hello().challenge()))) {
     co_return absl::UnauthenticatedError(absl::StrCat(
@@ -124,7 +124,7 @@ awaitable<absl::StatusOr<std::string>> RpcClient::CallRaw(std::string request,
   call.mutable_call()->set_request(std::move(request));
   // Held for the whole call: Close() (from another coroutine, say at
   // shutdown) drops conn_ while this one still waits on the connection.
-  const std::shared_ptr<sync::RpcConnection> conn = conn_;
+  const std::shared_ptr<transport::RpcConnection> conn = conn_;
   conn->Send(call);
   absl::StatusOr<rpcpb::Frame> reply = co_await conn->Read(Remaining(deadline));
   if (!reply.ok()) {

@@ -27,7 +27,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "asio.hpp"
-#include "syncclient/framed_connection.h"
+#include "transport/framed_connection.h"
 
 namespace mailrepl::rpc {
 
@@ -73,11 +73,11 @@ class RpcClient {
 
  private:
   asio::awaitable<absl::Status> Connect(absl::Time deadline);
-  asio::awaitable<absl::Status> Login(sync::RpcConnection& conn, absl::Time deadline);
+  asio::awaitable<absl::Status> Login(transport::RpcConnection& conn, absl::Time deadline);
 
   asio::io_context& io_;
   RpcClientOptions options_;
-  std::shared_ptr<sync::RpcConnection> conn_;
+  std::shared_ptr<transport::RpcConnection> conn_;
   uint64_t next_id_ = 1;
 };
 

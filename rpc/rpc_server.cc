@@ -4,8 +4,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
-#include "common/net.h"
-#include "syncclient/auth.h"
+#include "transport/net.h"
+#include "transport/auth.h"
 
 namespace mailrepl::rpc {
 
@@ -32,7 +32,7 @@ RpcServer::RpcServer(asio::io_context& io, RpcServerOptions options, RpcHandler 
 RpcServer::~RpcServer() = default;
 
 absl::Status RpcServer::Listen() {
-  return ListenOn(acceptor_, options_.listen, options_.free_bind);
+  return transport::ListenOn(acceptor_, options_.listen, options_.free_bind);
 }
 
 uint16_t RpcServer::port() const {
@@ -59,8 +59,8 @@ awaitable<void> RpcServer::Run() {
       co_await pause.async_wait(asio::redirect_error(use_awaitable, ec));
       continue;
     }
-    std::string peer = PeerAddress(socket);
-    auto conn = std::make_shared<sync::RpcConnection>(std::move(socket), std::move(peer));
+    std::string peer = transport::PeerAddress(socket);
+    auto conn = std::make_shared<transport::RpcConnection>(std::move(socket), std::move(peer));
     conn->Start();
     sessions_.insert(conn);
     ++stats_.connections;
@@ -68,8 +68,8 @@ awaitable<void> RpcServer::Run() {
   }
 }
 
-awaitable<absl::Status> RpcServer::Login(sync::RpcConnection& conn, RpcPeer* peer) {
-  const std::string challenge = sync::NewChallenge();
+awaitable<absl::Status> RpcServer::Login(transport::RpcConnection& conn, RpcPeer* peer) {
+  const std::string challenge = transport::NewChallenge();
   rpcpb::Frame hello;
   hello.mutable_hello()->set_version_major(kRpcVersionMajor);
   hello.mutable_hello()->set_version_minor(kRpcVersionMinor);
@@ -97,9 +97,9 @@ awaitable<absl::Status> RpcServer::Login(sync::RpcConnection& conn, RpcPeer* pee
     co_return absl::InvalidArgumentError(absl::StrCat(
         "this port serves '", options_.service, "', not '", login.service(), "'"));
   }
-  if (login.challenge().size() != sync::kChallengeSize ||
-      !sync::ResponsesEqual(login.response(),
-                            sync::AuthResponse(options_.secret, sync::kClientRole,
+  if (login.challenge().size() != transport::kChallengeSize ||
+      !transport::ResponsesEqual(login.response(),
+                            transport::AuthResponse(options_.secret, transport::kClientRole,
                                                options_.service, challenge,
                                                login.challenge()))) {
     ++stats_.auth_failures;
@@ -108,13 +108,13 @@ awaitable<absl::Status> RpcServer::Login(sync::RpcConnection& conn, RpcPeer* pee
   }
   peer->client = login.client();
   rpcpb::Frame welcome;
-  welcome.mutable_welcome()->set_response(sync::AuthResponse(
-      options_.secret, sync::kServerRole, options_.service, login.challenge(), challenge));
+  welcome.mutable_welcome()->set_response(transport::AuthResponse(
+      options_.secret, transport::kServerRole, options_.service, login.challenge(), challenge));
   conn.Send(welcome);
   co_return absl::OkStatus();
 }
 
-awaitable<void> RpcServer::Session(std::shared_ptr<sync::RpcConnection> conn) {
+awaitable<void> RpcServer::Session(std::shared_ptr<transport::RpcConnection> conn) {
   RpcPeer peer{conn->peer(), ""};
   absl::Status status = co_await Login(*conn, &peer);
   while (status.ok() && !stopping_) {

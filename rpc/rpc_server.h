@@ -35,7 +35,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "asio.hpp"
-#include "syncclient/framed_connection.h"
+#include "transport/framed_connection.h"
 
 namespace mailrepl::rpc {
 
@@ -85,14 +85,14 @@ class RpcServer {
   const RpcServerStats& stats() const { return stats_; }
 
  private:
-  asio::awaitable<void> Session(std::shared_ptr<sync::RpcConnection> conn);
-  asio::awaitable<absl::Status> Login(sync::RpcConnection& conn, RpcPeer* peer);
+  asio::awaitable<void> Session(std::shared_ptr<transport::RpcConnection> conn);
+  asio::awaitable<absl::Status> Login(transport::RpcConnection& conn, RpcPeer* peer);
 
   asio::io_context& io_;
   RpcServerOptions options_;
   RpcHandler handler_;
   asio::ip::tcp::acceptor acceptor_;
-  std::set<std::shared_ptr<sync::RpcConnection>> sessions_;
+  std::set<std::shared_ptr<transport::RpcConnection>> sessions_;
   RpcServerStats stats_;
   bool stopping_ = false;
 };

@@ -28,7 +28,7 @@ fi
 # shellcheck disable=SC2046  # pkg-config output is a list of flags
 clang++ -std=c++20 -O1 -g -fno-omit-frame-pointer \
   -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-  -I. syncclient/frame_codec.cc common/crc32c.cc test/fuzz/frame_fuzzer.cc \
+  -I. transport/frame_codec.cc common/crc32c.cc test/fuzz/frame_fuzzer.cc \
   $(pkg-config --cflags --libs libzstd absl_status absl_strings) \
   -o "$out/frame_fuzzer"
 

@@ -16,9 +16,9 @@
 #include "proto/log.pb.h"
 #include "store/mailbox_name.h"
 #include "store/snapshot.h"
-#include "syncclient/auth.h"
+#include "transport/auth.h"
 #include "syncclient/fork_point.h"
-#include "syncclient/framed_connection.h"
+#include "transport/framed_connection.h"
 #include "syncclient/mailbox_compare.h"
 #include "syncclient/master_source.h"
 #include "syncclient/protocol.h"
@@ -159,7 +159,7 @@ awaitable<absl::Status> SyncClient::RunOnce() {
 }
 
 awaitable<absl::Status> SyncClient::Handshake(Session& s) {
-  auto endpoint = ParseEndpoint(options_.server);
+  auto endpoint = transport::ParseEndpoint(options_.server);
   if (!endpoint.ok()) co_return endpoint.status();
   asio::ip::tcp::socket socket(io_);
   asio::steady_timer deadline(io_, std::chrono::seconds(5));
@@ -200,9 +200,9 @@ awaitable<absl::Status> SyncClient::Handshake(Session& s) {
       h->add_capabilities(kCapabilityCheck);
     }
   }
-  const std::string challenge = NewChallenge();
+  const std::string challenge = transport::NewChallenge();
   h->set_challenge(challenge);
-  h->set_response(AuthResponse(options_.secret, "client", context, sh.challenge(), challenge));
+  h->set_response(transport::AuthResponse(options_.secret, "client", context, sh.challenge(), challenge));
   h->set_cluster_id(id.cluster_id);
   h->set_store_id(id.store_id);
   h->set_slot_id(id.slot_id);
@@ -218,8 +218,8 @@ awaitable<absl::Status> SyncClient::Handshake(Session& s) {
   if (!reply.ok()) co_return reply.status();
   if (!reply->has_welcome()) co_return Unexpected(*reply, "a welcome", options_.server, &stats_);
   const syncpb::Welcome& w = reply->welcome();
-  if (!ResponsesEqual(w.response(),
-                      AuthResponse(options_.secret, "server", context, challenge, sh.challenge()))) {
+  if (!transport::ResponsesEqual(w.response(),
+                      transport::AuthResponse(options_.secret, "server", context, challenge, sh.challenge()))) {
     co_return absl::PermissionDeniedError(absl::StrCat(
         "sync server ", options_.server, " failed to prove it knows the shared secret"));
   }

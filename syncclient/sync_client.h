@@ -25,11 +25,14 @@
 #include "store/index.h"
 #include "store/slot.h"
 
-namespace mailrepl::sync {
-
+namespace mailrepl::transport {
 template <typename Frame>
 class BasicFramedConnection;
-using FramedConnection = BasicFramedConnection<syncpb::Frame>;
+}  // namespace mailrepl::transport
+
+namespace mailrepl::sync {
+
+using FramedConnection = transport::BasicFramedConnection<syncpb::Frame>;
 class MasterSource;
 
 struct SyncClientOptions {

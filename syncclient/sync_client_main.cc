@@ -11,7 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "asio.hpp"
 #include "common/log.h"
-#include "syncclient/auth.h"
+#include "transport/auth.h"
 #include "syncclient/common_flags.h"
 #include "syncclient/sync_client.h"
 
@@ -114,7 +114,7 @@ int main(int argc, char** argv) {
   }
   if (modes > 1) return Usage("give at most one of -r, -u, -m, -A, -f");
   options.slot = common.Paths();
-  auto secret = mailrepl::sync::LoadSecret(common.secret_file);
+  auto secret = transport::LoadSecret(common.secret_file);
   if (!secret.ok()) {
     std::cerr << "sync_client: " << secret.status().message() << "\n";
     return 2;

@@ -13,8 +13,8 @@
 #include "store/log_format.h"
 #include "store/mailbox_name.h"
 #include "store/verify.h"
-#include "syncclient/auth.h"
-#include "syncclient/framed_connection.h"
+#include "transport/auth.h"
+#include "transport/framed_connection.h"
 #include "syncclient/mailbox_compare.h"
 #include "syncclient/protocol.h"
 
@@ -184,7 +184,7 @@ SyncServer::SyncServer(asio::io_context& io, Slot& slot, SyncServerOptions optio
 
 SyncServer::~SyncServer() { pool_.join(); }
 
-absl::Status SyncServer::Listen() { return ListenOn(acceptor_, options_.listen); }
+absl::Status SyncServer::Listen() { return transport::ListenOn(acceptor_, options_.listen); }
 
 uint16_t SyncServer::port() const {
   asio::error_code ec;
@@ -218,7 +218,7 @@ awaitable<void> SyncServer::Run() {
       if (stopping_) break;
       continue;
     }
-    std::string peer = PeerAddress(socket);
+    std::string peer = transport::PeerAddress(socket);
     auto conn = std::make_shared<FramedConnection>(std::move(socket), peer);
     conn->Start();
     sessions_.insert(conn);
@@ -259,7 +259,7 @@ awaitable<void> SyncServer::WaitForResync(const FramedConnection& conn) {
 }
 
 awaitable<absl::Status> SyncServer::Serve(FramedConnection& conn) {
-  const std::string challenge = NewChallenge();
+  const std::string challenge = transport::NewChallenge();
   syncpb::Frame hello;
   *hello.mutable_server_hello()->mutable_version() = OurVersion();
   hello.mutable_server_hello()->add_capabilities(kCapabilityZstd);
@@ -284,9 +284,9 @@ awaitable<absl::Status> SyncServer::Serve(FramedConnection& conn) {
   const syncpb::ClientHello& h = first->client_hello();
   const SlotIdentity& id = slot_.identity();
   const std::string context = AuthContext(h.cluster_id(), h.store_id());
-  if (h.challenge().size() != kChallengeSize ||
-      !ResponsesEqual(h.response(),
-                      AuthResponse(options_.secret, "client", context, challenge, h.challenge()))) {
+  if (h.challenge().size() != transport::kChallengeSize ||
+      !transport::ResponsesEqual(h.response(),
+                      transport::AuthResponse(options_.secret, "client", context, challenge, h.challenge()))) {
     ++stats_.auth_failures;
     LogLine(Severity::kWarning, "sync authentication failed",
             Kv("peer", conn.peer()) + Kv("slot", slot_.paths().root));
@@ -333,7 +333,7 @@ awaitable<absl::Status> SyncServer::Serve(FramedConnection& conn) {
   for (const auto& c : h.capabilities()) {
     if (c == kCapabilityCheck) w->add_capabilities(kCapabilityCheck);
   }
-  w->set_response(AuthResponse(options_.secret, "server", context, h.challenge(), challenge));
+  w->set_response(transport::AuthResponse(options_.secret, "server", context, h.challenge(), challenge));
   w->set_slot_id(id.slot_id);
   w->set_epoch(slot_.epoch());
   w->set_last_lsn(slot_.last_lsn());

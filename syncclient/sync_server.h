@@ -21,11 +21,14 @@
 #include "proto/sync.pb.h"
 #include "store/slot.h"
 
-namespace mailrepl::sync {
-
+namespace mailrepl::transport {
 template <typename Frame>
 class BasicFramedConnection;
-using FramedConnection = BasicFramedConnection<syncpb::Frame>;
+}  // namespace mailrepl::transport
+
+namespace mailrepl::sync {
+
+using FramedConnection = transport::BasicFramedConnection<syncpb::Frame>;
 
 struct SyncServerOptions {
   std::string listen;  // ADDR:PORT

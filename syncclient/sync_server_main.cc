@@ -8,7 +8,7 @@
 #include "asio.hpp"
 #include "common/log.h"
 #include "store/slot.h"
-#include "syncclient/auth.h"
+#include "transport/auth.h"
 #include "syncclient/common_flags.h"
 #include "syncclient/sync_server.h"
 
@@ -60,7 +60,7 @@ int main(int argc, char** argv) {
   if (!common.Check().ok() || options.listen.empty()) {
     return Usage("--slot, --listen and --secret-file are required");
   }
-  auto secret = mailrepl::sync::LoadSecret(common.secret_file);
+  auto secret = transport::LoadSecret(common.secret_file);
   if (!secret.ok()) {
     std::cerr << "sync_server: " << secret.status().message() << "\n";
     return 2;

@@ -15,7 +15,7 @@
 #include "asio.hpp"
 #include "proto/sync.pb.h"
 #include "store/slot.h"
-#include "syncclient/framed_connection.h"
+#include "transport/framed_connection.h"
 #include "syncclient/sync_client.h"
 
 namespace mailrepl::sync {

@@ -1,4 +1,4 @@
-#include "syncclient/auth.h"
+#include "transport/auth.h"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -9,7 +9,7 @@
 #include <fstream>
 #include <string>
 
-namespace mailrepl::sync {
+namespace mailrepl::transport {
 namespace {
 
 constexpr char kSecret[] = "correct horse battery staple";
@@ -166,4 +166,4 @@ TEST_CASE("ResponsesEqual compares whole responses", "[auth]") {
 }
 
 }  // namespace
-}  // namespace mailrepl::sync
+}  // namespace mailrepl::transport

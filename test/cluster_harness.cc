@@ -13,7 +13,7 @@
 #include "catch2/catch.hpp"
 #include "common/file_util.h"
 #include "rpc/rpc_client.h"
-#include "syncclient/auth.h"
+#include "transport/auth.h"
 #include "tools/dev_cluster.h"
 
 namespace mailrepl::testing {
@@ -66,7 +66,7 @@ Cluster::Cluster(ClusterOptions options) : options_(std::move(options)) {
   absl::StatusOr<configpb::DevCluster> c = tools::ReadClusterFile(tmp_.Sub("cluster"));
   REQUIRE(c.ok());
   info_ = *c;
-  absl::StatusOr<std::string> secret = sync::LoadSecret(info_.secret_file());
+  absl::StatusOr<std::string> secret = transport::LoadSecret(info_.secret_file());
   REQUIRE(secret.ok());
   secret_ = *secret;
 }

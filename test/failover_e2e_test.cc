@@ -15,7 +15,7 @@
 #include "asio.hpp"
 #include "catch2/catch.hpp"
 #include "common/file_util.h"
-#include "common/net.h"
+#include "transport/net.h"
 #include "test/cluster_harness.h"
 #include "test/process_util.h"
 #include "test/test_util.h"
@@ -39,7 +39,7 @@ std::map<std::string, int> MastersPerHost(Cluster& c) {
 // The first line an LMTP server sends at ADDR:PORT ("" if nothing listens).
 std::string Greeting(const std::string& address) {
   asio::io_context io;
-  absl::StatusOr<asio::ip::tcp::endpoint> e = ParseEndpoint(address);
+  absl::StatusOr<asio::ip::tcp::endpoint> e = transport::ParseEndpoint(address);
   REQUIRE(e.ok());
   asio::ip::tcp::socket socket(io);
   asio::error_code ec;

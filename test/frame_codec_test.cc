@@ -1,4 +1,4 @@
-#include "syncclient/frame_codec.h"
+#include "transport/frame_codec.h"
 
 #include <zstd.h>
 
@@ -43,7 +43,7 @@ void operator delete[](void* p, const std::nothrow_t&) noexcept {
   std::free(p);
 }
 
-namespace mailrepl::sync {
+namespace mailrepl::transport {
 namespace {
 
 // Mail-like text, which zstd compresses well.
@@ -367,4 +367,4 @@ TEST_CASE("a reader stays bad after a bad frame", "[frame]") {
 }
 
 }  // namespace
-}  // namespace mailrepl::sync
+}  // namespace mailrepl::transport

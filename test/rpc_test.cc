@@ -100,7 +100,7 @@ TEST_CASE("garbage on the port closes that connection only", "[rpc]") {
   {
     asio::io_context io;
     asio::ip::tcp::socket s(io);
-    auto ep = ParseEndpoint(server.address());
+    auto ep = transport::ParseEndpoint(server.address());
     s.connect(*ep);
     const std::string garbage(100, '\xff');
     asio::write(s, asio::buffer(garbage));

@@ -19,9 +19,9 @@
 #include "absl/time/clock.h"
 #include "proto/log.pb.h"
 #include "proto/sync.pb.h"
-#include "syncclient/auth.h"
-#include "syncclient/frame_codec.h"
-#include "syncclient/framed_connection.h"
+#include "transport/auth.h"
+#include "transport/frame_codec.h"
+#include "transport/framed_connection.h"
 #include "syncclient/protocol.h"
 #include "test/sync_harness.h"
 
@@ -338,7 +338,7 @@ class RawPeer {
   }
   void SendPayload(const std::string& payload) {
     std::string wire;
-    REQUIRE(sync::EncodeFrame(payload, /*compress=*/false, &wire).ok());
+    REQUIRE(transport::EncodeFrame(payload, /*compress=*/false, &wire).ok());
     SendBytes(wire);
   }
   void Send(const syncpb::Frame& frame) { SendPayload(frame.SerializeAsString()); }
@@ -349,15 +349,15 @@ class RawPeer {
   std::optional<syncpb::Frame> Read(absl::Duration timeout = absl::Seconds(10)) {
     const absl::Time deadline = absl::Now() + timeout;
     for (;;) {
-      sync::DecodedFrame frame;
+      transport::DecodedFrame frame;
       std::string error;
-      const sync::FrameResult r = reader_.Next(&frame, &error);
-      if (r == sync::FrameResult::kGood) {
+      const transport::FrameResult r = reader_.Next(&frame, &error);
+      if (r == transport::FrameResult::kGood) {
         syncpb::Frame parsed;
         REQUIRE(parsed.ParseFromString(frame.payload));
         return parsed;
       }
-      REQUIRE(r == sync::FrameResult::kNeedMore);
+      REQUIRE(r == transport::FrameResult::kNeedMore);
       if (closed_) return std::nullopt;
       const int64_t left = absl::ToInt64Milliseconds(deadline - absl::Now());
       if (left <= 0) return std::nullopt;
@@ -392,14 +392,14 @@ class RawPeer {
     auto server_hello = Read();
     REQUIRE(server_hello.has_value());
     REQUIRE(server_hello->has_server_hello());
-    const std::string mine = sync::NewChallenge();
+    const std::string mine = transport::NewChallenge();
     syncpb::Frame f;
     auto* ch = f.mutable_client_hello();
     ch->mutable_version()->set_major(h.major);
     ch->mutable_version()->set_minor(0);
     ch->set_challenge(mine);
-    ch->set_response(sync::AuthResponse(testing::kTestSecret, sync::kClientRole,
-                                        sync::AuthContext(h.cluster_id, h.store_id),
+    ch->set_response(transport::AuthResponse(testing::kTestSecret, transport::kClientRole,
+                                        transport::AuthContext(h.cluster_id, h.store_id),
                                         server_hello->server_hello().challenge(), mine));
     ch->set_cluster_id(h.cluster_id);
     ch->set_store_id(h.store_id);
@@ -413,7 +413,7 @@ class RawPeer {
  private:
   int fd_ = -1;
   std::string address_;
-  sync::FrameReader reader_{false};
+  transport::FrameReader reader_{false};
   bool closed_ = false;
 };
 
@@ -449,7 +449,7 @@ TEST_CASE("bad input on the server port changes nothing and closes only that con
   SECTION("a truncated frame, then the connection closes") {
     REQUIRE(peer.Read().value().has_server_hello());
     std::string wire;
-    REQUIRE(sync::EncodeFrame(std::string(100, 'x'), false, &wire).ok());
+    REQUIRE(transport::EncodeFrame(std::string(100, 'x'), false, &wire).ok());
     peer.SendBytes(wire.substr(0, 40));
     peer.CloseWrite();
     expected_reason = "closed";
@@ -457,7 +457,7 @@ TEST_CASE("bad input on the server port changes nothing and closes only that con
   SECTION("a header declaring a frame over the size limit") {
     REQUIRE(peer.Read().value().has_server_hello());
     std::string header(9, '\0');
-    const uint32_t length = sync::kMaxFramePayload + 1;
+    const uint32_t length = transport::kMaxFramePayload + 1;
     for (int i = 0; i < 4; ++i) header[i] = static_cast<char>(length >> (8 * i));
     peer.SendBytes(header);
     expected_error = syncpb::BAD_FRAME;
@@ -630,10 +630,10 @@ TEST_CASE("a frame over the size limit fails the connection instead of vanishing
   asio::ip::tcp::socket theirs(io);
   ours.connect(acceptor.local_endpoint());
   acceptor.accept(theirs);
-  auto conn = std::make_shared<sync::FramedConnection>(std::move(ours), "peer");
+  auto conn = std::make_shared<transport::FramedConnection>(std::move(ours), "peer");
   conn->Start();
   syncpb::Frame huge;
-  huge.mutable_snapshot_chunk()->set_data(std::string(sync::kMaxFramePayload + 1, 'x'));
+  huge.mutable_snapshot_chunk()->set_data(std::string(transport::kMaxFramePayload + 1, 'x'));
   conn->Send(huge);
   absl::Status read = absl::UnknownError("not run");
   asio::co_spawn(

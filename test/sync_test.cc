@@ -394,7 +394,7 @@ TEST_CASE("-f replays a segment larger than the frame size limit", "[sync]") {
   big_segments.segment_bytes = 256 << 20;
   SyncFixture f(big_segments);
   REQUIRE(f.master->CreateMailbox("user/a").ok());
-  // Over kMaxFramePayload (65 MiB) of records in one file; default-sized
+  // Over transport::kMaxFramePayload (65 MiB) of records in one file; default-sized
   // segments (64 MiB, plus up to one commit batch) get there too.
   AppendMessages(*f.master, "user/a", 0, 67, 1 << 20);
   const std::string leftover = f.dir.Sub("leftover.log");

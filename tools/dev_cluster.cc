@@ -21,7 +21,7 @@
 #include "proto/coord.pb.h"
 #include "replicad/config.h"
 #include "rpc/rpc_client.h"
-#include "syncclient/auth.h"
+#include "transport/auth.h"
 #include "tools/placement.h"
 
 namespace mailrepl::tools {
@@ -155,10 +155,10 @@ absl::StatusOr<configpb::DevCluster> DevClusterUp(const DevClusterOptions& optio
   c.set_coordinator_log(dir + "/logs/coordinatord.log");
   if (!ReadFile(c.secret_file()).ok()) {
     RETURN_IF_ERROR(WriteFileAtomically(c.secret_file(),
-                                        absl::BytesToHexString(sync::NewChallenge()) + "\n"));
+                                        absl::BytesToHexString(transport::NewChallenge()) + "\n"));
   }
   if (::chmod(c.secret_file().c_str(), 0600) != 0) return ErrnoStatus(errno, "chmod 600", c.secret_file());
-  ASSIGN_OR_RETURN(std::string secret, sync::LoadSecret(c.secret_file()));
+  ASSIGN_OR_RETURN(std::string secret, transport::LoadSecret(c.secret_file()));
 
   // Everything started so far is in cluster.json at every step, so that
   // `down` (or the cleanup below) can stop it.

@@ -21,7 +21,7 @@
 #include "common/log.h"
 #include "proto/coord.pb.h"
 #include "rpc/rpc_client.h"
-#include "syncclient/auth.h"
+#include "transport/auth.h"
 #include "tools/dev_cluster.h"
 #include "tools/placement.h"
 #include "tools/replctl_check.h"
@@ -185,7 +185,7 @@ absl::StatusOr<Target> ResolveTarget() {
     return absl::InvalidArgumentError(
         "no coordinator: give --coordinator and --secret-file, or --cluster DIR");
   }
-  absl::StatusOr<std::string> secret = mailrepl::sync::LoadSecret(secret_file);
+  absl::StatusOr<std::string> secret = transport::LoadSecret(secret_file);
   if (!secret.ok()) return secret.status();
   return Target{coordinator, *secret};
 }

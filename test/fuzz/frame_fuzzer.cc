@@ -11,9 +11,9 @@
 #include <string>
 
 #include "common/crc32c.h"
-#include "syncclient/frame_codec.h"
+#include "transport/frame_codec.h"
 
-namespace mailrepl::sync {
+namespace mailrepl::transport {
 namespace {
 
 void Check(bool condition, const char* what) {
@@ -92,10 +92,10 @@ void RoundTrip(absl::string_view payload, bool compress) {
 }
 
 }  // namespace
-}  // namespace mailrepl::sync
+}  // namespace mailrepl::transport
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  using namespace mailrepl::sync;
+  using namespace mailrepl::transport;
   if (size == 0) return 0;
   const uint8_t control = data[0];
   std::string stream(reinterpret_cast<const char*>(data + 1), size - 1);

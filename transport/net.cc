@@ -1,4 +1,4 @@
-#include "common/net.h"
+#include "transport/net.h"
 
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -8,7 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
-namespace mailrepl {
+namespace mailrepl::transport {
 
 absl::StatusOr<asio::ip::tcp::endpoint> ParseEndpoint(const std::string& text) {
   const size_t colon = text.rfind(':');
@@ -59,4 +59,4 @@ absl::Status ListenOn(asio::ip::tcp::acceptor& acceptor, const std::string& addr
   return absl::OkStatus();
 }
 
-}  // namespace mailrepl
+}  // namespace mailrepl::transport

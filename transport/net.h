@@ -1,8 +1,8 @@
 // TCP address helpers shared by every server and client: parsing
 // "ADDR:PORT" and naming a socket's peer in log lines. Thread-safe: pure
 // functions.
-#ifndef MAILREPL_COMMON_NET_H_
-#define MAILREPL_COMMON_NET_H_
+#ifndef MAILREPL_TRANSPORT_NET_H_
+#define MAILREPL_TRANSPORT_NET_H_
 
 #include <string>
 
@@ -10,7 +10,7 @@
 #include "absl/status/statusor.h"
 #include "asio/ip/tcp.hpp"
 
-namespace mailrepl {
+namespace mailrepl::transport {
 
 // Parses "ADDR:PORT" (IPv4, or [IPv6]). Port 0 is allowed: a listener then
 // takes any free port.
@@ -27,6 +27,6 @@ std::string PeerAddress(const asio::ip::tcp::socket& socket);
 absl::Status ListenOn(asio::ip::tcp::acceptor& acceptor, const std::string& address,
                       bool free_bind = false);
 
-}  // namespace mailrepl
+}  // namespace mailrepl::transport
 
-#endif  // MAILREPL_COMMON_NET_H_
+#endif  // MAILREPL_TRANSPORT_NET_H_

@@ -1,4 +1,4 @@
-#include "syncclient/framed_connection.h"
+#include "transport/framed_connection.h"
 
 #include <chrono>
 
@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "asio/experimental/awaitable_operators.hpp"
 
-namespace mailrepl::sync {
+namespace mailrepl::transport {
 
 using asio::awaitable;
 using asio::use_awaitable;
@@ -195,4 +195,4 @@ void BasicFramedConnection<Frame>::Close() {
 template class BasicFramedConnection<syncpb::Frame>;
 template class BasicFramedConnection<rpcpb::Frame>;
 
-}  // namespace mailrepl::sync
+}  // namespace mailrepl::transport

@@ -1,4 +1,4 @@
-// File: syncclient/frame_codec.h
+// File: transport/frame_codec.h
 //
 // The framing of the replication stream: an I/O-free codec that turns
 // payloads (serialized protobufs, which it does not parse) into wire frames
@@ -37,8 +37,8 @@
 // keeps its own zstd contexts). FrameReader is thread-compatible: a const
 // method may be called concurrently, anything else needs external
 // synchronization.
-#ifndef MAILREPL_SYNCCLIENT_FRAME_CODEC_H_
-#define MAILREPL_SYNCCLIENT_FRAME_CODEC_H_
+#ifndef MAILREPL_TRANSPORT_FRAME_CODEC_H_
+#define MAILREPL_TRANSPORT_FRAME_CODEC_H_
 
 #include <cstddef>
 #include <cstdint>
@@ -47,7 +47,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 
-namespace mailrepl::sync {
+namespace mailrepl::transport {
 
 inline constexpr size_t kFrameHeaderSize = 9;
 // Limit on both the wire length and the decompressed size of one payload.
@@ -127,6 +127,6 @@ class FrameReader {
   std::string bad_error_;
 };
 
-}  // namespace mailrepl::sync
+}  // namespace mailrepl::transport
 
-#endif  // MAILREPL_SYNCCLIENT_FRAME_CODEC_H_
+#endif  // MAILREPL_TRANSPORT_FRAME_CODEC_H_

@@ -1,4 +1,4 @@
-#include "syncclient/frame_codec.h"
+#include "transport/frame_codec.h"
 
 #include <zstd.h>
 
@@ -8,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/crc32c.h"
 
-namespace mailrepl::sync {
+namespace mailrepl::transport {
 namespace {
 
 // Level 1: the stream is latency-bound, and level 1 already shrinks mail
@@ -269,4 +269,4 @@ FrameResult FrameReader::Next(DecodedFrame* frame, std::string* error) {
   return result;
 }
 
-}  // namespace mailrepl::sync
+}  // namespace mailrepl::transport

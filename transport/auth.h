@@ -1,4 +1,4 @@
-// File: syncclient/auth.h
+// File: transport/auth.h
 //
 // Mutual authentication of a sync client and a sync server that share a
 // secret: HMAC-SHA256 challenge-response. Each side sends a fresh
@@ -21,8 +21,8 @@
 //
 // Thread safety: every function is thread-safe (no shared state beyond
 // OpenSSL's own thread-safe random generator).
-#ifndef MAILREPL_SYNCCLIENT_AUTH_H_
-#define MAILREPL_SYNCCLIENT_AUTH_H_
+#ifndef MAILREPL_TRANSPORT_AUTH_H_
+#define MAILREPL_TRANSPORT_AUTH_H_
 
 #include <cstddef>
 #include <string>
@@ -30,7 +30,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
-namespace mailrepl::sync {
+namespace mailrepl::transport {
 
 inline constexpr size_t kChallengeSize = 32;
 inline constexpr size_t kAuthResponseSize = 32;  // SHA-256
@@ -66,6 +66,6 @@ std::string AuthResponse(absl::string_view secret, absl::string_view role,
 // Empty strings never match, so a missing response cannot equal another.
 bool ResponsesEqual(absl::string_view a, absl::string_view b);
 
-}  // namespace mailrepl::sync
+}  // namespace mailrepl::transport
 
-#endif  // MAILREPL_SYNCCLIENT_AUTH_H_
+#endif  // MAILREPL_TRANSPORT_AUTH_H_

@@ -5,8 +5,8 @@
 // Frame for the replication stream, rpcpb::Frame for the
 // request/response services (rpc/). Both are instantiated in the .cc.
 // Thread-compatible: use from coroutines on one io_context thread.
-#ifndef MAILREPL_SYNCCLIENT_FRAMED_CONNECTION_H_
-#define MAILREPL_SYNCCLIENT_FRAMED_CONNECTION_H_
+#ifndef MAILREPL_TRANSPORT_FRAMED_CONNECTION_H_
+#define MAILREPL_TRANSPORT_FRAMED_CONNECTION_H_
 
 #include <cstdint>
 #include <deque>
@@ -17,15 +17,13 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "asio.hpp"
-#include "common/net.h"
+#include "transport/net.h"
 #include "proto/rpc.pb.h"
 #include "proto/sync.pb.h"
-#include "syncclient/frame_codec.h"
+#include "transport/frame_codec.h"
 
-namespace mailrepl::sync {
+namespace mailrepl::transport {
 
-using ::mailrepl::ParseEndpoint;
-using ::mailrepl::PeerAddress;
 
 template <typename Frame>
 class BasicFramedConnection : public std::enable_shared_from_this<BasicFramedConnection<Frame>> {
@@ -87,6 +85,6 @@ using RpcConnection = BasicFramedConnection<rpcpb::Frame>;
 extern template class BasicFramedConnection<syncpb::Frame>;
 extern template class BasicFramedConnection<rpcpb::Frame>;
 
-}  // namespace mailrepl::sync
+}  // namespace mailrepl::transport
 
-#endif  // MAILREPL_SYNCCLIENT_FRAMED_CONNECTION_H_
+#endif  // MAILREPL_TRANSPORT_FRAMED_CONNECTION_H_

@@ -1,4 +1,4 @@
-#include "syncclient/auth.h"
+#include "transport/auth.h"
 
 #include <fcntl.h>
 #include <openssl/crypto.h>
@@ -15,7 +15,7 @@
 #include "common/file_util.h"
 #include "common/log.h"
 
-namespace mailrepl::sync {
+namespace mailrepl::transport {
 namespace {
 
 // Group and others may neither read nor write a secret file.
@@ -134,4 +134,4 @@ bool ResponsesEqual(absl::string_view a, absl::string_view b) {
   return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
-}  // namespace mailrepl::sync
+}  // namespace mailrepl::transport
