@@ -113,6 +113,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "asio.hpp"
+#include "common/io_thread.h"
 #include "common/file_util.h"
 #include "common/log.h"
 #include "common/status_macros.h"
@@ -327,6 +328,7 @@ class IoThread {
   ~IoThread() { Join(); }
   void Start() {
     thread_ = std::thread([this] {
+      IoThreadScope io_thread;
       io_.run();
       done_.set_value();
     });

@@ -61,6 +61,8 @@ struct SlotPaths {
   std::string log_dir() const { return root + "/log"; }
   std::string index_file() const { return meta + "/index.sqlite3"; }
   std::string base_snapshot() const { return root + "/log/BASE.snapshot"; }
+  // A snapshot received from the master, while it is being installed.
+  std::string incoming_snapshot() const { return meta + "/incoming.snapshot"; }
   std::string lock_file() const { return root + "/LOCK"; }
 };
 

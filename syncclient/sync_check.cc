@@ -9,6 +9,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "common/offload.h"
+#include "common/status_macros.h"
 #include "syncclient/mailbox_compare.h"
 #include "syncclient/master_source.h"
 #include "syncclient/protocol.h"
@@ -85,7 +87,7 @@ awaitable<absl::Status> SyncClient::Check(Session& s) {
   Digest::FromBytes(met->replica.slot_digest(), &replica_slot);
   check_.set_slot_digest_match(replica_slot == ix.slot_digest());
   if (!check_.slot_digest_match() || opt.deep || !bad_guids.empty()) {
-    absl::Status loaded = ix.LoadState();
+    absl::Status loaded = co_await Offload(blocking_, [&] { return ix.LoadState(); });
     if (!loaded.ok()) co_return loaded;
   }
 
@@ -100,23 +102,27 @@ awaitable<absl::Status> SyncClient::Check(Session& s) {
     auto d = co_await request(std::move(f), "digests", syncpb::Frame::kDigestReply);
     if (!d.ok()) co_return d.status();
     auto replica = ReplicaDigests(d->digest_reply());
-    for (const auto& [id, mb] : ix.mailboxes()) {
-      Digest mine = mb.MailboxDigest();
-      if (opt.deep) {
-        absl::StatusOr<Digest> rows = RowDigest(ix, mb);
-        if (!rows.ok()) co_return rows.status();
-        if (!(*rows == mine)) {
-          check_.add_problems(absl::StrCat("master index: mailbox ", mb.name, " (", id,
-                                           ") rows do not match its digest; run `mailctl "
-                                           "verify` on the master slot"));
+    // Deep: every mailbox's rows are read, on a worker.
+    absl::Status compared = co_await Offload(blocking_, [&]() -> absl::Status {
+      for (const auto& [id, mb] : ix.mailboxes()) {
+        Digest mine = mb.MailboxDigest();
+        if (opt.deep) {
+          ASSIGN_OR_RETURN(Digest rows, RowDigest(ix, mb));
+          if (!(rows == mine)) {
+            check_.add_problems(absl::StrCat("master index: mailbox ", mb.name, " (", id,
+                                             ") rows do not match its digest; run `mailctl "
+                                             "verify` on the master slot"));
+          }
+          mine = rows;
         }
-        mine = *rows;
+        auto it = replica.find(id);
+        if (it == replica.end() || it->second.first != mb.name || !(it->second.second == mine)) {
+          differing.insert(id);
+        }
       }
-      auto it = replica.find(id);
-      if (it == replica.end() || it->second.first != mb.name || !(it->second.second == mine)) {
-        differing.insert(id);
-      }
-    }
+      return absl::OkStatus();
+    });
+    if (!compared.ok()) co_return compared;
     for (const auto& [id, nd] : replica) {
       if (ix.FindMailbox(id) == nullptr) differing.insert(id);
     }
@@ -129,16 +135,19 @@ awaitable<absl::Status> SyncClient::Check(Session& s) {
   std::map<std::string, std::set<std::string>> bad_by_mailbox;  // id -> GUIDs
   std::map<std::string, std::vector<uint32_t>> bad_uids;         // id -> UIDs
   if (!bad_guids.empty()) {
-    for (const auto& [id, mb] : ix.mailboxes()) {
-      absl::StatusOr<std::vector<MessageInfo>> messages = ix.ListMessages(id, false);
-      if (!messages.ok()) co_return messages.status();
-      for (const MessageInfo& m : *messages) {
-        if (!bad_guids.contains(m.guid)) continue;
-        bad_by_mailbox[id].insert(m.guid);
-        bad_uids[id].push_back(m.uid);
-        differing.insert(id);
+    absl::Status listed = co_await Offload(blocking_, [&]() -> absl::Status {
+      for (const auto& [id, mb] : ix.mailboxes()) {
+        ASSIGN_OR_RETURN(std::vector<MessageInfo> messages, ix.ListMessages(id, false));
+        for (const MessageInfo& m : messages) {
+          if (!bad_guids.contains(m.guid)) continue;
+          bad_by_mailbox[id].insert(m.guid);
+          bad_uids[id].push_back(m.uid);
+          differing.insert(id);
+        }
       }
-    }
+      return absl::OkStatus();
+    });
+    if (!listed.ok()) co_return listed;
     std::set<std::string> used;
     for (const auto& [id, guids] : bad_by_mailbox) used.insert(guids.begin(), guids.end());
     for (const std::string& g : bad_guids) {
@@ -153,12 +162,14 @@ awaitable<absl::Status> SyncClient::Check(Session& s) {
   std::map<std::string, logpb::RepairMailbox> master_state;
   if (!differing.empty()) {
     syncpb::Frame f;
-    for (const std::string& id : differing) {
-      f.mutable_contents_request()->add_mailbox_ids(id);
-      absl::StatusOr<logpb::RepairMailbox> mine = MailboxState(ix, id);
-      if (!mine.ok()) co_return mine.status();
-      master_state[id] = std::move(*mine);
-    }
+    absl::Status read = co_await Offload(blocking_, [&]() -> absl::Status {
+      for (const std::string& id : differing) {
+        f.mutable_contents_request()->add_mailbox_ids(id);
+        ASSIGN_OR_RETURN(master_state[id], MailboxState(ix, id));
+      }
+      return absl::OkStatus();
+    });
+    if (!read.ok()) co_return read;
     auto c = co_await request(std::move(f), "mailbox contents", syncpb::Frame::kContents);
     if (!c.ok()) co_return c.status();
     for (const logpb::RepairMailbox& theirs : c->contents().mailboxes()) {
@@ -196,17 +207,20 @@ awaitable<absl::Status> SyncClient::Check(Session& s) {
     if (!again.ok()) co_return again.status();
     auto replica = ReplicaDigests(again->digest_reply());
     bool clean = check_.repair_failed_size() == 0 && replica.size() == ix.mailboxes().size();
-    for (const auto& [id, mb] : ix.mailboxes()) {
-      auto it = replica.find(id);
-      absl::StatusOr<Digest> rows = RowDigest(ix, mb);
-      if (!rows.ok()) co_return rows.status();
-      if (it == replica.end() || it->second.first != mb.name || !(it->second.second == *rows)) {
-        clean = false;
+    absl::Status compared = co_await Offload(blocking_, [&]() -> absl::Status {
+      for (const auto& [id, mb] : ix.mailboxes()) {
+        auto it = replica.find(id);
+        ASSIGN_OR_RETURN(Digest rows, RowDigest(ix, mb));
+        if (it == replica.end() || it->second.first != mb.name || !(it->second.second == rows)) {
+          clean = false;
+        }
       }
-    }
+      return absl::OkStatus();
+    });
+    if (!compared.ok()) co_return compared;
     check_.set_clean_after_repair(clean);
   }
-  met->view.reset();
+  co_await Offload(blocking_, [&] { met->view.reset(); });
   co_await Finish(s);
   LogLine(check_.differences_size() == 0 && check_.problems_size() == 0 ? Severity::kInfo
                                                                         : Severity::kWarning,

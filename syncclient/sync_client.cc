@@ -7,11 +7,13 @@
 #include <algorithm>
 #include <deque>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "asio/experimental/awaitable_operators.hpp"
 #include "common/clock.h"
 #include "common/file_util.h"
 #include "common/log.h"
+#include "common/offload.h"
 #include "common/status_macros.h"
 #include "proto/log.pb.h"
 #include "store/mailbox_name.h"
@@ -22,6 +24,7 @@
 #include "syncclient/mailbox_compare.h"
 #include "syncclient/master_source.h"
 #include "syncclient/protocol.h"
+#include "syncclient/refusal.h"
 #include "syncclient/sync_session.h"
 
 namespace mailrepl::sync {
@@ -31,21 +34,6 @@ using asio::use_awaitable;
 using namespace asio::experimental::awaitable_operators;
 
 namespace {
-
-absl::Status FromErrorFrame(const syncpb::Error& e, const std::string& peer) {
-  std::string msg = absl::StrCat("sync server ", peer, ": ", e.message());
-  switch (e.code()) {
-    case syncpb::UNAUTHENTICATED:
-      return absl::PermissionDeniedError(msg);
-    case syncpb::WRONG_STORE:
-    case syncpb::STALE_EPOCH:
-    case syncpb::DIVERGED:
-    case syncpb::PROTOCOL_VERSION:
-      return absl::FailedPreconditionError(msg);
-    default:
-      return absl::UnavailableError(msg);
-  }
-}
 
 // Permanent failures end a rolling client too; others are retried.
 bool Retryable(const absl::Status& s) {
@@ -72,9 +60,23 @@ absl::Status Unexpected(const syncpb::Frame& f, const std::string& what, const s
 
 
 SyncClient::SyncClient(asio::io_context& io, SyncClientOptions options)
-    : io_(io), options_(std::move(options)), stop_timer_(io) {}
+    : io_(io), options_(std::move(options)), stop_timer_(io) {
+  if (options_.blocking) {
+    blocking_ = *options_.blocking;
+  } else {
+    own_pool_ = std::make_unique<asio::thread_pool>(1);
+    blocking_ = own_pool_->get_executor();
+  }
+}
 
-SyncClient::~SyncClient() = default;
+SyncClient::~SyncClient() {
+  // The slot's files are closed on a worker too (a view's read transaction,
+  // the log reader), before the pool goes.
+  if (source_) {
+    asio::post(blocking_, [source = std::move(source_)]() mutable { source.reset(); });
+  }
+  if (own_pool_) own_pool_->join();
+}
 
 uint64_t SyncClient::wire_bytes_now() const {
   return stats_.wire_bytes + (current_ ? current_->bytes_sent() : 0);
@@ -106,11 +108,12 @@ void SyncClient::Stop() {
 }
 
 awaitable<absl::Status> SyncClient::Run() {
-  auto source =
-      MasterSource::Open(options_.slot, io_.get_executor(), !options_.poked_on_commit);
+  auto source = co_await Offload(blocking_, [&] {
+    return MasterSource::Open(options_.slot, io_.get_executor(), !options_.poked_on_commit);
+  });
   if (!source.ok()) co_return source.status();
   source_ = std::move(*source);
-  auto target = source_->DurableLsn();
+  auto target = co_await Offload(blocking_, [&] { return source_->DurableLsn(); });
   if (!target.ok()) co_return target.status();
   catch_up_target_ = *target;
   absl::Duration backoff = options_.backoff_min;
@@ -136,6 +139,16 @@ awaitable<absl::Status> SyncClient::Run() {
     if (stopping_) co_return absl::OkStatus();
     backoff = std::min(backoff * 2, options_.backoff_max);
   }
+}
+
+awaitable<absl::StatusOr<SyncClient::MasterPosition>> SyncClient::Position() {
+  co_return co_await Offload(blocking_, [&]() -> absl::StatusOr<MasterPosition> {
+    ASSIGN_OR_RETURN(std::unique_ptr<Index> view, source_->View(Index::ViewScope::kPosition));
+    return MasterPosition{.applied_lsn = view->applied_lsn(),
+                          .applied_epoch = view->applied_epoch(),
+                          .log_start_lsn = view->log_start_lsn(),
+                          .epoch_history = view->epoch_history()};
+  });
 }
 
 awaitable<absl::Status> SyncClient::RunOnce() {
@@ -185,7 +198,7 @@ awaitable<absl::Status> SyncClient::Handshake(Session& s) {
                      ".", sh.version().minor(), "; this client speaks ", kProtocolMajor, ".x"));
   }
   // The handshake needs the master's position only (not its mailboxes).
-  auto view = source_->View(Index::ViewScope::kPosition);
+  auto view = co_await Position();
   if (!view.ok()) co_return view.status();
   const SlotIdentity& id = source_->identity();
   const std::string context = AuthContext(id.cluster_id, id.store_id);
@@ -206,7 +219,7 @@ awaitable<absl::Status> SyncClient::Handshake(Session& s) {
   h->set_cluster_id(id.cluster_id);
   h->set_store_id(id.store_id);
   h->set_slot_id(id.slot_id);
-  h->set_epoch((*view)->applied_epoch());
+  h->set_epoch(view->applied_epoch);
   h->set_mode(options_.mode == SyncClientOptions::Mode::kCatchUp ||
                       options_.mode == SyncClientOptions::Mode::kRolling ||
                       options_.mode == SyncClientOptions::Mode::kReplayFile
@@ -239,9 +252,9 @@ awaitable<absl::Status> SyncClient::Handshake(Session& s) {
   // taken again now: another client of this master (a rolling one next to a
   // resync) may have brought the replica past the view of the hello, and a
   // replica ahead of a stale view is not one that diverged.
-  view = source_->View(Index::ViewScope::kPosition);
+  view = co_await Position();
   if (!view.ok()) co_return view.status();
-  LogPosition master{(*view)->applied_lsn(), (*view)->epoch_history()};
+  LogPosition master{view->applied_lsn, view->epoch_history};
   LogPosition replica{s.replica_last, s.replica_history};
   uint64_t fork = ForkPoint(master, replica);
   if (s.replica_last > fork) {
@@ -257,9 +270,8 @@ awaitable<absl::Status> SyncClient::Handshake(Session& s) {
   s.next = s.replica_last + 1;
   s.acked = s.replica_last;
   stats_.acked_lsn = s.acked;
-  const bool needs_snapshot = s.next < (*view)->log_start_lsn() ||
-                              (s.replica_last == 0 && (*view)->applied_lsn() > 0);
-  view->reset();  // release the read transaction
+  const bool needs_snapshot = s.next < view->log_start_lsn ||
+                              (s.replica_last == 0 && view->applied_lsn > 0);
   if (needs_snapshot && options_.mode != SyncClientOptions::Mode::kReplayFile) {
     absl::Status snap = co_await SendSnapshot(s);
     if (!snap.ok()) co_return snap;
@@ -273,18 +285,22 @@ awaitable<absl::Status> SyncClient::Handshake(Session& s) {
 }
 
 awaitable<absl::Status> SyncClient::SendSnapshot(Session& s) {
-  auto view = source_->View();
-  if (!view.ok()) co_return view.status();
-  const char* tmpdir = getenv("TMPDIR");
-  std::string path = absl::StrCat(tmpdir ? tmpdir : "/tmp", "/mailrepl-snapshot-XXXXXX");
-  int fd = ::mkstemp(path.data());
-  if (fd < 0) co_return ErrnoStatus(errno, "mkstemp", path);
-  ::close(fd);
-  absl::Status w = WriteSnapshot(**view, nullptr, source_->identity(), path);
-  const uint64_t lsn = (*view)->applied_lsn();
-  view->reset();
-  auto contents = w.ok() ? ReadFile(path) : absl::StatusOr<std::string>(w);
-  ::unlink(path.c_str());
+  // Built on a worker: the view reads every mailbox and message row.
+  uint64_t lsn = 0;
+  auto contents = co_await Offload(blocking_, [&]() -> absl::StatusOr<std::string> {
+    ASSIGN_OR_RETURN(std::unique_ptr<Index> view, source_->View());
+    const char* tmpdir = getenv("TMPDIR");
+    std::string path = absl::StrCat(tmpdir ? tmpdir : "/tmp", "/mailrepl-snapshot-XXXXXX");
+    int fd = ::mkstemp(path.data());
+    if (fd < 0) return ErrnoStatus(errno, "mkstemp", path);
+    ::close(fd);
+    absl::Status w = WriteSnapshot(*view, nullptr, source_->identity(), path);
+    lsn = view->applied_lsn();
+    view.reset();
+    auto read = w.ok() ? ReadFile(path) : absl::StatusOr<std::string>(w);
+    ::unlink(path.c_str());
+    return read;
+  });
   if (!contents.ok()) co_return contents.status();
 
   syncpb::Frame begin;
@@ -333,51 +349,65 @@ awaitable<absl::Status> SyncClient::SendSnapshot(Session& s) {
 }
 
 awaitable<absl::Status> SyncClient::SendBodies(Session& s, const std::vector<std::string>& guids) {
-  syncpb::Frame f;
-  size_t bytes = 0;
-  auto add = [&](std::string body) -> awaitable<absl::Status> {
-    bytes += body.size();
-    f.mutable_bodies()->add_bodies(std::move(body));
-    ++stats_.bodies_sent;
-    if (bytes >= (4u << 20)) {
-      s.conn->Send(f);
-      f.Clear();
-      bytes = 0;
-      if (s.conn->queued_bytes() > options_.window_bytes) {
-        absl::Status fl = co_await s.conn->Flush(kDeadPeerTimeout);
-        if (!fl.ok()) co_return fl;
-      }
+  // Bodies are read on a worker, one frame's worth (4 MiB) at a time.
+  constexpr size_t kFrameBytes = 4u << 20;
+  std::vector<std::string> not_in_spool;  // recent bodies: still only in the log
+  size_t next = 0;
+  auto send = [&](syncpb::Frame& f) -> awaitable<absl::Status> {
+    stats_.bodies_sent += f.bodies().bodies_size();
+    s.conn->Send(f);
+    if (s.conn->queued_bytes() > options_.window_bytes) {
+      co_return co_await s.conn->Flush(kDeadPeerTimeout);
     }
     co_return absl::OkStatus();
   };
-  std::vector<std::string> not_in_spool;  // recent bodies: still only in the log
-  for (const std::string& guid : guids) {
-    auto body = source_->ReadBody(guid);
-    if (absl::IsNotFound(body.status())) {
-      not_in_spool.push_back(guid);
-      continue;
-    }
-    if (!body.ok()) co_return body.status();
-    absl::Status added = co_await add(std::move(*body));
-    if (!added.ok()) co_return added;
+  while (next < guids.size()) {
+    syncpb::Frame f;
+    absl::Status read = co_await Offload(blocking_, [&]() -> absl::Status {
+      size_t bytes = 0;
+      for (; next < guids.size() && bytes < kFrameBytes; ++next) {
+        auto body = source_->ReadBody(guids[next]);
+        if (absl::IsNotFound(body.status())) {
+          not_in_spool.push_back(guids[next]);
+          continue;
+        }
+        if (!body.ok()) return body.status();
+        bytes += body->size();
+        f.mutable_bodies()->add_bodies(std::move(*body));
+      }
+      return absl::OkStatus();
+    });
+    if (!read.ok()) co_return read;
+    if (f.bodies().bodies_size() == 0) continue;
+    if (absl::Status sent = co_await send(f); !sent.ok()) co_return sent;
   }
+  syncpb::Frame last;
   if (!not_in_spool.empty()) {
-    auto bodies = source_->ReadBodiesFromLog(not_in_spool);
+    auto bodies = co_await Offload(blocking_, [&] { return source_->ReadBodiesFromLog(not_in_spool); });
     if (!bodies.ok()) co_return bodies.status();
+    size_t bytes = 0;
     for (std::string& body : *bodies) {
-      absl::Status added = co_await add(std::move(body));
-      if (!added.ok()) co_return added;
+      bytes += body.size();
+      last.mutable_bodies()->add_bodies(std::move(body));
+      if (bytes >= kFrameBytes) {
+        if (absl::Status sent = co_await send(last); !sent.ok()) co_return sent;
+        last.Clear();
+        bytes = 0;
+      }
     }
   }
-  f.mutable_bodies()->set_last(true);
-  s.conn->Send(f);
+  last.mutable_bodies()->set_last(true);
+  stats_.bodies_sent += last.bodies().bodies_size();
+  s.conn->Send(last);
   co_return absl::OkStatus();
 }
 
 awaitable<absl::Status> SyncClient::Stream(Session& s, uint64_t target, bool follow) {
   bool dead = false;
   bool finishing = false;  // Done was sent: the server closing is the expected end
-  if (auto d = source_->DurableLsn(); d.ok()) stats_.master_lsn = *d;
+  if (auto d = co_await Offload(blocking_, [&] { return source_->DurableLsn(); }); d.ok()) {
+    stats_.master_lsn = *d;
+  }
   // Receives acknowledgements; ends the session on any error.
   auto receiver = [&]() -> awaitable<absl::Status> {
     for (;;) {
@@ -455,7 +485,7 @@ awaitable<absl::Status> SyncClient::Stream(Session& s, uint64_t target, bool fol
       // spells; in between, pokes tell of every commit once it is durable
       // (before the index has it), so no read of the index is needed.
       if (read_index || !options_.poked_on_commit) {
-        auto applied = source_->DurableLsn();
+        auto applied = co_await Offload(blocking_, [&] { return source_->DurableLsn(); });
         if (!applied.ok()) co_return applied.status();
         index_durable = *applied;
         read_index = false;
@@ -464,24 +494,32 @@ awaitable<absl::Status> SyncClient::Stream(Session& s, uint64_t target, bool fol
           options_.poked_on_commit ? std::max(index_durable, poked_lsn_) : index_durable;
       stats_.master_lsn = durable;
       const uint64_t limit = follow ? durable : std::min(durable, target);
+      // The batch is read from the log files on a worker.
       syncpb::Frame batch;
       size_t bytes = 0;
-      while (!stopping_ && s.next <= limit &&
-             batch.records().records_size() < static_cast<int>(options_.batch_records) &&
-             bytes < options_.batch_bytes && s.in_flight_bytes + bytes < options_.window_bytes) {
-        auto rec = source_->ReadRecord(s.next, limit);
-        if (!rec.ok()) co_return rec.status();
-        if (!rec->has_value()) break;
-        const LogRecord& r = **rec;
-        if (r.type == RecordType::kAppend) {
-          logpb::Append a;
-          if (a.ParseFromString(r.payload)) {
-            (a.has_body() ? stats_.bodies_sent : stats_.bodies_skipped) += 1;
+      if (!stopping_ && s.next <= limit && s.in_flight_bytes < options_.window_bytes) {
+        uint64_t next = s.next, with_body = 0, without_body = 0;
+        const size_t room = options_.window_bytes - s.in_flight_bytes;
+        absl::Status read = co_await Offload(blocking_, [&]() -> absl::Status {
+          while (next <= limit &&
+                 batch.records().records_size() < static_cast<int>(options_.batch_records) &&
+                 bytes < options_.batch_bytes && bytes < room) {
+            ASSIGN_OR_RETURN(std::optional<LogRecord> rec, source_->ReadRecord(next, limit));
+            if (!rec.has_value()) break;
+            if (rec->type == RecordType::kAppend) {
+              logpb::Append a;
+              if (a.ParseFromString(rec->payload)) ++(a.has_body() ? with_body : without_body);
+            }
+            bytes += rec->payload.size();
+            *batch.mutable_records()->add_records() = ToWire(*rec);
+            ++next;
           }
-        }
-        bytes += r.payload.size();
-        *batch.mutable_records()->add_records() = ToWire(r);
-        ++s.next;
+          return absl::OkStatus();
+        });
+        if (!read.ok()) co_return read;
+        s.next = next;
+        stats_.bodies_sent += with_body;
+        stats_.bodies_skipped += without_body;
       }
       // A heartbeat every interval, also while records stream: its answer
       // is how the replica vouches for this master's lease.
@@ -551,7 +589,7 @@ awaitable<absl::StatusOr<SyncClient::CommonPoint>> SyncClient::MeetAtCommonLsn(
   // Compare at a common LSN: the master's view holds still while it is
   // open; bring the replica to exactly its LSN (one batch at a time;
   // resyncs and checks are not the bulk path).
-  auto view = source_->View(scope);
+  auto view = co_await Offload(blocking_, [&] { return source_->View(scope); });
   if (!view.ok()) co_return view.status();
   const uint64_t at = (*view)->applied_lsn();
   stats_.master_lsn = at;
@@ -563,17 +601,19 @@ awaitable<absl::StatusOr<SyncClient::CommonPoint>> SyncClient::MeetAtCommonLsn(
   s.next = replica_lsn + 1;
   s.acked = replica_lsn;
   while (s.acked < at) {
-    uint64_t limit = at;
     syncpb::Frame batch;
-    size_t bytes = 0;
-    while (s.next <= limit && bytes < options_.batch_bytes) {
-      auto rec = source_->ReadRecord(s.next, limit);
-      if (!rec.ok()) co_return rec.status();
-      if (!rec->has_value()) break;
-      bytes += (*rec)->payload.size();
-      *batch.mutable_records()->add_records() = ToWire(**rec);
-      ++s.next;
-    }
+    absl::Status read = co_await Offload(blocking_, [&]() -> absl::Status {
+      size_t bytes = 0;
+      while (s.next <= at && bytes < options_.batch_bytes) {
+        ASSIGN_OR_RETURN(std::optional<LogRecord> rec, source_->ReadRecord(s.next, at));
+        if (!rec.has_value()) break;
+        bytes += rec->payload.size();
+        *batch.mutable_records()->add_records() = ToWire(*rec);
+        ++s.next;
+      }
+      return absl::OkStatus();
+    });
+    if (!read.ok()) co_return read;
     if (batch.records().records_size() == 0) {
       co_return absl::DataLossError(absl::StrCat("master log ends before LSN ", at));
     }
@@ -643,29 +683,34 @@ awaitable<absl::Status> SyncClient::Resync(Session& s) {
     Digest::FromBytes(m.digest(), &d);
     replica[m.mailbox_id()] = {m.name(), d};
   }
+  // Which mailboxes differ, and the master's state of each: index reads,
+  // on a worker, which also closes the view.
   std::vector<logpb::RepairMailbox> repairs;
-  for (const auto& [id, mb] : ix.mailboxes()) {
-    if (!in_scope(mb.name)) continue;
-    auto it = replica.find(id);
-    if (it != replica.end() && it->second.first == mb.name &&
-        it->second.second == mb.MailboxDigest()) {
-      continue;
+  absl::Status listed = co_await Offload(blocking_, [&]() -> absl::Status {
+    absl::Cleanup close = [&] { view->reset(); };
+    for (const auto& [id, mb] : ix.mailboxes()) {
+      if (!in_scope(mb.name)) continue;
+      auto it = replica.find(id);
+      if (it != replica.end() && it->second.first == mb.name &&
+          it->second.second == mb.MailboxDigest()) {
+        continue;
+      }
+      ASSIGN_OR_RETURN(logpb::RepairMailbox r, MailboxState(ix, id));
+      r.set_reason(it == replica.end() ? "missing on replica" : "digest differs");
+      repairs.push_back(std::move(r));
     }
-    absl::StatusOr<logpb::RepairMailbox> r = MailboxState(ix, id);
-    if (!r.ok()) co_return r.status();
-    r->set_reason(it == replica.end() ? "missing on replica" : "digest differs");
-    repairs.push_back(std::move(*r));
-  }
-  for (const auto& [id, nd] : replica) {
-    if (ix.FindMailbox(id) != nullptr || !in_scope(nd.first)) continue;
-    logpb::RepairMailbox r;
-    r.set_mailbox_id(id);
-    r.set_deleted(true);
-    r.set_reason("not on master");
-    r.mutable_mailbox()->set_name(nd.first);
-    repairs.push_back(std::move(r));
-  }
-  view->reset();
+    for (const auto& [id, nd] : replica) {
+      if (ix.FindMailbox(id) != nullptr || !in_scope(nd.first)) continue;
+      logpb::RepairMailbox r;
+      r.set_mailbox_id(id);
+      r.set_deleted(true);
+      r.set_reason("not on master");
+      r.mutable_mailbox()->set_name(nd.first);
+      repairs.push_back(std::move(r));
+    }
+    return absl::OkStatus();
+  });
+  if (!listed.ok()) co_return listed;
   for (const auto& r : repairs) {
     const std::string name = r.mailbox().name();
     auto done = co_await SendRepair(s, r, {});
@@ -714,7 +759,7 @@ awaitable<absl::Status> SyncClient::AwaitAck(Session& s, uint64_t lsn, absl::Dur
 }
 
 awaitable<absl::Status> SyncClient::ReplayFile(Session& s) {
-  auto contents = ReadFile(options_.target);
+  auto contents = co_await Offload(blocking_, [&] { return ReadFile(options_.target); });
   if (!contents.ok()) co_return contents.status();
   absl::string_view data = *contents;
   size_t offset = 0;

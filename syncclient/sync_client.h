@@ -2,7 +2,9 @@
 // one replica's sync server. Catches up and exits, follows the log
 // (rolling), bootstraps an empty or far-behind replica from a snapshot,
 // resyncs mailboxes by state, or replays a leftover log file.
-// Thread-compatible: Run() and Stop() on the io_context's thread.
+// Thread-compatible: Run() and Stop() on the io_context's thread. Nothing it
+// does there blocks: the slot's files and index are read on a worker
+// (SyncClientOptions::blocking), awaited.
 //
 // Example:
 //   SyncClient client(io, options);
@@ -14,6 +16,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -65,6 +68,9 @@ struct SyncClientOptions {
   // replica that came back waits for its stream (bench/sync_bench part d).
   absl::Duration backoff_min = absl::Milliseconds(50);
   absl::Duration backoff_max = absl::Milliseconds(250);
+  // Where the slot's files and index are read (replicad: the host's worker
+  // pool). Unset: a thread of the client's own.
+  std::optional<asio::any_io_executor> blocking;
   // Called on the io thread whenever the replica is heard from (welcome,
   // acknowledgement, heartbeat): stats() then holds the news.
   std::function<void()> on_progress;
@@ -127,6 +133,14 @@ class SyncClient {
 
  private:
   struct Session;
+  // The master's position, read on a worker (a short read transaction).
+  struct MasterPosition {
+    uint64_t applied_lsn = 0;
+    uint64_t applied_epoch = 0;
+    uint64_t log_start_lsn = 0;
+    std::vector<EpochStart> epoch_history;
+  };
+  asio::awaitable<absl::StatusOr<MasterPosition>> Position();
   asio::awaitable<absl::Status> RunOnce();
   void Heard();
   asio::awaitable<absl::Status> Handshake(Session& s);
@@ -160,6 +174,8 @@ class SyncClient {
 
   asio::io_context& io_;
   SyncClientOptions options_;
+  std::unique_ptr<asio::thread_pool> own_pool_;  // when options_.blocking is unset
+  asio::any_io_executor blocking_;
   std::unique_ptr<MasterSource> source_;
   SyncStats stats_;
   checkpb::ReplicaCheck check_;

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "asio.hpp"
+#include "common/io_thread.h"
 #include "common/log.h"
 #include "transport/auth.h"
 #include "syncclient/common_flags.h"
@@ -114,7 +115,7 @@ int main(int argc, char** argv) {
   }
   if (modes > 1) return Usage("give at most one of -r, -u, -m, -A, -f");
   options.slot = common.Paths();
-  auto secret = transport::LoadSecret(common.secret_file);
+  auto secret = mailrepl::transport::LoadSecret(common.secret_file);
   if (!secret.ok()) {
     std::cerr << "sync_client: " << secret.status().message() << "\n";
     return 2;
@@ -133,7 +134,10 @@ int main(int argc, char** argv) {
     result = e ? absl::InternalError("unexpected exception") : s;
     signals.cancel();
   });
-  io.run();
+  {
+    mailrepl::IoThreadScope io_thread;  // nothing may block this thread (common/io_thread.h)
+    io.run();
+  }
   if (stats) PrintStats(client.stats());
   if (result.ok()) return 0;
   if (result.code() == absl::StatusCode::kAborted) {

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
 #include "common/log.h"
+#include "common/offload.h"
 #include "common/status_macros.h"
 #include "proto/log.pb.h"
 #include "store/log_format.h"
@@ -17,6 +18,7 @@
 #include "transport/framed_connection.h"
 #include "syncclient/mailbox_compare.h"
 #include "syncclient/protocol.h"
+#include "syncclient/refusal.h"
 
 namespace mailrepl::sync {
 
@@ -25,13 +27,7 @@ using asio::use_awaitable;
 
 namespace {
 
-// A failure that closes the connection, with the error frame to send first.
-struct Refusal {
-  syncpb::ErrorCode code;
-  std::string message;
-};
-
-absl::Status BadFrame(const std::string& why) { return absl::InvalidArgumentError(why); }
+absl::Status BadFrame(const std::string& why) { return Refuse(syncpb::BAD_FRAME, why); }
 
 bool SameQuarantine(const std::vector<Quarantine>& a, const std::vector<Quarantine>& b) {
   return std::equal(a.begin(), a.end(), b.begin(), b.end(),
@@ -156,9 +152,8 @@ uint64_t EpochAt(const std::vector<EpochStart>& history, uint64_t lsn) {
 // Removes the leading records the slot already holds: another session of
 // the same master (a resync next to a rolling client, a client restarted
 // while its old connection lingers) sent them first. They must be the same
-// records, which their epochs show.
-absl::Status DropRecordsWeHave(Slot& slot, std::vector<LogRecord>& records) {
-  const uint64_t last = slot.last_lsn();
+// records, which their epochs show. last: the slot's last LSN.
+absl::Status DropRecordsWeHave(Slot& slot, uint64_t last, std::vector<LogRecord>& records) {
   size_t have = 0;
   while (have < records.size() && records[have].lsn <= last) ++have;
   if (have == 0) return absl::OkStatus();
@@ -166,23 +161,75 @@ absl::Status DropRecordsWeHave(Slot& slot, std::vector<LogRecord>& records) {
   for (size_t i = 0; i < have; ++i) {
     const uint64_t ours = EpochAt(history, records[i].lsn);
     if (records[i].epoch != ours) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "record LSN ", records[i].lsn, " of epoch ", records[i].epoch,
-          " differs from this replica's record of epoch ", ours));
+      return Refuse(syncpb::RECORDS_DIFFER,
+                    absl::StrCat("record LSN ", records[i].lsn, " of epoch ", records[i].epoch,
+                                 " differs from this replica's record of epoch ", ours));
     }
   }
   records.erase(records.begin(), records.begin() + static_cast<std::ptrdiff_t>(have));
   return absl::OkStatus();
 }
 
+// Refuses records that do not continue the slot's log: the first must be
+// LSN last + 1 and the rest follow without gaps (GAP), and no record may
+// carry an epoch older than the one before it or than the slot's (a stale
+// master: STALE_EPOCH naming `seen`, the newest epoch the slot knows).
+absl::Status CheckSequence(const std::vector<LogRecord>& records, uint64_t last, uint64_t epoch,
+                           uint64_t seen) {
+  uint64_t lsn = last + 1;
+  for (const LogRecord& r : records) {
+    if (r.lsn != lsn) {
+      return Refuse(syncpb::GAP,
+                    absl::StrCat("this replica holds up to LSN ", lsn - 1, " and needs LSN ", lsn,
+                                 " next, not LSN ", r.lsn),
+                    0, last);
+    }
+    if (r.epoch < epoch) {
+      return Refuse(syncpb::STALE_EPOCH,
+                    absl::StrCat("record LSN ", r.lsn, " carries epoch ", r.epoch,
+                                 ", older than epoch ", epoch, " of this replica's records"),
+                    std::max(seen, epoch));
+    }
+    epoch = r.epoch;
+    ++lsn;
+  }
+  return absl::OkStatus();
+}
+
+// STALE_EPOCH for a master of `epoch` when this replica knows a newer one.
+absl::Status NotStale(uint64_t epoch, uint64_t known) {
+  if (epoch >= known) return absl::OkStatus();
+  return Refuse(syncpb::STALE_EPOCH,
+                absl::StrCat("master epoch ", epoch, " is older than epoch ", known,
+                             " known to this replica: the sender is no longer master"),
+                known);
+}
+
 }  // namespace
+
+
+struct SyncServer::Position {
+  uint64_t seen_epoch = 0;
+  uint64_t epoch = 0;
+  uint64_t last_lsn = 0;
+  std::vector<EpochStart> history;
+  std::vector<Quarantine> quarantined;
+};
 
 SyncServer::SyncServer(asio::io_context& io, Slot& slot, SyncServerOptions options)
     : io_(io), slot_(slot), options_(std::move(options)), acceptor_(io), resync_done_(io) {
+  if (options_.blocking) {
+    blocking_ = *options_.blocking;
+  } else {
+    own_pool_ = std::make_unique<asio::thread_pool>(2);
+    blocking_ = own_pool_->get_executor();
+  }
   resync_done_.expires_at(asio::steady_timer::time_point::max());
 }
 
-SyncServer::~SyncServer() { pool_.join(); }
+SyncServer::~SyncServer() {
+  if (own_pool_) own_pool_->join();
+}
 
 absl::Status SyncServer::Listen() { return transport::ListenOn(acceptor_, options_.listen); }
 
@@ -201,12 +248,19 @@ void SyncServer::Stop() {
 }
 
 void SyncServer::CloseSessions(const std::string& why, uint64_t epoch) {
+  NoteKnownEpoch(epoch);
   for (const auto& s : sessions_) {
     syncpb::Frame e = ErrorFrame(syncpb::STALE_EPOCH, why);
     e.mutable_error()->set_epoch(epoch);
     s->Send(e);
     s->Close();
   }
+}
+
+void SyncServer::NoteKnownEpoch(uint64_t epoch) { known_epoch_ = std::max(known_epoch_, epoch); }
+
+absl::Status SyncServer::CheckNotStale(uint64_t epoch, uint64_t seen) const {
+  return NotStale(epoch, std::max(known_epoch_, seen));
 }
 
 awaitable<void> SyncServer::Run() {
@@ -228,15 +282,18 @@ awaitable<void> SyncServer::Run() {
 }
 
 template <typename Fn>
-awaitable<absl::Status> SyncServer::OffThread(Fn fn) {
-  co_return co_await asio::co_spawn(
-      pool_, [fn = std::move(fn)]() mutable -> awaitable<absl::Status> { co_return fn(); },
-      use_awaitable);
+auto SyncServer::OffThread(Fn fn) {
+  return Offload(blocking_, std::move(fn));
 }
 
 awaitable<void> SyncServer::Session(std::shared_ptr<FramedConnection> conn) {
   absl::Status s = co_await Serve(*conn);
   if (!s.ok()) {
+    if (std::optional<syncpb::Error> refusal = RefusalFor(s)) {
+      syncpb::Frame e;
+      *e.mutable_error() = std::move(*refusal);
+      conn->Send(e);
+    }
     if (s.code() == absl::StatusCode::kInvalidArgument) ++stats_.bad_frames;
     LogLine(s.code() == absl::StatusCode::kUnavailable ? Severity::kInfo : Severity::kWarning,
             "sync connection closed",
@@ -258,7 +315,7 @@ awaitable<void> SyncServer::WaitForResync(const FramedConnection& conn) {
   }
 }
 
-awaitable<absl::Status> SyncServer::Serve(FramedConnection& conn) {
+awaitable<absl::StatusOr<SyncServer::SessionState>> SyncServer::Handshake(FramedConnection& conn) {
   const std::string challenge = transport::NewChallenge();
   syncpb::Frame hello;
   *hello.mutable_server_hello()->mutable_version() = OurVersion();
@@ -267,63 +324,54 @@ awaitable<absl::Status> SyncServer::Serve(FramedConnection& conn) {
   hello.mutable_server_hello()->set_challenge(challenge);
   conn.Send(hello);
 
-  auto refuse = [&](syncpb::ErrorCode code, const std::string& msg) {
-    conn.Send(ErrorFrame(code, msg));
-    return code == syncpb::UNAUTHENTICATED ? absl::PermissionDeniedError(msg)
-           : code == syncpb::BAD_FRAME     ? BadFrame(msg)
-                                           : absl::FailedPreconditionError(msg);
-  };
   auto first = co_await conn.Read(kHelloTimeout);
-  if (!first.ok()) {
-    if (first.status().code() == absl::StatusCode::kInvalidArgument) {
-      co_return refuse(syncpb::BAD_FRAME, std::string(first.status().message()));
-    }
-    co_return first.status();
-  }
-  if (!first->has_client_hello()) co_return refuse(syncpb::BAD_FRAME, "expected a client hello");
+  if (!first.ok()) co_return first.status();
+  if (!first->has_client_hello()) co_return BadFrame("expected a client hello");
   const syncpb::ClientHello& h = first->client_hello();
   const SlotIdentity& id = slot_.identity();
   const std::string context = AuthContext(h.cluster_id(), h.store_id());
   if (h.challenge().size() != transport::kChallengeSize ||
-      !transport::ResponsesEqual(h.response(),
-                      transport::AuthResponse(options_.secret, "client", context, challenge, h.challenge()))) {
+      !transport::ResponsesEqual(h.response(), transport::AuthResponse(options_.secret, "client",
+                                                                       context, challenge,
+                                                                       h.challenge()))) {
     ++stats_.auth_failures;
     LogLine(Severity::kWarning, "sync authentication failed",
             Kv("peer", conn.peer()) + Kv("slot", slot_.paths().root));
-    co_return refuse(syncpb::UNAUTHENTICATED, "authentication failed");
+    co_return Refuse(syncpb::UNAUTHENTICATED, "authentication failed");
   }
   if (h.version().major() != kProtocolMajor) {
-    co_return refuse(syncpb::PROTOCOL_VERSION,
+    co_return Refuse(syncpb::PROTOCOL_VERSION,
                      absl::StrCat("protocol ", h.version().major(), ".", h.version().minor(),
                                   " is not supported; this server speaks ", kProtocolMajor, ".x"));
   }
   if (h.cluster_id() != id.cluster_id || h.store_id() != id.store_id) {
-    co_return refuse(syncpb::WRONG_STORE,
+    co_return Refuse(syncpb::WRONG_STORE,
                      absl::StrCat("this replica is cluster ", id.cluster_id, " store ",
                                   id.store_id, ", not cluster ", h.cluster_id(), " store ",
                                   h.store_id()));
   }
-  // The master's epoch: from the hello, raised by the epochs of the
-  // records this session delivers (a master that begins an epoch itself).
-  uint64_t session_epoch = h.epoch();
-  const uint64_t seen = slot_.seen_epoch();
-  if (h.epoch() < seen) {
-    syncpb::Frame e = ErrorFrame(
-        syncpb::STALE_EPOCH,
-        absl::StrCat("master epoch ", h.epoch(), " is older than epoch ", seen,
-                     " known to this replica: the sender is no longer master"));
-    e.mutable_error()->set_epoch(seen);
-    conn.Send(e);
-    co_return absl::FailedPreconditionError(e.error().message());
-  }
+  if (absl::Status stale = CheckNotStale(h.epoch()); !stale.ok()) co_return stale;
   if (options_.admit) {
     absl::Status admitted = options_.admit();
-    if (!admitted.ok()) co_return refuse(syncpb::NOT_REPLICA, std::string(admitted.message()));
+    if (!admitted.ok()) co_return Refuse(syncpb::NOT_REPLICA, admitted.message());
   }
-  if (h.epoch() > seen) {
-    absl::Status noted = slot_.NoteEpochSeen(h.epoch());
-    if (!noted.ok()) co_return noted;
-  }
+  // The slot's position, on a worker: these reads wait for the batch the
+  // applier holds the index for. A newer master is noted (persisted) first.
+  Position pos;
+  absl::Status read = co_await OffThread([&]() -> absl::Status {
+    pos.seen_epoch = slot_.seen_epoch();
+    if (h.epoch() < pos.seen_epoch) return NotStale(h.epoch(), pos.seen_epoch);
+    if (h.epoch() > pos.seen_epoch) RETURN_IF_ERROR(slot_.NoteEpochSeen(h.epoch()));
+    pos.epoch = slot_.epoch();
+    pos.last_lsn = slot_.last_lsn();
+    pos.history = slot_.EpochHistory();
+    pos.quarantined = slot_.Quarantined();
+    return absl::OkStatus();
+  });
+  NoteKnownEpoch(std::max(pos.seen_epoch, read.ok() ? h.epoch() : 0));
+  if (!read.ok()) co_return read;
+  last_lsn_ = pos.last_lsn;
+
   syncpb::Frame welcome;
   syncpb::Welcome* w = welcome.mutable_welcome();
   *w->mutable_version() = OurVersion();
@@ -333,18 +381,17 @@ awaitable<absl::Status> SyncServer::Serve(FramedConnection& conn) {
   for (const auto& c : h.capabilities()) {
     if (c == kCapabilityCheck) w->add_capabilities(kCapabilityCheck);
   }
-  w->set_response(transport::AuthResponse(options_.secret, "server", context, h.challenge(), challenge));
+  w->set_response(
+      transport::AuthResponse(options_.secret, "server", context, h.challenge(), challenge));
   w->set_slot_id(id.slot_id);
-  w->set_epoch(slot_.epoch());
-  w->set_last_lsn(slot_.last_lsn());
-  for (const EpochStart& e : slot_.EpochHistory()) {
+  w->set_epoch(pos.epoch);
+  w->set_last_lsn(pos.last_lsn);
+  for (const EpochStart& e : pos.history) {
     auto* x = w->add_epoch_history();
     x->set_epoch(e.epoch);
     x->set_first_lsn(e.first_lsn);
   }
-  // What this session last told the master about quarantined mailboxes.
-  std::vector<Quarantine> reported = slot_.Quarantined();
-  for (const Quarantine& q : reported) *w->add_quarantined() = ToWire(q);
+  for (const Quarantine& q : pos.quarantined) *w->add_quarantined() = ToWire(q);
   conn.Send(welcome);
   if (zstd) conn.EnableCompression();
   if (options_.verbose) {
@@ -352,273 +399,298 @@ awaitable<absl::Status> SyncServer::Serve(FramedConnection& conn) {
             Kv("peer", conn.peer()) + Kv("master_slot", h.slot_id()) + Kv("epoch", h.epoch()) +
                 Kv("replica_lsn", w->last_lsn()));
   }
+  co_return SessionState{.conn = conn, .epoch = h.epoch(), .reported = std::move(pos.quarantined)};
+}
 
-  std::optional<syncpb::Frame> held;  // a frame read ahead while merging batches
+awaitable<absl::Status> SyncServer::Serve(FramedConnection& conn) {
+  auto state = co_await Handshake(conn);
+  if (!state.ok()) co_return state.status();
+  SessionState& s = *state;
   for (;;) {
     // (No co_await inside a conditional expression: GCC 12 miscompiles it.)
     absl::StatusOr<syncpb::Frame> f;
-    if (held) {
-      f = std::move(*held);
-      held.reset();
+    if (s.held) {
+      f = std::move(*s.held);
+      s.held.reset();
     } else {
       f = co_await conn.Read(kDeadPeerTimeout);
     }
-    if (!f.ok()) {
-      if (f.status().code() == absl::StatusCode::kInvalidArgument) {
-        co_return refuse(syncpb::BAD_FRAME, std::string(f.status().message()));
-      }
-      co_return f.status();
-    }
+    if (!f.ok()) co_return f.status();
     // A newer master may have introduced itself since this session began:
     // from then on this one is stale, whatever its records carry.
-    if (const uint64_t now_seen = slot_.seen_epoch(); session_epoch < now_seen) {
-      syncpb::Frame e = ErrorFrame(
-          syncpb::STALE_EPOCH,
-          absl::StrCat("master epoch ", session_epoch, " is older than epoch ", now_seen,
-                       " known to this replica: the sender is no longer master"));
-      e.mutable_error()->set_epoch(now_seen);
-      conn.Send(e);
-      co_return absl::FailedPreconditionError(e.error().message());
-    }
+    if (absl::Status stale = CheckNotStale(s.epoch); !stale.ok()) co_return stale;
+    absl::Status handled;
     switch (f->body_case()) {
-      case syncpb::Frame::kRecords: {
-        std::vector<LogRecord> records;
-        records.reserve(f->records().records_size());
-        for (const auto& r : f->records().records()) records.push_back(FromWire(r));
-        if (records.empty()) co_return refuse(syncpb::BAD_FRAME, "empty records frame");
-        uint64_t frame_epoch = f->records().records().rbegin()->epoch();
-        // Records frames that have already arrived join this batch: one
-        // fsync and one ack for all of them, so a replica that fell behind
-        // catches up in large batches.
-        while (records.size() < 16384 && !held) {
-          auto next = conn.TryRead();
-          if (!next) break;
-          if (!next->ok()) {
-            co_return refuse(syncpb::BAD_FRAME, std::string(next->status().message()));
-          }
-          if (!(*next)->has_records() || (*next)->records().records_size() == 0) {
-            held = std::move(**next);
-            break;
-          }
-          for (const auto& r : (*next)->records().records()) records.push_back(FromWire(r));
-          frame_epoch = (*next)->records().records().rbegin()->epoch();
-        }
-        const uint64_t last_sent = records.back().lsn;
-        // Another session may be running a resync: wait until it ends.
-        co_await WaitForResync(conn);
-        absl::Status a = co_await OffThread([&]() -> absl::Status {
-          // One session at a time trims and appends, so that what the
-          // replica already has stays consistent with what it appends.
-          std::lock_guard<std::mutex> l(apply_mu_);
-          RETURN_IF_ERROR(DropRecordsWeHave(slot_, records));
-          RETURN_IF_ERROR(CheckReplicatedRecords(records, slot_.epoch()));
-          return slot_.AppendReplicated(records);
-        });
-        if (!a.ok()) {
-          if (a.code() == absl::StatusCode::kInvalidArgument) {
-            co_return refuse(syncpb::BAD_FRAME, std::string(a.message()));
-          }
-          if (a.code() == absl::StatusCode::kFailedPrecondition) {
-            co_return refuse(syncpb::STALE_EPOCH, std::string(a.message()));
-          }
-          co_return refuse(syncpb::APPLY_FAILED, std::string(a.message()));
-        }
-        stats_.records_applied += records.size();
-        session_epoch = std::max(session_epoch, frame_epoch);
-        // The records are durable here: acknowledge them now, while the
-        // slot's applier puts them in the index (in sync durability the
-        // master's client is waiting for this ack). The ack carries the
-        // quarantine as last reported; once the batch is applied, a second
-        // ack for the same LSN follows if applying it changed that.
-        auto ack_with = [&](const std::vector<Quarantine>& quarantined) {
-          syncpb::Frame ack;
-          ack.mutable_ack()->set_lsn(last_sent);
-          for (const Quarantine& q : quarantined) *ack.mutable_ack()->add_quarantined() = ToWire(q);
-          conn.Send(ack);
-        };
-        ack_with(reported);
-        std::vector<Quarantine> now;
-        absl::Status applied = co_await OffThread([&]() -> absl::Status {
-          now = slot_.Quarantined();  // waits until the batch is in the index
-          return absl::OkStatus();
-        });
-        if (!applied.ok()) co_return applied;
-        if (!SameQuarantine(now, reported)) {
-          reported = std::move(now);
-          ack_with(reported);
-        }
+      case syncpb::Frame::kRecords:
+        handled = co_await OnRecords(s, std::move(*f));
         break;
-      }
-      case syncpb::Frame::kHeartbeat: {
-        syncpb::Frame hb;
-        hb.mutable_heartbeat()->set_last_lsn(slot_.last_lsn());
-        if (const uint64_t probe = f->heartbeat().probe(); probe != 0 && options_.vouch) {
-          hb.mutable_heartbeat()->set_probe(probe);
-          hb.mutable_heartbeat()->set_vouch_ms(static_cast<uint32_t>(
-              std::clamp<int64_t>(absl::ToInt64Milliseconds(options_.vouch(session_epoch)), 0,
-                                  UINT32_MAX)));
-        }
-        conn.Send(hb);
+      case syncpb::Frame::kHeartbeat:
+        OnHeartbeat(s, f->heartbeat());
         break;
-      }
-      case syncpb::Frame::kSnapshotBegin: {
-        absl::Status sn = co_await ReceiveSnapshot(conn, f->snapshot_begin().lsn());
-        if (!sn.ok()) co_return refuse(syncpb::APPLY_FAILED, std::string(sn.message()));
-        ++stats_.snapshots;
+      case syncpb::Frame::kSnapshotBegin:
+        handled = co_await ReceiveSnapshot(conn, f->snapshot_begin().lsn());
+        if (handled.ok()) ++stats_.snapshots;
         break;
-      }
-      case syncpb::Frame::kDigestRequest: {
-        // From its first digest request until it ends, this session alone
-        // changes the replica: the state the client compares and repairs
-        // must not move under it (other sessions' records wait).
-        co_await WaitForResync(conn);
-        resync_owner_ = &conn;
-        syncpb::Frame reply;
-        syncpb::DigestReply* dr = reply.mutable_digest_reply();
-        dr->set_lsn(slot_.last_lsn());
-        dr->set_slot_digest(slot_.SlotDigest().Bytes());
-        const syncpb::DigestRequest& req = f->digest_request();
-        // A resync is there to find damage, so by default each mailbox
-        // digest is recomputed from its message rows (ROWS): the running
-        // sums kept with the mailbox rows do not see rows lost or changed
-        // behind the engine's back. A check's fast path asks for the sums
-        // (STORED, O(mailboxes)) or for the slot digest alone.
-        absl::Status digests = co_await OffThread([&]() -> absl::Status {
-          if (req.slot_only()) return absl::OkStatus();
-          return slot_.WithIndex([&](Index& ix, Spool&) -> absl::Status {
-            for (const auto& [id, mb] : ix.mailboxes()) {
-              bool in = req.prefixes().empty();
-              for (const auto& p : req.prefixes()) in |= IsSameOrBelow(mb.name, p);
-              if (!in) continue;
-              Digest d = mb.MailboxDigest();
-              if (req.source() == syncpb::ROWS) {
-                ASSIGN_OR_RETURN(d, RowDigest(ix, mb));
-              }
-              auto* m = dr->add_mailboxes();
-              m->set_mailbox_id(mb.id);
-              m->set_name(mb.name);
-              m->set_digest(d.Bytes());
-            }
-            return absl::OkStatus();
-          });
-        });
-        if (!digests.ok()) co_return refuse(syncpb::APPLY_FAILED, std::string(digests.message()));
-        conn.Send(reply);
+      case syncpb::Frame::kDigestRequest:
+        handled = co_await OnDigestRequest(s, f->digest_request());
         break;
-      }
-      case syncpb::Frame::kContentsRequest: {
-        syncpb::Frame reply;
-        absl::Status read = co_await OffThread([&]() -> absl::Status {
-          return slot_.WithIndex([&](Index& ix, Spool&) -> absl::Status {
-            for (const std::string& id : f->contents_request().mailbox_ids()) {
-              ASSIGN_OR_RETURN(*reply.mutable_contents()->add_mailboxes(), MailboxState(ix, id));
-            }
-            return absl::OkStatus();
-          });
-        });
-        if (!read.ok()) co_return refuse(syncpb::APPLY_FAILED, std::string(read.message()));
-        conn.Send(reply);
+      case syncpb::Frame::kContentsRequest:
+        handled = co_await OnContentsRequest(s, f->contents_request());
         break;
-      }
-      case syncpb::Frame::kVerifyRequest: {
-        // Runs on the live replica (VerifySlot hashes bodies outside the
-        // index lock); the client asks before it holds other sessions back.
-        absl::StatusOr<VerifyReport> v;
-        co_await OffThread([&]() -> absl::Status {
-          v = VerifySlot(slot_, {.max_bytes_per_second =
-                                     f->verify_request().max_bytes_per_second()});
-          return absl::OkStatus();
-        });
-        if (!v.ok()) co_return refuse(syncpb::APPLY_FAILED, std::string(v.status().message()));
-        syncpb::Frame reply;
-        syncpb::VerifyReply* vr = reply.mutable_verify_reply();
-        vr->set_records(v->records);
-        vr->set_bodies(v->blobs);
-        vr->set_bytes(v->bytes);
-        for (const VerifyReport::BadBody& b : v->bad_bodies) vr->add_bad_guids(b.guid);
-        for (const std::string& p : v->problems) vr->add_problems(p);
-        conn.Send(reply);
+      case syncpb::Frame::kVerifyRequest:
+        handled = co_await OnVerifyRequest(s, f->verify_request());
         break;
-      }
-      case syncpb::Frame::kRepair: {
-        const logpb::RepairMailbox& r = f->repair().repair();
-        std::vector<std::string> missing(f->repair().replace_guids().begin(),
-                                         f->repair().replace_guids().end());
-        for (const auto& m : r.messages()) {
-          auto has = slot_.HasBlob(m.guid());
-          if (!has.ok() || !*has) missing.push_back(m.guid());
-        }
-        std::sort(missing.begin(), missing.end());
-        missing.erase(std::unique(missing.begin(), missing.end()), missing.end());
-        std::vector<std::string> bodies;
-        absl::Status got = co_await ReceiveBodies(conn, missing, &bodies);
-        if (!got.ok()) co_return got;
-        const std::string payload = r.SerializeAsString();
-        absl::Status ap = co_await OffThread([&] { return slot_.RepairMailbox(payload, bodies); });
-        syncpb::Frame done;
-        done.mutable_repair_done()->set_mailbox_id(r.mailbox_id());
-        done.mutable_repair_done()->set_ok(ap.ok());
-        done.mutable_repair_done()->set_error(std::string(ap.message()));
-        conn.Send(done);
-        ++stats_.repairs;
-        LogLine(ap.ok() ? Severity::kInfo : Severity::kWarning, "mailbox resync",
-                Kv("mailbox", r.mailbox().name()) + Kv("reason", r.reason()) +
-                    Kv("result", ap.ok() ? "repaired" : ap.message()));
+      case syncpb::Frame::kRepair:
+        handled = co_await OnRepair(s, f->repair());
         break;
-      }
-      case syncpb::Frame::kDone: {
-        // Answer once everything acknowledged is applied too, so the
-        // client returns only when a reader of this slot sees it.
-        absl::Status applied = co_await OffThread([&]() -> absl::Status {
-          slot_.WaitApplied();
-          return absl::OkStatus();
-        });
-        if (!applied.ok()) co_return applied;
-        syncpb::Frame done;
-        done.mutable_done();
-        conn.Send(done);
-        // A client older than this answer has closed already: not an error.
-        co_await conn.Flush(absl::Seconds(5));
-        co_return absl::OkStatus();
-      }
-      case syncpb::Frame::kError: {
-        if (f->error().code() == syncpb::DIVERGED && options_.on_diverged) {
-          absl::Status d = co_await SetAsideDiverged(conn, f->error().lsn(), session_epoch);
-          if (!d.ok()) {
-            LogLine(Severity::kError, "diverged replica not rewound",
-                    Kv("peer", conn.peer()) + Kv("slot", slot_.paths().root) +
-                        Kv("fork_lsn", f->error().lsn()) + Kv("error", d.message()));
-          }
-        }
-        co_return absl::UnavailableError(
-            absl::StrCat("peer reported: ", f->error().message()));
-      }
+      case syncpb::Frame::kDone:
+        co_return co_await OnDone(s);
+      case syncpb::Frame::kError:
+        co_return co_await OnError(s, f->error());
       default:
-        co_return refuse(syncpb::BAD_FRAME,
-                         absl::StrCat("unexpected frame type ", f->body_case(), " from the master"));
+        co_return BadFrame(
+            absl::StrCat("unexpected frame type ", f->body_case(), " from the master"));
+    }
+    if (!handled.ok()) co_return handled;
+  }
+}
+
+awaitable<absl::Status> SyncServer::OnRecords(SessionState& s, syncpb::Frame f) {
+  FramedConnection& conn = s.conn;
+  std::vector<LogRecord> records;
+  records.reserve(f.records().records_size());
+  for (const auto& r : f.records().records()) records.push_back(FromWire(r));
+  if (records.empty()) co_return BadFrame("empty records frame");
+  uint64_t frame_epoch = f.records().records().rbegin()->epoch();
+  // Records frames that have already arrived join this batch: one fsync
+  // and one ack for all of them, so a replica that fell behind catches up
+  // in large batches.
+  while (records.size() < 16384 && !s.held) {
+    auto next = conn.TryRead();
+    if (!next) break;
+    if (!next->ok()) co_return next->status();
+    if (!(*next)->has_records() || (*next)->records().records_size() == 0) {
+      s.held = std::move(**next);
+      break;
+    }
+    for (const auto& r : (*next)->records().records()) records.push_back(FromWire(r));
+    frame_epoch = (*next)->records().records().rbegin()->epoch();
+  }
+  const uint64_t last_sent = records.back().lsn;
+  // Another session may be running a resync: wait until it ends.
+  co_await WaitForResync(conn);
+  uint64_t seen = 0;
+  absl::Status a = co_await OffThread([&]() -> absl::Status {
+    // One session at a time trims and appends, so that what the replica
+    // already has stays consistent with what it appends.
+    MutexLock l(apply_mu_);
+    seen = slot_.seen_epoch();
+    RETURN_IF_ERROR(NotStale(s.epoch, seen));
+    const uint64_t last = slot_.last_lsn();
+    RETURN_IF_ERROR(DropRecordsWeHave(slot_, last, records));
+    if (records.empty()) return absl::OkStatus();
+    const uint64_t epoch = slot_.epoch();
+    RETURN_IF_ERROR(CheckSequence(records, last, epoch, seen));
+    RETURN_IF_ERROR(CheckReplicatedRecords(records, epoch));
+    absl::Status appended = slot_.AppendReplicated(records);
+    // The records continue the log (checked above), so what is left is the
+    // slot itself: a disk at its reserve (DISK_FULL, by its code) or a slot
+    // that stopped taking writes after an error.
+    if (absl::IsFailedPrecondition(appended) || absl::IsDataLoss(appended) ||
+        absl::IsInternal(appended)) {
+      return Refuse(syncpb::SLOT_FAILED,
+                    absl::StrCat(appended.message(), " (replica slot ", slot_.paths().root, ")"));
+    }
+    return appended;
+  });
+  NoteKnownEpoch(seen);
+  if (!a.ok()) co_return a;
+  last_lsn_ = std::max(last_lsn_, last_sent);
+  stats_.records_applied += records.size();
+  s.epoch = std::max(s.epoch, frame_epoch);
+  // The records are durable here: acknowledge them now, while the slot's
+  // applier puts them in the index (in sync durability the master's client
+  // is waiting for this ack). The ack carries the quarantine as last
+  // reported; once the batch is applied, a second ack for the same LSN
+  // follows if applying it changed that.
+  auto ack_with = [&](const std::vector<Quarantine>& quarantined) {
+    syncpb::Frame ack;
+    ack.mutable_ack()->set_lsn(last_sent);
+    for (const Quarantine& q : quarantined) *ack.mutable_ack()->add_quarantined() = ToWire(q);
+    conn.Send(ack);
+  };
+  ack_with(s.reported);
+  std::vector<Quarantine> now = co_await OffThread([&] {
+    return slot_.Quarantined();  // waits until the batch is in the index
+  });
+  if (!SameQuarantine(now, s.reported)) {
+    s.reported = std::move(now);
+    ack_with(s.reported);
+  }
+  co_return absl::OkStatus();
+}
+
+void SyncServer::OnHeartbeat(SessionState& s, const syncpb::Heartbeat& in) {
+  syncpb::Frame hb;
+  hb.mutable_heartbeat()->set_last_lsn(last_lsn_);
+  if (const uint64_t probe = in.probe(); probe != 0 && options_.vouch) {
+    hb.mutable_heartbeat()->set_probe(probe);
+    hb.mutable_heartbeat()->set_vouch_ms(static_cast<uint32_t>(std::clamp<int64_t>(
+        absl::ToInt64Milliseconds(options_.vouch(s.epoch)), 0, UINT32_MAX)));
+  }
+  s.conn.Send(hb);
+}
+
+awaitable<absl::Status> SyncServer::OnDigestRequest(SessionState& s,
+                                                    const syncpb::DigestRequest& req) {
+  // From its first digest request until it ends, this session alone changes
+  // the replica: the state the client compares and repairs must not move
+  // under it (other sessions' records wait).
+  co_await WaitForResync(s.conn);
+  resync_owner_ = &s.conn;
+  syncpb::Frame reply;
+  syncpb::DigestReply* dr = reply.mutable_digest_reply();
+  // A resync is there to find damage, so by default each mailbox digest is
+  // recomputed from its message rows (ROWS): the running sums kept with the
+  // mailbox rows do not see rows lost or changed behind the engine's back.
+  // A check's fast path asks for the sums (STORED, O(mailboxes)) or for the
+  // slot digest alone.
+  absl::Status digests = co_await OffThread([&]() -> absl::Status {
+    dr->set_lsn(slot_.last_lsn());
+    dr->set_slot_digest(slot_.SlotDigest().Bytes());
+    if (req.slot_only()) return absl::OkStatus();
+    return slot_.WithIndex([&](Index& ix, Spool&) -> absl::Status {
+      for (const auto& [id, mb] : ix.mailboxes()) {
+        bool in = req.prefixes().empty();
+        for (const auto& p : req.prefixes()) in |= IsSameOrBelow(mb.name, p);
+        if (!in) continue;
+        Digest d = mb.MailboxDigest();
+        if (req.source() == syncpb::ROWS) {
+          ASSIGN_OR_RETURN(d, RowDigest(ix, mb));
+        }
+        auto* m = dr->add_mailboxes();
+        m->set_mailbox_id(mb.id);
+        m->set_name(mb.name);
+        m->set_digest(d.Bytes());
+      }
+      return absl::OkStatus();
+    });
+  });
+  if (!digests.ok()) co_return Refuse(syncpb::APPLY_FAILED, digests.message());
+  s.conn.Send(reply);
+  co_return absl::OkStatus();
+}
+
+awaitable<absl::Status> SyncServer::OnContentsRequest(SessionState& s,
+                                                      const syncpb::ContentsRequest& req) {
+  syncpb::Frame reply;
+  absl::Status read = co_await OffThread([&]() -> absl::Status {
+    return slot_.WithIndex([&](Index& ix, Spool&) -> absl::Status {
+      for (const std::string& id : req.mailbox_ids()) {
+        ASSIGN_OR_RETURN(*reply.mutable_contents()->add_mailboxes(), MailboxState(ix, id));
+      }
+      return absl::OkStatus();
+    });
+  });
+  if (!read.ok()) co_return Refuse(syncpb::APPLY_FAILED, read.message());
+  s.conn.Send(reply);
+  co_return absl::OkStatus();
+}
+
+awaitable<absl::Status> SyncServer::OnVerifyRequest(SessionState& s,
+                                                    const syncpb::VerifyRequest& req) {
+  // Runs on the live replica (VerifySlot hashes bodies outside the index
+  // lock); the client asks before it holds other sessions back.
+  absl::StatusOr<VerifyReport> v = co_await OffThread([&] {
+    return VerifySlot(slot_, {.max_bytes_per_second = req.max_bytes_per_second()});
+  });
+  if (!v.ok()) co_return Refuse(syncpb::APPLY_FAILED, v.status().message());
+  syncpb::Frame reply;
+  syncpb::VerifyReply* vr = reply.mutable_verify_reply();
+  vr->set_records(v->records);
+  vr->set_bodies(v->blobs);
+  vr->set_bytes(v->bytes);
+  for (const VerifyReport::BadBody& b : v->bad_bodies) vr->add_bad_guids(b.guid);
+  for (const std::string& p : v->problems) vr->add_problems(p);
+  s.conn.Send(reply);
+  co_return absl::OkStatus();
+}
+
+awaitable<absl::Status> SyncServer::OnRepair(SessionState& s, const syncpb::Repair& repair) {
+  const logpb::RepairMailbox& r = repair.repair();
+  std::vector<std::string> missing(repair.replace_guids().begin(), repair.replace_guids().end());
+  co_await OffThread([&] {
+    for (const auto& m : r.messages()) {
+      auto has = slot_.HasBlob(m.guid());
+      if (!has.ok() || !*has) missing.push_back(m.guid());
+    }
+  });
+  std::sort(missing.begin(), missing.end());
+  missing.erase(std::unique(missing.begin(), missing.end()), missing.end());
+  std::vector<std::string> bodies;
+  absl::Status got = co_await ReceiveBodies(s.conn, missing, &bodies);
+  if (!got.ok()) co_return got;
+  const std::string payload = r.SerializeAsString();
+  absl::Status ap = co_await OffThread([&] { return slot_.RepairMailbox(payload, bodies); });
+  syncpb::Frame done;
+  done.mutable_repair_done()->set_mailbox_id(r.mailbox_id());
+  done.mutable_repair_done()->set_ok(ap.ok());
+  done.mutable_repair_done()->set_error(std::string(ap.message()));
+  s.conn.Send(done);
+  ++stats_.repairs;
+  LogLine(ap.ok() ? Severity::kInfo : Severity::kWarning, "mailbox resync",
+          Kv("mailbox", r.mailbox().name()) + Kv("reason", r.reason()) +
+              Kv("result", ap.ok() ? "repaired" : ap.message()));
+  co_return absl::OkStatus();
+}
+
+awaitable<absl::Status> SyncServer::OnDone(SessionState& s) {
+  // Answer once everything acknowledged is applied too, so the client
+  // returns only when a reader of this slot sees it.
+  co_await OffThread([&] { slot_.WaitApplied(); });
+  syncpb::Frame done;
+  done.mutable_done();
+  s.conn.Send(done);
+  // A client older than this answer has closed already: not an error.
+  co_await s.conn.Flush(absl::Seconds(5));
+  co_return absl::OkStatus();
+}
+
+awaitable<absl::Status> SyncServer::OnError(SessionState& s, const syncpb::Error& e) {
+  if (e.code() == syncpb::DIVERGED && options_.on_diverged) {
+    absl::Status d = co_await SetAsideDiverged(s.conn, e.lsn(), s.epoch);
+    if (!d.ok()) {
+      LogLine(Severity::kError, "diverged replica not rewound",
+              Kv("peer", s.conn.peer()) + Kv("slot", slot_.paths().root) +
+                  Kv("fork_lsn", e.lsn()) + Kv("error", d.message()));
     }
   }
+  co_return absl::UnavailableError(absl::StrCat("peer reported: ", e.message()));
 }
 
 awaitable<absl::Status> SyncServer::SetAsideDiverged(const FramedConnection& conn,
                                                      uint64_t fork_lsn, uint64_t master_epoch) {
   co_await WaitForResync(conn);
+  uint64_t last = 0;
   absl::Status s = co_await OffThread([&]() -> absl::Status {
     // Checked under apply_mu_: another session of the same master may have
     // had the slot rewound (or reseeded) meanwhile. Only a master of a
     // newer epoch than every record here may have it rewound, and only
     // past a fork point below its last LSN.
-    std::lock_guard<std::mutex> l(apply_mu_);
+    MutexLock l(apply_mu_);
     const uint64_t ours = slot_.epoch();
-    const uint64_t last = slot_.last_lsn();
+    last = slot_.last_lsn();
     if (master_epoch <= ours || fork_lsn >= last) {
       return absl::FailedPreconditionError(absl::StrCat(
           "a master of epoch ", master_epoch, " says this slot diverged after LSN ", fork_lsn,
           ", but the slot holds LSN ", last, " of epoch ", ours,
           ": only a master of a newer epoch may have records past a fork point set aside"));
     }
-    return options_.on_diverged(fork_lsn, master_epoch);
+    absl::Status rewound = options_.on_diverged(fork_lsn, master_epoch);
+    if (rewound.ok()) last = 0;
+    return rewound;
   });
+  last_lsn_ = last;
   ++(s.ok() ? stats_.divergences : stats_.divergences_refused);
   co_return s;
 }
@@ -649,13 +721,18 @@ awaitable<absl::Status> SyncServer::ReceiveSnapshot(FramedConnection& conn, uint
     if (!f->has_snapshot_chunk()) co_return BadFrame("expected a snapshot chunk");
     data.append(f->snapshot_chunk().data());
   }
-  auto guids = SnapshotGuids(data);
-  if (!guids.ok()) co_return guids.status();
+  // Which bodies the spool lacks: a parse of the whole snapshot and one
+  // index lookup per message, on a worker.
   std::vector<std::string> missing;
-  for (const auto& g : *guids) {
-    auto has = slot_.HasBlob(g);
-    if (!has.ok() || !*has) missing.push_back(g);
-  }
+  absl::Status listed = co_await OffThread([&]() -> absl::Status {
+    ASSIGN_OR_RETURN(std::vector<std::string> guids, SnapshotGuids(data));
+    for (const auto& g : guids) {
+      auto has = slot_.HasBlob(g);
+      if (!has.ok() || !*has) missing.push_back(g);
+    }
+    return absl::OkStatus();
+  });
+  if (!listed.ok()) co_return Refuse(syncpb::APPLY_FAILED, listed.message());
   // Bodies are written to the spool as the frames arrive, not kept in memory.
   syncpb::Frame req;
   for (const auto& g : missing) req.mutable_body_request()->add_guids(g);
@@ -667,20 +744,23 @@ awaitable<absl::Status> SyncServer::ReceiveSnapshot(FramedConnection& conn, uint
     if (!f->has_bodies()) co_return BadFrame("expected bodies");
     std::vector<std::string> bodies(f->bodies().bodies().begin(), f->bodies().bodies().end());
     absl::Status w = co_await OffThread([&] { return slot_.StoreBodies(bodies); });
-    if (!w.ok()) co_return w;
+    if (!w.ok()) co_return Refuse(syncpb::APPLY_FAILED, w.message());
     if (f->bodies().last()) break;
   }
-  std::string path = slot_.paths().meta + "/incoming.snapshot";
+  const std::string path = slot_.paths().incoming_snapshot();
+  uint64_t installed = 0;
   absl::Status st = co_await OffThread([&]() -> absl::Status {
     RETURN_IF_ERROR(WriteFileAtomically(path, data));
     absl::Status imported = slot_.ImportSnapshot(path, /*replace=*/true);
     ::unlink(path.c_str());
+    installed = slot_.last_lsn();
     return imported;
   });
-  if (!st.ok()) co_return st;
-  if (slot_.last_lsn() != lsn) {
-    co_return absl::DataLossError(absl::StrCat("snapshot announced LSN ", lsn, " but holds LSN ",
-                                               slot_.last_lsn()));
+  if (!st.ok()) co_return Refuse(syncpb::APPLY_FAILED, st.message());
+  last_lsn_ = installed;
+  if (installed != lsn) {
+    co_return Refuse(syncpb::APPLY_FAILED, absl::StrCat("snapshot announced LSN ", lsn,
+                                                        " but holds LSN ", installed));
   }
   syncpb::Frame ack;
   ack.mutable_ack()->set_lsn(lsn);

@@ -3,21 +3,25 @@
 // records (same LSNs and epochs, durable before acknowledged), snapshots,
 // mailbox repairs. Never writes to the master (replication is one-way).
 // One bad connection never affects another: every failure closes only that
-// connection, with a logged reason.
-// Thread-compatible: runs on one io_context thread; blocking slot calls run
-// on a small thread pool.
+// connection, with a logged reason and, where the master can act on it, a
+// typed refusal (syncclient/refusal.h).
+// Thread-compatible: runs on one io_context thread. Nothing it does there
+// blocks: every call into the slot runs on a worker (Offload), so a replica
+// applying a large batch or a snapshot never delays the host's other slots.
 #ifndef MAILREPL_SYNCCLIENT_SYNC_SERVER_H_
 #define MAILREPL_SYNCCLIENT_SYNC_SERVER_H_
 
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "asio.hpp"
+#include "common/mutex.h"
 #include "proto/sync.pb.h"
 #include "store/slot.h"
 
@@ -34,7 +38,7 @@ struct SyncServerOptions {
   std::string listen;  // ADDR:PORT
   std::string secret;
   bool verbose = false;
-  // If set, asked at every login: a non-OK answer refuses the session with
+  // If set, asked (on the io thread: must not block) at every login: a non-OK answer refuses the session with
   // NOT_REPLICA and that message (replicad: the slot is not a replica now).
   std::function<absl::Status()> admit;
   // If set, called (on a pool thread, with no other session applying) when
@@ -45,6 +49,9 @@ struct SyncServerOptions {
   // the master's next session then finds the slot empty and sends a
   // snapshot. Unset (the sync_server binary): the slot keeps refusing.
   std::function<absl::Status(uint64_t fork_lsn, uint64_t master_epoch)> on_diverged;
+  // Where blocking slot work runs (replicad: the host's worker pool). Unset:
+  // a pool of two threads of the server's own.
+  std::optional<asio::any_io_executor> blocking;
   // If set, asked (on the io thread) at every heartbeat of a master of
   // `master_epoch` that carries a probe: for how long from now this host
   // vouches for that master's lease (replicad: while its own coordinator
@@ -87,8 +94,34 @@ class SyncServer {
   const SyncServerStats& stats() const { return stats_; }
 
  private:
+  // One session's state, from the handshake on.
+  struct SessionState {
+    FramedConnection& conn;
+    // The master's epoch: from the hello, raised by the epochs of the
+    // records this session delivers (a master that begins an epoch itself).
+    uint64_t epoch = 0;
+    // What this session last told the master about quarantined mailboxes.
+    std::vector<Quarantine> reported;
+    std::optional<syncpb::Frame> held;  // a frame read ahead while merging batches
+  };
+  // What the handshake reads from the slot (on a worker).
+  struct Position;
+
   asio::awaitable<void> Session(std::shared_ptr<FramedConnection> conn);
+  // Runs a session until it ends; a refusal in the returned status is sent
+  // by Session(), the one place that writes Error frames.
   asio::awaitable<absl::Status> Serve(FramedConnection& conn);
+  asio::awaitable<absl::StatusOr<SessionState>> Handshake(FramedConnection& conn);
+  // One handler per kind of frame from the master.
+  asio::awaitable<absl::Status> OnRecords(SessionState& s, syncpb::Frame f);
+  void OnHeartbeat(SessionState& s, const syncpb::Heartbeat& hb);
+  asio::awaitable<absl::Status> OnDigestRequest(SessionState& s, const syncpb::DigestRequest& req);
+  asio::awaitable<absl::Status> OnContentsRequest(SessionState& s,
+                                                  const syncpb::ContentsRequest& req);
+  asio::awaitable<absl::Status> OnVerifyRequest(SessionState& s, const syncpb::VerifyRequest& req);
+  asio::awaitable<absl::Status> OnRepair(SessionState& s, const syncpb::Repair& repair);
+  asio::awaitable<absl::Status> OnDone(SessionState& s);
+  asio::awaitable<absl::Status> OnError(SessionState& s, const syncpb::Error& e);
   asio::awaitable<absl::Status> ReceiveSnapshot(FramedConnection& conn, uint64_t lsn);
   asio::awaitable<absl::Status> ReceiveBodies(FramedConnection& conn,
                                               const std::vector<std::string>& guids,
@@ -99,25 +132,39 @@ class SyncServer {
                                                  uint64_t master_epoch);
   // Returns once no other session runs a resync (see resync_owner_).
   asio::awaitable<void> WaitForResync(const FramedConnection& conn);
-  // Runs fn (blocking slot work) on the pool and resumes here.
+  // Runs fn (blocking slot work) on the blocking executor and resumes here
+  // with its result.
   template <typename Fn>
-  asio::awaitable<absl::Status> OffThread(Fn fn);
+  auto OffThread(Fn fn);
+  // STALE_EPOCH for a session of epoch `epoch` when this replica knows a
+  // newer one (known_epoch_ or `seen`), else OK.
+  absl::Status CheckNotStale(uint64_t epoch, uint64_t seen = 0) const;
+  void NoteKnownEpoch(uint64_t epoch);
 
   asio::io_context& io_;
   Slot& slot_;
   SyncServerOptions options_;
   asio::ip::tcp::acceptor acceptor_;
-  asio::thread_pool pool_{2};
+  std::unique_ptr<asio::thread_pool> own_pool_;  // when options_.blocking is unset
+  asio::any_io_executor blocking_;
   std::set<std::shared_ptr<FramedConnection>> sessions_;
   SyncServerStats stats_;
   bool stopping_ = false;
-  // The session running a state-based resync, from its first digest request
-  // until it ends: meanwhile other sessions' records wait, so that the
-  // replica's state holds still while the client compares and repairs it.
+  // The session running a state-based resync, from its first digest
+  // request until it ends: meanwhile other sessions' records wait, so that
+  // the replica's state holds still while the client compares and repairs
+  // it.
   const FramedConnection* resync_owner_ = nullptr;
   asio::steady_timer resync_done_;  // cancelled when resync_owner_ ends
-  // Held (on the pool) while a session trims and appends records.
-  std::mutex apply_mu_;
+  // Kept on the io thread without asking the slot: the newest epoch a
+  // session or CloseSessions made known (a session of an older one is
+  // stale; the apply path checks the slot's own seen epoch as well), and
+  // the slot's last LSN after the latest handshake, apply or snapshot (for
+  // heartbeat answers).
+  uint64_t known_epoch_ = 0;
+  uint64_t last_lsn_ = 0;
+  // Held (on a worker) while a session trims and appends records.
+  Mutex apply_mu_;
 };
 
 }  // namespace mailrepl::sync

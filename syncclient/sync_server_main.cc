@@ -6,6 +6,7 @@
 #include <string>
 
 #include "asio.hpp"
+#include "common/io_thread.h"
 #include "common/log.h"
 #include "store/slot.h"
 #include "transport/auth.h"
@@ -60,7 +61,7 @@ int main(int argc, char** argv) {
   if (!common.Check().ok() || options.listen.empty()) {
     return Usage("--slot, --listen and --secret-file are required");
   }
-  auto secret = transport::LoadSecret(common.secret_file);
+  auto secret = mailrepl::transport::LoadSecret(common.secret_file);
   if (!secret.ok()) {
     std::cerr << "sync_server: " << secret.status().message() << "\n";
     return 2;
@@ -90,6 +91,7 @@ int main(int argc, char** argv) {
     asio::post(io, [&] { io.stop(); });
   });
   asio::co_spawn(io, server.Run(), asio::detached);
+  mailrepl::IoThreadScope io_thread;  // nothing may block this thread (common/io_thread.h)
   io.run();
   return 0;
 }

@@ -399,7 +399,7 @@ class RawPeer {
     ch->mutable_version()->set_minor(0);
     ch->set_challenge(mine);
     ch->set_response(transport::AuthResponse(testing::kTestSecret, transport::kClientRole,
-                                        transport::AuthContext(h.cluster_id, h.store_id),
+                                        sync::AuthContext(h.cluster_id, h.store_id),
                                         server_hello->server_hello().challenge(), mine));
     ch->set_cluster_id(h.cluster_id);
     ch->set_store_id(h.store_id);
@@ -502,6 +502,44 @@ TEST_CASE("bad input on the server port changes nothing and closes only that con
     peer.Send(records);
     expected_error = syncpb::BAD_FRAME;
     expected_reason = bad.reason;
+  }
+  SECTION("records that do not continue the replica's log are refused by cause") {
+    struct Case {
+      const char* what;
+      uint64_t lsn_after_last;  // 1: the next LSN; 0: one the replica holds
+      uint64_t epoch;
+      syncpb::ErrorCode code;
+      std::string reason;
+    };
+    const Case c = GENERATE_COPY(values<Case>({
+        {"an LSN gap", 2, 3, syncpb::GAP, "needs LSN"},
+        {"an epoch older than the replica's records", 1, 2, syncpb::STALE_EPOCH,
+         "older than epoch 3 of this replica's records"},
+        {"a record the replica holds, of another epoch", 0, 2, syncpb::RECORDS_DIFFER,
+         "differs from this replica's record of epoch 3"},
+    }));
+    INFO(c.what);
+    auto welcome = peer.Authenticate({.epoch = 3});
+    REQUIRE(welcome.has_value());
+    REQUIRE(welcome->has_welcome());
+    logpb::CreateMailbox create;
+    create.set_mailbox_id("m-gap");
+    create.set_name("user/gap");
+    syncpb::Frame records;
+    auto* r = records.mutable_records()->add_records();
+    r->set_lsn(before.lsn + c.lsn_after_last);
+    r->set_epoch(c.epoch);
+    r->set_type(1);  // CREATE
+    r->set_payload(create.SerializeAsString());
+    peer.Send(records);
+    auto reply = peer.Read();
+    REQUIRE(reply.has_value());
+    INFO(reply->ShortDebugString());
+    REQUIRE(reply->has_error());
+    CHECK(reply->error().code() == c.code);
+    if (c.code == syncpb::GAP) CHECK(reply->error().lsn() == before.lsn);
+    if (c.code == syncpb::STALE_EPOCH) CHECK(reply->error().epoch() == 3);
+    expected_reason = c.reason;
   }
   SECTION("a wrong major protocol version") {
     auto reply = peer.Authenticate({.major = sync::kProtocolMajor + 1, .epoch = 9});
