@@ -16,6 +16,13 @@
 // Waits are written as loops over the condition, not with a predicate
 // lambda: the analysis checks a lambda's body without knowing which locks
 // its caller holds.
+//
+// A function that needs the lock held and waits takes the caller's lock:
+//   void FooLocked(MutexLock& l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+// The analysis cannot tell which Mutex a MutexLock parameter holds, so such
+// a function releases the lock for a while with mu_.unlock() ... mu_.lock()
+// (not l.Unlock()/l.Lock(), which only a MutexLock of the same scope may
+// call), and holds it again when it returns.
 #ifndef MAILREPL_COMMON_MUTEX_H_
 #define MAILREPL_COMMON_MUTEX_H_
 
@@ -73,6 +80,11 @@ class CondVar {
   bool WaitFor(MutexLock& l, absl::Duration timeout) {
     return cv_.wait_for(l.lock_, absl::ToChronoNanoseconds(timeout)) ==
            std::cv_status::no_timeout;
+  }
+  // As Wait, until `deadline`; false if it passed. For a loop that must not
+  // wait longer in total than a fixed time, whatever the wake-ups.
+  bool WaitUntil(MutexLock& l, std::chrono::steady_clock::time_point deadline) {
+    return cv_.wait_until(l.lock_, deadline) == std::cv_status::no_timeout;
   }
   void Signal() { cv_.notify_one(); }
   void SignalAll() { cv_.notify_all(); }

@@ -19,53 +19,53 @@ BodyWriter::BodyWriter(Spool& spool, LocationSink sink, size_t max_pending_bytes
 
 BodyWriter::~BodyWriter() {
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     stopping_ = true;
   }
-  work_cv_.notify_all();
+  work_cv_.SignalAll();
   thread_.join();
 }
 
 bool BodyWriter::Enqueue(const std::string& guid, std::shared_ptr<const std::string> body,
                          uint64_t lsn) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   if (pending_.contains(guid)) return true;  // already on its way
   if (pending_bytes_ + body->size() > max_pending_bytes_) return false;
   pending_bytes_ += body->size();
   pending_[guid] = body;
   queue_.push_back({guid, std::move(body), lsn});
-  if (pending_bytes_ >= flush_bytes_) work_cv_.notify_one();
+  if (pending_bytes_ >= flush_bytes_) work_cv_.Signal();
   return true;
 }
 
 size_t BodyWriter::pending_bytes() {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   return pending_bytes_;
 }
 
 std::shared_ptr<const std::string> BodyWriter::Pending(const std::string& guid) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   auto it = pending_.find(guid);
   return it == pending_.end() ? nullptr : it->second;
 }
 
 absl::Status BodyWriter::WaitWritten(uint64_t lsn) {
-  std::unique_lock<std::mutex> l(mu_);
+  MutexLock l(mu_);
   wanted_lsn_ = std::max(wanted_lsn_, lsn);
-  work_cv_.notify_one();
-  done_cv_.wait(l, [&] { return queue_.empty() || queue_.front().lsn > lsn || !error_.ok(); });
+  work_cv_.Signal();
+  while (!queue_.empty() && queue_.front().lsn <= lsn && error_.ok()) done_cv_.Wait(l);
   if (!queue_.empty() && queue_.front().lsn <= lsn) return error_;
   return absl::OkStatus();
 }
 
 void BodyWriter::Run() {
-  std::unique_lock<std::mutex> l(mu_);
+  MutexLock l(mu_);
   for (;;) {
     // Wait for a burst's worth of bodies, a waiter, or the end.
-    work_cv_.wait(l, [&] {
-      return stopping_ || pending_bytes_ >= flush_bytes_ ||
-             (!queue_.empty() && queue_.front().lsn <= wanted_lsn_);
-    });
+    while (!stopping_ && pending_bytes_ < flush_bytes_ &&
+           (queue_.empty() || queue_.front().lsn > wanted_lsn_)) {
+      work_cv_.Wait(l);
+    }
     if (queue_.empty()) {
       if (stopping_) return;
       continue;
@@ -78,7 +78,7 @@ void BodyWriter::Run() {
       chunk.push_back(item);
       bytes += item.body->size();
     }
-    l.unlock();
+    l.Unlock();
     std::vector<StoredBody> stored;
     absl::Status s;
     for (const Item& item : chunk) {
@@ -96,7 +96,7 @@ void BodyWriter::Run() {
         stored.clear();  // appended again on the retry: a dead entry, harmless
       }
     }
-    l.lock();
+    l.Lock();
     for (size_t i = 0; i < stored.size(); ++i) {
       const Item& item = queue_.front();
       pending_.erase(item.guid);
@@ -110,20 +110,20 @@ void BodyWriter::Run() {
                 Kv("guid", GuidHex(chunk[stored.size()].guid)) + Kv("error", s.message()));
       }
       error_ = s;
-      done_cv_.notify_all();
+      done_cv_.SignalAll();
       if (stopping_) return;
-      work_cv_.wait_for(l, std::chrono::milliseconds(200));
+      work_cv_.WaitFor(l, absl::Milliseconds(200));
       continue;
     }
     error_ = absl::OkStatus();
-    done_cv_.notify_all();
+    done_cv_.SignalAll();
     if (queue_.empty()) {
       // End of a burst: start writing it out now, so that the checkpoint's
       // fdatasync later finds little to do and never stalls the log's
       // fdatasyncs for long.
-      l.unlock();
+      l.Unlock();
       spool_.StartWriteback();
-      l.lock();
+      l.Lock();
     }
   }
 }

@@ -10,12 +10,10 @@
 #ifndef MAILREPL_STORE_BODY_WRITER_H_
 #define MAILREPL_STORE_BODY_WRITER_H_
 
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -23,6 +21,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
+#include "common/mutex.h"
 #include "store/spool.h"
 
 namespace mailrepl {
@@ -63,9 +62,9 @@ class BodyWriter {
   const size_t max_pending_bytes_;
   const size_t flush_bytes_;
   uint64_t wanted_lsn_ ABSL_GUARDED_BY(mu_) = 0;  // WaitWritten() callers need up to here
-  std::mutex mu_;
-  std::condition_variable work_cv_;
-  std::condition_variable done_cv_;
+  Mutex mu_;
+  CondVar work_cv_;
+  CondVar done_cv_;
   std::deque<Item> queue_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::shared_ptr<const std::string>> pending_
       ABSL_GUARDED_BY(mu_);

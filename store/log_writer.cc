@@ -8,14 +8,14 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <condition_variable>
-#include <mutex>
 #include <thread>
 #include <utility>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
 #include "common/log.h"
+#include "common/mutex.h"
 #include "common/status_macros.h"
 #include "store/log_format.h"
 #include "store/log_reader.h"
@@ -31,10 +31,10 @@ class LogWriter::Zeroer {
   explicit Zeroer(uint64_t ahead) : ahead_(ahead), thread_([this] { Run(); }) {}
   ~Zeroer() {
     {
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(mu_);
       stopping_ = true;
     }
-    cv_.notify_one();
+    cv_.Signal();
     thread_.join();
     if (fd_ >= 0) ::close(fd_);
   }
@@ -42,10 +42,11 @@ class LogWriter::Zeroer {
   // The writer now appends to this file (its own descriptor stays the
   // writer's), whose bytes end at file_size.
   absl::Status Reset(int fd, const std::string& path, uint64_t file_size) {
-    std::lock_guard<std::mutex> sl(sync_mu_);  // waits out an fdatasync of the old file
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock sl(sync_mu_);  // waits out an fdatasync of the old file
+    MutexLock l(mu_);
     if (fd_ >= 0) ::close(fd_);
     fd_ = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    sync_fd_ = fd_;
     if (fd_ < 0) return ErrnoStatus(errno, "dup descriptor of", path);
     path_ = path;
     zeroed_end_.store(file_size, std::memory_order_release);
@@ -55,27 +56,29 @@ class LogWriter::Zeroer {
   }
 
   uint64_t zeroed_end() const { return zeroed_end_.load(std::memory_order_acquire); }
-  std::mutex& mu() { return mu_; }
-  // With mu() held: the writer made the file end at `end`.
-  void SetEndLocked(uint64_t end) { zeroed_end_.store(end, std::memory_order_release); }
+  Mutex& mu() ABSL_LOCK_RETURNED(mu_) { return mu_; }
+  // The writer made the file end at `end`.
+  void SetEndLocked(uint64_t end) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    zeroed_end_.store(end, std::memory_order_release);
+  }
   // The writer's records now end at `end`: keep zeros well ahead of it, up
   // to the segment's size (a sealed segment ends with its last record).
   void Advance(uint64_t end, uint64_t segment_bytes) {
     const uint64_t want = std::min(end + ahead_, segment_bytes);
     if (zeroed_end() >= std::min(end + ahead_ / 2, want)) return;
     {
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(mu_);
       want_ = std::max(want_, want);
     }
-    cv_.notify_one();
+    cv_.Signal();
   }
 
  private:
   void Run() {
     static const std::string kZeros(256 << 10, '\0');
-    std::unique_lock<std::mutex> l(mu_);
+    MutexLock l(mu_);
     for (;;) {
-      cv_.wait(l, [&] { return stopping_ || (!failed_ && want_ > zeroed_end()); });
+      while (!stopping_ && (failed_ || want_ <= zeroed_end())) cv_.Wait(l);
       if (stopping_) return;
       // Space is worth more than speed on a nearly full file system.
       struct statvfs fs;
@@ -99,27 +102,33 @@ class LogWriter::Zeroer {
         failed_ = true;
       }
       zeroed_end_.store(end, std::memory_order_release);
-      l.unlock();
+      l.Unlock();
       {
-        std::lock_guard<std::mutex> sl(sync_mu_);
-        if (fd_ >= 0) ::fdatasync(fd_);  // best effort: the writer's fdatasync covers it too
+        MutexLock sl(sync_mu_);
+        if (sync_fd_ >= 0) ::fdatasync(sync_fd_);  // best effort: the writer's fdatasync covers it too
       }
-      l.lock();
+      l.Lock();
     }
   }
 
   // No zeros ahead on a file system with less free space than this.
   static constexpr uint64_t kMinFreeBytes = 256u << 20;
   const uint64_t ahead_;
-  std::mutex sync_mu_;  // held over fdatasync(fd_); taken before mu_
-  std::mutex mu_;
-  std::condition_variable cv_;
-  int fd_ = -1;
-  std::string path_;
+  Mutex sync_mu_;  // held over fdatasync(sync_fd_); taken before mu_
+  Mutex mu_;
+  CondVar cv_;
+  // Our duplicate of the writer's descriptor; Reset replaces it under both
+  // locks. fd_ is for writing zeros (under mu_), sync_fd_ (the same
+  // descriptor) for the fdatasync, which runs under sync_mu_ alone so that
+  // the writer may grow the file meanwhile.
+  int fd_ ABSL_GUARDED_BY(mu_) = -1;
+  int sync_fd_ ABSL_GUARDED_BY(sync_mu_) = -1;
+  std::string path_ ABSL_GUARDED_BY(mu_);
+  // Written under mu_; the writer reads it without the lock to skip it.
   std::atomic<uint64_t> zeroed_end_{0};
-  uint64_t want_ = 0;
-  bool failed_ = false;
-  bool stopping_ = false;
+  uint64_t want_ ABSL_GUARDED_BY(mu_) = 0;
+  bool failed_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;  // last: started once the fields above exist
 };
 
@@ -204,26 +213,40 @@ absl::Status LogWriter::Append(uint64_t first_lsn, absl::string_view encoded) {
   }
   const uint64_t end = size_ + encoded.size();
   // Over zeros the zeroer has written, no lock is needed; growing the file,
-  // the zeroer must not write meanwhile.
-  std::unique_lock<std::mutex> l;
-  if (zeroer_ && end > zeroer_->zeroed_end()) l = std::unique_lock<std::mutex>(zeroer_->mu());
-  absl::Status s = PwriteAll(fd_, encoded, size_, path_);
-  if (s.ok() && l.owns_lock()) zeroer_->SetEndLocked(std::max(end, zeroer_->zeroed_end()));
-  if (!s.ok()) {
-    // Cut back a partial write so the log never holds half a batch (and
-    // drop the zeros ahead, which the next appends write again).
-    if (zeroer_ && !l.owns_lock()) l = std::unique_lock<std::mutex>(zeroer_->mu());
-    if (::ftruncate(fd_, static_cast<off_t>(size_)) != 0) {
-      return absl::DataLossError(absl::StrCat(s.message(), "; and cutting back ", path_,
-                                              " to offset ", size_, " failed too"));
+  // the zeroer must not write meanwhile. A failed write is cut back so the
+  // log never holds half a batch (and the zeros ahead are dropped, which
+  // the next appends write again), with the zeroer's lock held.
+  if (zeroer_ == nullptr) {
+    absl::Status s = PwriteAll(fd_, encoded, size_, path_);
+    if (!s.ok()) return CutBack() ? s : CutBackError(s);
+  } else if (end <= zeroer_->zeroed_end()) {
+    absl::Status s = PwriteAll(fd_, encoded, size_, path_);
+    if (!s.ok()) {
+      MutexLock l(zeroer_->mu());
+      if (!CutBack()) return CutBackError(s);
+      zeroer_->SetEndLocked(size_);
+      return s;
     }
-    if (zeroer_) zeroer_->SetEndLocked(size_);
-    return s;
-  }
-  if (l.owns_lock()) l.unlock();  // Advance takes it
+  } else {
+    MutexLock l(zeroer_->mu());
+    absl::Status s = PwriteAll(fd_, encoded, size_, path_);
+    if (!s.ok()) {
+      if (!CutBack()) return CutBackError(s);
+      zeroer_->SetEndLocked(size_);
+      return s;
+    }
+    zeroer_->SetEndLocked(std::max(end, zeroer_->zeroed_end()));
+  }  // unlocked: Advance takes it
   size_ = end;
   if (zeroer_ && size_ < segment_bytes_) zeroer_->Advance(size_, segment_bytes_);
   return absl::OkStatus();
+}
+
+bool LogWriter::CutBack() { return ::ftruncate(fd_, static_cast<off_t>(size_)) == 0; }
+
+absl::Status LogWriter::CutBackError(const absl::Status& cause) const {
+  return absl::DataLossError(absl::StrCat(cause.message(), "; and cutting back ", path_,
+                                          " to offset ", size_, " failed too"));
 }
 
 absl::Status LogWriter::Sync() {

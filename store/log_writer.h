@@ -66,6 +66,10 @@ class LogWriter {
   class Zeroer;
   LogWriter() = default;
   absl::Status StartSegment(uint64_t first_lsn);
+  // After a failed write: cuts the segment back to size_; false if that
+  // failed too, and then CutBackError(cause) says so.
+  bool CutBack();
+  absl::Status CutBackError(const absl::Status& cause) const;
 
   std::string dir_;
   std::string path_;

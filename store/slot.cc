@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/file_util.h"
+#include "common/io_thread.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "proto/log.pb.h"
@@ -32,9 +33,11 @@ struct Slot::Writer {
   // New bodies (GUID, bytes) to write to the spool once the records are durable.
   std::vector<std::pair<std::string, std::shared_ptr<const std::string>>> bodies;
   bool replicated = false;  // records from a master, applied with quarantine
+  // done and status are guarded by Slot::mu_ (which the analysis cannot
+  // name from here), like the queue that holds the writer.
   bool done = false;
   absl::Status status;
-  std::condition_variable cv;
+  CondVar cv;  // waited on with Slot::mu_
 };
 
 namespace {
@@ -65,7 +68,7 @@ Slot::Slot(SlotPaths paths, SlotOptions options)
       bodies_(std::make_unique<BodyWriter>(
           spool_,
           [this](const std::vector<StoredBody>& stored) -> absl::Status {
-            std::lock_guard il(index_mu_);
+            HandoffLock il(index_mu_);
             if (index_ == nullptr) return absl::FailedPreconditionError("slot is not open");
             return index_->SetBlobLocations(stored);
           },
@@ -73,31 +76,32 @@ Slot::Slot(SlotPaths paths, SlotOptions options)
 
 Slot::~Slot() {
   {
-    std::lock_guard<std::mutex> l(apply_mu_);
+    MutexLock l(apply_mu_);
     closing_ = true;
   }
-  maintenance_cv_.notify_all();
+  maintenance_cv_.SignalAll();
   if (maintenance_.joinable()) maintenance_.join();
   {
-    std::lock_guard<std::mutex> al(apply_mu_);
+    MutexLock al(apply_mu_);
     apply_closing_ = true;
   }
-  apply_cv_.notify_all();
+  apply_cv_.SignalAll();
   if (applier_.joinable()) applier_.join();  // applies the jobs still queued
   bodies_.reset();  // writes the bodies still queued
   if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
 }
 
 void Slot::MaintenanceLoop() {
-  std::unique_lock<std::mutex> l(apply_mu_);
+  MutexLock l(apply_mu_);
   for (;;) {
-    maintenance_cv_.wait_for(l, std::chrono::milliseconds(250), [&] {
-      return closing_ || checkpoint_wanted_ || index_commits_ >= kWalCheckpointCommits;
-    });
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(250);
+    while (!closing_ && !checkpoint_wanted_ && index_commits_ < kWalCheckpointCommits) {
+      if (!maintenance_cv_.WaitUntil(l, deadline)) break;
+    }
     if (closing_) return;
     const bool spool = std::exchange(checkpoint_wanted_, false);
     const bool wal = std::exchange(index_commits_, 0) > 0;
-    l.unlock();
+    l.Unlock();
     if (spool) {
       absl::Status c = Checkpoint();
       if (!c.ok()) {
@@ -113,7 +117,7 @@ void Slot::MaintenanceLoop() {
                 Kv("slot", paths_.root) + Kv("error", c.message()));
       }
     }
-    l.lock();
+    l.Lock();
   }
 }
 
@@ -121,13 +125,16 @@ void Slot::ApplyLoop() {
   for (;;) {
     ApplyJob job;
     {
-      std::unique_lock<std::mutex> al(apply_mu_);
-      apply_cv_.wait(al, [&] { return apply_closing_ || !apply_queue_.empty(); });
+      MutexLock al(apply_mu_);
+      while (!apply_closing_ && apply_queue_.empty()) apply_cv_.Wait(al);
       if (apply_queue_.empty()) return;  // closing, and every job is done
       job = std::move(apply_queue_.front());
       apply_queue_.pop_front();
     }
-    // The job's leader locked index_mu_ for it; it is unlocked here.
+    // The job's leader locked index_mu_ for it (LockForHandoff in
+    // CommitLocked); it is unlocked here. Hand-off: the analysis cannot see
+    // a lock taken on another thread, so it is told (ReceiveHandoff).
+    index_mu_.ReceiveHandoff();
     const absl::Time t0 = absl::Now();
     const absl::Status apply = index_->Apply(job.records, /*quarantine_misfits=*/job.replicated);
     const absl::Time t1 = absl::Now();
@@ -136,7 +143,7 @@ void Slot::ApplyLoop() {
 
     // Never mu_ here: its holder may be waiting for index_mu_, which the
     // leader of the next job in the queue holds for it.
-    std::lock_guard<std::mutex> l(apply_mu_);
+    MutexLock l(apply_mu_);
     apply_time_ += t1 - t0;
     if (!apply.ok()) {
       // The records are durable (the writers got OK), but the index is
@@ -146,14 +153,14 @@ void Slot::ApplyLoop() {
               Kv("slot", paths_.root) + Kv("error", apply.message()));
       continue;
     }
-    if (++index_commits_ == kWalCheckpointCommits) maintenance_cv_.notify_one();
+    if (++index_commits_ == kWalCheckpointCommits) maintenance_cv_.Signal();
     bytes_since_checkpoint_ += job.bytes;
     if (bytes_since_checkpoint_ >= options_.checkpoint_bytes) {
       // The checkpoint (an fdatasync of the packs) runs on the maintenance
       // thread, never on the commit path.
       bytes_since_checkpoint_ = 0;
       checkpoint_wanted_ = true;
-      maintenance_cv_.notify_one();
+      maintenance_cv_.Signal();
     }
   }
 }
@@ -177,6 +184,7 @@ absl::Status Slot::Init(const SlotPaths& paths, const SlotIdentity& identity) {
 
 absl::StatusOr<std::unique_ptr<Slot>> Slot::Open(const SlotPaths& paths,
                                                  const SlotOptions& options) {
+  CheckMayBlock("Slot::Open");
   std::unique_ptr<Slot> slot(new Slot(paths, options));
   ASSIGN_OR_RETURN(slot->identity_, ReadIdentity(paths.identity_file()));
   slot->lock_fd_ = ::open(paths.lock_file().c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
@@ -204,7 +212,7 @@ absl::StatusOr<std::unique_ptr<Slot>> Slot::Open(const SlotPaths& paths,
 }
 
 absl::Status Slot::Recover() {
-  std::lock_guard il(index_mu_);
+  HandoffLock il(index_mu_);
   ASSIGN_OR_RETURN(index_, Index::Open(paths_.index_file(), /*autocheckpoint=*/false));
   // The spool first: a torn pack tail goes before anything is appended.
   ASSIGN_OR_RETURN(recovery_.pack_torn_tail, spool_.OpenForAppend());
@@ -318,7 +326,7 @@ absl::Status Slot::Recover() {
   ASSIGN_OR_RETURN(LogWriter w, LogWriter::Open(paths_.log_dir(), last_lsn + 1,
                                                 options_.segment_bytes, append_at));
   log_.emplace(std::move(w));
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   next_lsn_ = last_lsn + 1;
   epoch_ = last_epoch;
   LoadAssignedStateLocked();
@@ -357,7 +365,7 @@ std::string Slot::NewMailboxId() {
 
 absl::Status Slot::WritableLocked() {
   {
-    std::lock_guard<std::mutex> al(apply_mu_);
+    MutexLock al(apply_mu_);
     if (failed_.ok() && !apply_failed_.ok()) failed_ = apply_failed_;
   }
   if (!failed_.ok()) {
@@ -368,11 +376,11 @@ absl::Status Slot::WritableLocked() {
   return absl::OkStatus();
 }
 
-absl::Status Slot::BeginExclusiveLocked(std::unique_lock<std::mutex>& lock) {
+absl::Status Slot::BeginExclusiveLocked(MutexLock& lock) {
   ++exclusive_;
-  idle_cv_.wait(lock, [&] { return queue_.empty(); });
+  while (!queue_.empty()) idle_cv_.Wait(lock);
   if (assigned_stale_) {
-    std::lock_guard il(index_mu_);
+    HandoffLock il(index_mu_);
     LoadAssignedStateLocked();
     assigned_stale_ = false;
   }
@@ -383,7 +391,16 @@ absl::Status Slot::BeginExclusiveLocked(std::unique_lock<std::mutex>& lock) {
 
 void Slot::EndExclusiveLocked() {
   --exclusive_;
-  idle_cv_.notify_all();
+  idle_cv_.SignalAll();
+}
+
+auto Slot::EndExclusiveAtExit() {
+  // The analysis checks the lambda on its own, not knowing that it runs
+  // from a destructor inside the caller's MutexLock scope: it is told.
+  return absl::Cleanup([this] {
+    mu_.AssertHeld();
+    EndExclusiveLocked();
+  });
 }
 
 void Slot::AddRecordLocked(Writer& w, RecordType type, const std::string& payload) {
@@ -396,12 +413,12 @@ void Slot::AddRecordLocked(Writer& w, RecordType type, const std::string& payloa
   w.records.push_back(std::move(r));
 }
 
-absl::Status Slot::CommitLocked(Writer& w, std::unique_lock<std::mutex>& lock) {
+absl::Status Slot::CommitLocked(Writer& w, MutexLock& lock) {
   queue_.push_back(&w);
   if (leader_gathering_ && queue_.size() >= static_cast<size_t>(appends_active_.load())) {
-    queue_.front()->cv.notify_one();  // everyone the leader waits for is here
+    queue_.front()->cv.Signal();  // everyone the leader waits for is here
   }
-  while (!w.done && &w != queue_.front()) w.cv.wait(lock);
+  while (!w.done && &w != queue_.front()) w.cv.Wait(lock);
   if (w.done) return w.status;
 
   // The writers of the previous batch were woken when this leader was; most
@@ -414,7 +431,7 @@ absl::Status Slot::CommitLocked(Writer& w, std::unique_lock<std::mutex>& lock) {
         std::chrono::steady_clock::now() + std::chrono::microseconds(kMaxGatherMicros);
     leader_gathering_ = true;
     while (queue_.size() < static_cast<size_t>(appends_active_.load()) &&
-           w.cv.wait_until(lock, deadline) != std::cv_status::timeout) {
+           w.cv.WaitUntil(lock, deadline)) {
     }
     leader_gathering_ = false;
   }
@@ -430,7 +447,9 @@ absl::Status Slot::CommitLocked(Writer& w, std::unique_lock<std::mutex>& lock) {
     bytes += x->encoded.size();
   }
   const uint64_t first_lsn = batch.front()->records.front().lsn;
-  lock.unlock();
+  // Released for the write and the fdatasync (mu_, not `lock`: see
+  // common/mutex.h); taken again below.
+  mu_.unlock();
   joined.reserve(bytes);
   for (Writer* x : batch) {
     joined.append(x->encoded);
@@ -462,10 +481,12 @@ absl::Status Slot::CommitLocked(Writer& w, std::unique_lock<std::mutex>& lock) {
     }
     // Lock the index for this batch (once the batch before is applied) and
     // hand the lock to the applier: whoever reads the index after the
-    // writers are told OK waits until their records are in it.
-    index_mu_.lock();
+    // writers are told OK waits until their records are in it. Hand-off:
+    // the applier thread unlocks it (ApplyLoop), which the analysis cannot
+    // follow, so the lock is taken with LockForHandoff.
+    index_mu_.LockForHandoff();
   }
-  lock.lock();
+  mu_.lock();
 
   absl::Status result = absl::OkStatus();
   if (!write.ok()) {
@@ -489,17 +510,17 @@ absl::Status Slot::CommitLocked(Writer& w, std::unique_lock<std::mutex>& lock) {
     stats_.sync_time += t2 - t1;
     {
       // Pushed under mu_, so jobs queue in LSN order.
-      std::lock_guard<std::mutex> al(apply_mu_);
+      MutexLock al(apply_mu_);
       apply_queue_.push_back({std::move(records), replicated, joined.size()});
     }
-    apply_cv_.notify_one();
+    apply_cv_.Signal();
     if (options_.on_durable) options_.on_durable(batch.back()->records.back().lsn);
   }
   for (Writer* x : batch) {
     queue_.pop_front();
     x->status = result;
     x->done = true;
-    if (x != &w) x->cv.notify_one();
+    if (x != &w) x->cv.Signal();
   }
   if (!result.ok()) {
     while (!queue_.empty()) {
@@ -508,15 +529,15 @@ absl::Status Slot::CommitLocked(Writer& w, std::unique_lock<std::mutex>& lock) {
       x->status = absl::UnavailableError(
           absl::StrCat("write aborted because an earlier write failed: ", result.message()));
       x->done = true;
-      x->cv.notify_one();
+      x->cv.Signal();
     }
-    std::lock_guard il(index_mu_);
+    HandoffLock il(index_mu_);
     next_lsn_ = index_->applied_lsn() + 1;
     epoch_ = index_->applied_epoch();
     LoadAssignedStateLocked();
   }
-  if (!queue_.empty()) queue_.front()->cv.notify_one();
-  if (queue_.empty()) idle_cv_.notify_all();
+  if (!queue_.empty()) queue_.front()->cv.Signal();
+  if (queue_.empty()) idle_cv_.SignalAll();
   return w.status;
 }
 
@@ -527,7 +548,7 @@ absl::Status Slot::CheckFreeSpace(uint64_t need) {
   // every append looks again.
   const uint64_t pending = bodies_->pending_bytes();  // still to be written to the spool
   const absl::Time now = absl::Now();
-  std::lock_guard<std::mutex> l(space_mu_);
+  MutexLock l(space_mu_);
   const std::string dirs[2] = {paths_.log_dir(), paths_.spool};
   for (int i = 0; i < 2; ++i) {
     FreeSpaceReading& r = space_[i];
@@ -571,10 +592,11 @@ absl::Status Slot::CheckQuotaLocked(const std::string& user, uint64_t bytes, uin
 }
 
 absl::StatusOr<MailboxInfo> Slot::CreateMailbox(const std::string& name) {
+  CheckMayBlock("Slot::CreateMailbox");
   RETURN_IF_ERROR(ValidateMailboxName(name));
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   RETURN_IF_ERROR(BeginExclusiveLocked(lock));
-  absl::Cleanup end = [&] { EndExclusiveLocked(); };
+  auto end = EndExclusiveAtExit();
   if (names_.contains(name)) {
     return absl::AlreadyExistsError(absl::StrCat("mailbox '", name, "' already exists"));
   }
@@ -587,7 +609,7 @@ absl::StatusOr<MailboxInfo> Slot::CreateMailbox(const std::string& name) {
   Writer w;
   AddRecordLocked(w, RecordType::kCreateMailbox, p.SerializeAsString());
   RETURN_IF_ERROR(CommitLocked(w, lock));
-  std::lock_guard il(index_mu_);
+  HandoffLock il(index_mu_);
   const MailboxInfo* mb = index_->FindMailbox(p.mailbox_id());
   if (mb == nullptr) return absl::InternalError("created mailbox missing from the index");
   // An empty mailbox: names and states gain one entry, usage is unchanged
@@ -600,10 +622,11 @@ absl::StatusOr<MailboxInfo> Slot::CreateMailbox(const std::string& name) {
 }
 
 absl::Status Slot::RenameMailbox(const std::string& from, const std::string& to) {
+  CheckMayBlock("Slot::RenameMailbox");
   RETURN_IF_ERROR(ValidateMailboxName(to));
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   RETURN_IF_ERROR(BeginExclusiveLocked(lock));
-  absl::Cleanup end = [&] { EndExclusiveLocked(); };
+  auto end = EndExclusiveAtExit();
   if (!names_.contains(from)) return NoMailbox(from);
   if (IsSameOrBelow(to, from)) {
     return absl::InvalidArgumentError(
@@ -631,15 +654,16 @@ absl::Status Slot::RenameMailbox(const std::string& from, const std::string& to)
     AddRecordLocked(w, RecordType::kRenameMailbox, p.SerializeAsString());
   }
   absl::Status s = CommitLocked(w, lock);
-  std::lock_guard il(index_mu_);
+  HandoffLock il(index_mu_);
   LoadAssignedStateLocked();
   return s;
 }
 
 absl::Status Slot::DeleteMailbox(const std::string& name) {
-  std::unique_lock<std::mutex> lock(mu_);
+  CheckMayBlock("Slot::DeleteMailbox");
+  MutexLock lock(mu_);
   RETURN_IF_ERROR(BeginExclusiveLocked(lock));
-  absl::Cleanup end = [&] { EndExclusiveLocked(); };
+  auto end = EndExclusiveAtExit();
   auto it = names_.find(name);
   if (it == names_.end()) return NoMailbox(name);
   for (const auto& [other, id] : names_) {
@@ -654,12 +678,13 @@ absl::Status Slot::DeleteMailbox(const std::string& name) {
   Writer w;
   AddRecordLocked(w, RecordType::kDeleteMailbox, p.SerializeAsString());
   absl::Status s = CommitLocked(w, lock);
-  std::lock_guard il(index_mu_);
+  HandoffLock il(index_mu_);
   LoadAssignedStateLocked();
   return s;
 }
 
 absl::StatusOr<AppendResult> Slot::Append(const AppendRequest& req) {
+  CheckMayBlock("Slot::Append");
   constexpr uint64_t kRecordOverhead = 64 << 10;  // metadata beside the body in a record
   if (req.body.size() > options_.max_message_bytes ||
       req.body.size() + kRecordOverhead > kMaxRecordPayload) {
@@ -680,7 +705,7 @@ absl::StatusOr<AppendResult> Slot::Append(const AppendRequest& req) {
     // Refuse early an append over quota. An unknown name is left to the
     // check below: the mailbox may be in the middle of its creation (in the
     // index already, not yet in names_), which that check waits out.
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     if (names_.contains(req.mailbox)) {
       RETURN_IF_ERROR(CheckQuotaLocked(MailboxOwner(req.mailbox), req.body.size(), 1));
     }
@@ -688,10 +713,10 @@ absl::StatusOr<AppendResult> Slot::Append(const AppendRequest& req) {
   // A new body travels in its record (the log is the spool's write-ahead
   // log) and reaches its spool file after the record is durable.
 
-  std::unique_lock<std::mutex> lock(mu_);
-  idle_cv_.wait(lock, [&] { return exclusive_ == 0 && (!assigned_stale_ || queue_.empty()); });
+  MutexLock lock(mu_);
+  while (exclusive_ != 0 || (assigned_stale_ && !queue_.empty())) idle_cv_.Wait(lock);
   if (assigned_stale_) {
-    std::lock_guard il(index_mu_);
+    HandoffLock il(index_mu_);
     LoadAssignedStateLocked();
     assigned_stale_ = false;
   }
@@ -706,15 +731,15 @@ absl::StatusOr<AppendResult> Slot::AppendUnlessPresent(const AppendRequest& req)
   const std::string guid = Sha1(req.body);
   ASSIGN_OR_RETURN(const bool known, HasBlobNoWait(guid));
   RETURN_IF_ERROR(CheckFreeSpace(req.body.size() * 2));
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   // Exclusive: once the queue is empty and index_mu_ is taken, every append
   // assigned before is in the index, and none comes in until this one is
   // committed, so the check and the append are one step.
   RETURN_IF_ERROR(BeginExclusiveLocked(lock));
-  absl::Cleanup end = [&] { EndExclusiveLocked(); };
+  auto end = EndExclusiveAtExit();
   ASSIGN_OR_RETURN(MailboxState * mb, FindByNameLocked(req.mailbox));
   {
-    std::lock_guard il(index_mu_);
+    HandoffLock il(index_mu_);
     ASSIGN_OR_RETURN(std::vector<MessageInfo> messages,
                      index_->ListMessages(mb->id, /*include_expunged=*/false));
     uint32_t found = 0;
@@ -732,7 +757,7 @@ absl::StatusOr<AppendResult> Slot::AppendUnlessPresent(const AppendRequest& req)
 }
 
 absl::StatusOr<AppendResult> Slot::AppendLocked(const AppendRequest& req, const std::string& guid,
-                                                bool known, std::unique_lock<std::mutex>& lock) {
+                                                bool known, MutexLock& lock) {
   ASSIGN_OR_RETURN(MailboxState * mb, FindByNameLocked(req.mailbox));
   const std::string owner = MailboxOwner(mb->name);
   RETURN_IF_ERROR(CheckQuotaLocked(owner, req.body.size(), 1));
@@ -766,14 +791,15 @@ absl::StatusOr<AppendResult> Slot::AppendLocked(const AppendRequest& req, const 
 absl::StatusOr<std::vector<uint32_t>> Slot::Copy(const std::string& from,
                                                  const std::vector<uint32_t>& uids,
                                                  const std::string& to) {
-  std::unique_lock<std::mutex> lock(mu_);
+  CheckMayBlock("Slot::Copy");
+  MutexLock lock(mu_);
   RETURN_IF_ERROR(BeginExclusiveLocked(lock));
-  absl::Cleanup end = [&] { EndExclusiveLocked(); };
+  auto end = EndExclusiveAtExit();
   ASSIGN_OR_RETURN(MailboxState * src, FindByNameLocked(from));
   ASSIGN_OR_RETURN(MailboxState * dst, FindByNameLocked(to));
   std::vector<MessageInfo> msgs;
   {
-    std::lock_guard il(index_mu_);
+    HandoffLock il(index_mu_);
     for (uint32_t uid : uids) {
       ASSIGN_OR_RETURN(auto m, index_->GetMessage(src->id, uid));
       if (!m || m->expunged) {
@@ -802,7 +828,7 @@ absl::StatusOr<std::vector<uint32_t>> Slot::Copy(const std::string& from,
   }
   if (w.records.empty()) return out;
   absl::Status s = CommitLocked(w, lock);
-  std::lock_guard il(index_mu_);
+  HandoffLock il(index_mu_);
   LoadAssignedStateLocked();
   RETURN_IF_ERROR(s);
   return out;
@@ -810,16 +836,17 @@ absl::StatusOr<std::vector<uint32_t>> Slot::Copy(const std::string& from,
 
 absl::Status Slot::SetFlags(const std::string& mailbox, const std::vector<uint32_t>& uid_list,
                             FlagOp op, const std::vector<std::string>& flags) {
+  CheckMayBlock("Slot::SetFlags");
   std::vector<uint32_t> uids = UniqueSorted(uid_list);
   for (const auto& f : flags) RETURN_IF_ERROR(ValidateFlag(f));
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   RETURN_IF_ERROR(BeginExclusiveLocked(lock));
-  absl::Cleanup end = [&] { EndExclusiveLocked(); };
+  auto end = EndExclusiveAtExit();
   ASSIGN_OR_RETURN(MailboxState * mb, FindByNameLocked(mailbox));
   logpb::SetFlags p;
   p.set_mailbox_id(mb->id);
   {
-    std::lock_guard il(index_mu_);
+    HandoffLock il(index_mu_);
     for (uint32_t uid : uids) {
       ASSIGN_OR_RETURN(auto m, index_->GetMessage(mb->id, uid));
       if (!m || m->expunged) {
@@ -848,16 +875,17 @@ absl::Status Slot::SetFlags(const std::string& mailbox, const std::vector<uint32
 }
 
 absl::Status Slot::Expunge(const std::string& mailbox, const std::vector<uint32_t>& uid_list) {
+  CheckMayBlock("Slot::Expunge");
   std::vector<uint32_t> uids = UniqueSorted(uid_list);
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   RETURN_IF_ERROR(BeginExclusiveLocked(lock));
-  absl::Cleanup end = [&] { EndExclusiveLocked(); };
+  auto end = EndExclusiveAtExit();
   ASSIGN_OR_RETURN(MailboxState * mb, FindByNameLocked(mailbox));
   logpb::Expunge p;
   p.set_mailbox_id(mb->id);
   uint64_t bytes = 0;
   {
-    std::lock_guard il(index_mu_);
+    HandoffLock il(index_mu_);
     for (uint32_t uid : uids) {
       ASSIGN_OR_RETURN(auto m, index_->GetMessage(mb->id, uid));
       if (!m) {
@@ -880,10 +908,11 @@ absl::Status Slot::Expunge(const std::string& mailbox, const std::vector<uint32_
 
 absl::Status Slot::SetQuota(const std::string& user, uint64_t storage_limit,
                             uint64_t message_limit) {
+  CheckMayBlock("Slot::SetQuota");
   RETURN_IF_ERROR(ValidateUserName(user));
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   RETURN_IF_ERROR(BeginExclusiveLocked(lock));
-  absl::Cleanup end = [&] { EndExclusiveLocked(); };
+  auto end = EndExclusiveAtExit();
   logpb::SetQuota p;
   p.set_user(user);
   p.set_storage_limit(storage_limit);
@@ -896,9 +925,10 @@ absl::Status Slot::SetQuota(const std::string& user, uint64_t storage_limit,
 }
 
 absl::Status Slot::BeginEpoch(uint64_t epoch) {
-  std::unique_lock<std::mutex> lock(mu_);
+  CheckMayBlock("Slot::BeginEpoch");
+  MutexLock lock(mu_);
   RETURN_IF_ERROR(BeginExclusiveLocked(lock));
-  absl::Cleanup end = [&] { EndExclusiveLocked(); };
+  auto end = EndExclusiveAtExit();
   if (epoch <= epoch_) {
     return absl::FailedPreconditionError(
         absl::StrCat("epoch ", epoch, " is not above the slot's epoch ", epoch_));
@@ -916,9 +946,10 @@ absl::Status Slot::BeginEpoch(uint64_t epoch) {
 }
 
 absl::Status Slot::AdminNote(const std::string& operation, const std::string& detail) {
-  std::unique_lock<std::mutex> lock(mu_);
+  CheckMayBlock("Slot::AdminNote");
+  MutexLock lock(mu_);
   RETURN_IF_ERROR(BeginExclusiveLocked(lock));
-  absl::Cleanup end = [&] { EndExclusiveLocked(); };
+  auto end = EndExclusiveAtExit();
   logpb::AdminNote p;
   p.set_operation(operation);
   p.set_detail(detail);
@@ -928,6 +959,7 @@ absl::Status Slot::AdminNote(const std::string& operation, const std::string& de
 }
 
 absl::Status Slot::AppendReplicated(const std::vector<LogRecord>& records) {
+  CheckMayBlock("Slot::AppendReplicated");
   if (records.empty()) return absl::OkStatus();
   // Bodies reach the spool after their records are durable, as in Append().
   std::vector<std::pair<std::string, std::shared_ptr<const std::string>>> bodies;
@@ -950,8 +982,8 @@ absl::Status Slot::AppendReplicated(const std::vector<LogRecord>& records) {
   uint64_t need = 0;
   for (const LogRecord& r : records) need += r.payload.size();
   RETURN_IF_ERROR(CheckFreeSpace(2 * need));
-  std::unique_lock<std::mutex> lock(mu_);
-  idle_cv_.wait(lock, [&] { return exclusive_ == 0; });
+  MutexLock lock(mu_);
+  while (exclusive_ != 0) idle_cv_.Wait(lock);
   RETURN_IF_ERROR(WritableLocked());
   uint64_t lsn = next_lsn_;
   uint64_t epoch = epoch_;
@@ -988,6 +1020,7 @@ absl::Status Slot::AppendReplicated(const std::vector<LogRecord>& records) {
 
 absl::Status Slot::RepairMailbox(const std::string& repair_payload,
                                  const std::vector<std::string>& bodies) {
+  CheckMayBlock("Slot::RepairMailbox");
   logpb::RepairMailbox p;
   if (!p.ParseFromString(repair_payload) || p.mailbox_id().empty()) {
     return absl::InvalidArgumentError("unparsable mailbox repair");
@@ -1002,9 +1035,9 @@ absl::Status Slot::RepairMailbox(const std::string& repair_payload,
           " which this slot lacks"));
     }
   }
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   RETURN_IF_ERROR(BeginExclusiveLocked(lock));
-  absl::Cleanup end = [&] { EndExclusiveLocked(); };
+  auto end = EndExclusiveAtExit();
   Writer w;
   AddRecordLocked(w, RecordType::kRepairMailbox, repair_payload);
   absl::Status s = CommitLocked(w, lock);
@@ -1013,26 +1046,30 @@ absl::Status Slot::RepairMailbox(const std::string& repair_payload,
 }
 
 std::vector<Quarantine> Slot::Quarantined() {
-  std::lock_guard il(index_mu_);
+  CheckMayBlock("Slot::Quarantined");
+  HandoffLock il(index_mu_);
   std::vector<Quarantine> out;
   for (const auto& [id, q] : index_->quarantined()) out.push_back(q);
   return out;
 }
 
 uint64_t Slot::seen_epoch() {
-  std::lock_guard il(index_mu_);
+  CheckMayBlock("Slot::seen_epoch");
+  HandoffLock il(index_mu_);
   return std::max(index_->seen_epoch(), index_->applied_epoch());
 }
 
 absl::Status Slot::NoteEpochSeen(uint64_t epoch) {
-  std::lock_guard il(index_mu_);
+  CheckMayBlock("Slot::NoteEpochSeen");
+  HandoffLock il(index_mu_);
   return index_->SetSeenEpoch(epoch);
 }
 
 // --- reads ---
 
 std::vector<MailboxInfo> Slot::ListMailboxes() {
-  std::lock_guard il(index_mu_);
+  CheckMayBlock("Slot::ListMailboxes");
+  HandoffLock il(index_mu_);
   std::vector<MailboxInfo> out;
   for (const auto& [id, mb] : index_->mailboxes()) out.push_back(mb);
   std::sort(out.begin(), out.end(),
@@ -1041,7 +1078,8 @@ std::vector<MailboxInfo> Slot::ListMailboxes() {
 }
 
 absl::StatusOr<MailboxInfo> Slot::GetMailbox(const std::string& name) {
-  std::lock_guard il(index_mu_);
+  CheckMayBlock("Slot::GetMailbox");
+  HandoffLock il(index_mu_);
   const MailboxInfo* mb = index_->FindMailboxByName(name);
   if (mb == nullptr) return NoMailbox(name);
   return *mb;
@@ -1049,16 +1087,18 @@ absl::StatusOr<MailboxInfo> Slot::GetMailbox(const std::string& name) {
 
 absl::StatusOr<std::vector<MessageInfo>> Slot::ListMessages(const std::string& mailbox,
                                                             bool include_expunged) {
-  std::lock_guard il(index_mu_);
+  CheckMayBlock("Slot::ListMessages");
+  HandoffLock il(index_mu_);
   const MailboxInfo* mb = index_->FindMailboxByName(mailbox);
   if (mb == nullptr) return NoMailbox(mailbox);
   return index_->ListMessages(mb->id, include_expunged);
 }
 
 absl::StatusOr<std::string> Slot::FetchBody(const std::string& mailbox, uint32_t uid) {
+  CheckMayBlock("Slot::FetchBody");
   std::string guid;
   {
-    std::lock_guard il(index_mu_);
+    HandoffLock il(index_mu_);
     const MailboxInfo* mb = index_->FindMailboxByName(mailbox);
     if (mb == nullptr) return NoMailbox(mailbox);
     ASSIGN_OR_RETURN(auto m, index_->GetMessage(mb->id, uid));
@@ -1071,12 +1111,13 @@ absl::StatusOr<std::string> Slot::FetchBody(const std::string& mailbox, uint32_t
 }
 
 absl::StatusOr<std::string> Slot::ReadBlob(const std::string& guid) {
+  CheckMayBlock("Slot::ReadBlob");
   // Pending first: the writer records a body's location before it stops
   // serving it from memory.
   if (auto pending = bodies_->Pending(guid)) return *pending;
   std::optional<BodyLocation> loc;
   {
-    std::lock_guard il(index_mu_);
+    HandoffLock il(index_mu_);
     ASSIGN_OR_RETURN(loc, index_->BlobLocation(guid));
   }
   if (!loc) {
@@ -1094,11 +1135,12 @@ absl::StatusOr<std::string> Slot::ReadBlob(const std::string& guid) {
 
 absl::Status Slot::StoreBody(const std::string& guid, absl::string_view body) {
   ASSIGN_OR_RETURN(BodyLocation loc, spool_.Append(guid, body));
-  std::lock_guard il(index_mu_);
+  HandoffLock il(index_mu_);
   return index_->SetBlobLocation({guid, body.size(), loc});
 }
 
 absl::Status Slot::StoreBodies(const std::vector<std::string>& bodies) {
+  CheckMayBlock("Slot::StoreBodies");
   if (bodies.empty()) return absl::OkStatus();
   std::vector<StoredBody> stored;
   for (const std::string& body : bodies) {
@@ -1108,17 +1150,21 @@ absl::Status Slot::StoreBodies(const std::vector<std::string>& bodies) {
   }
   // No log record carries these bodies: they are durable before they count.
   RETURN_IF_ERROR(spool_.Sync());
-  std::lock_guard il(index_mu_);
+  HandoffLock il(index_mu_);
   return index_->SetBlobLocations(stored);
 }
 
-absl::Status Slot::FlushBodies() { return bodies_->WaitWritten(last_lsn()); }
+absl::Status Slot::FlushBodies() {
+  CheckMayBlock("Slot::FlushBodies");
+  return bodies_->WaitWritten(last_lsn());
+}
 
 absl::StatusOr<bool> Slot::HasBlob(const std::string& guid) {
+  CheckMayBlock("Slot::FlushBodies");
   // The BodyWriter first: it records a body's location (its blobs row)
   // before it lets go of the body.
   if (bodies_->Pending(guid) != nullptr) return true;
-  std::lock_guard il(index_mu_);
+  HandoffLock il(index_mu_);
   return index_->HasBlob(guid);
 }
 
@@ -1127,76 +1173,86 @@ absl::StatusOr<bool> Slot::HasBlobNoWait(const std::string& guid) {
   // While the applier holds the index, a body stored long ago looks new: it
   // travels in the record again and is stored twice, which is harmless. A
   // body of a batch not yet applied is still pending, so found above.
-  std::unique_lock il(index_mu_, std::try_to_lock);
-  if (!il.owns_lock()) return false;
-  return index_->HasBlob(guid);
+  if (!index_mu_.try_lock()) return false;
+  absl::StatusOr<bool> has = index_->HasBlob(guid);
+  index_mu_.unlock();
+  return has;
 }
 
 QuotaInfo Slot::Quota(const std::string& user) {
-  std::lock_guard il(index_mu_);
+  CheckMayBlock("Slot::Quota");
+  HandoffLock il(index_mu_);
   return index_->Quota(user);
 }
 
 Digest Slot::SlotDigest() {
-  std::lock_guard il(index_mu_);
+  CheckMayBlock("Slot::SlotDigest");
+  HandoffLock il(index_mu_);
   return index_->slot_digest();
 }
 
 uint64_t Slot::last_lsn() {
-  std::lock_guard il(index_mu_);
+  CheckMayBlock("Slot::last_lsn");
+  HandoffLock il(index_mu_);
   return index_->applied_lsn();
 }
 
 SlotStats Slot::stats() {
+  CheckMayBlock("Slot::stats");
   SlotStats out;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     out = stats_;
   }
-  std::lock_guard<std::mutex> al(apply_mu_);
+  MutexLock al(apply_mu_);
   out.apply_time = apply_time_;
   return out;
 }
 
 uint64_t Slot::epoch() {
-  std::lock_guard<std::mutex> l(mu_);
+  CheckMayBlock("Slot::epoch");
+  MutexLock l(mu_);
   return epoch_;
 }
 
 std::vector<EpochStart> Slot::EpochHistory() {
-  std::lock_guard il(index_mu_);
+  CheckMayBlock("Slot::EpochHistory");
+  HandoffLock il(index_mu_);
   return index_->epoch_history();
 }
 
 uint64_t Slot::log_start_lsn() {
-  std::lock_guard il(index_mu_);
+  CheckMayBlock("Slot::log_start_lsn");
+  HandoffLock il(index_mu_);
   return index_->log_start_lsn();
 }
 
 // --- maintenance ---
 
 absl::Status Slot::Checkpoint() {
+  CheckMayBlock("Slot::Checkpoint");
   uint64_t lsn;
   {
-    std::lock_guard il(index_mu_);
+    HandoffLock il(index_mu_);
     lsn = index_->applied_lsn();
   }
   RETURN_IF_ERROR(bodies_->WaitWritten(lsn));
   RETURN_IF_ERROR(spool_.Sync());
-  std::lock_guard il(index_mu_);
+  HandoffLock il(index_mu_);
   if (lsn > index_->spool_checkpoint_lsn()) RETURN_IF_ERROR(index_->SetSpoolCheckpoint(lsn));
   return absl::OkStatus();
 }
 
 absl::StatusOr<int> Slot::DropLogBelow(uint64_t lsn) {
-  std::unique_lock<std::mutex> lock(mu_);
+  CheckMayBlock("Slot::DropLogBelow");
+  MutexLock lock(mu_);
   RETURN_IF_ERROR(BeginExclusiveLocked(lock));
-  absl::Cleanup end = [&] { EndExclusiveLocked(); };
-  lock.unlock();
+  auto end = EndExclusiveAtExit();
+  lock.Unlock();
   absl::Status s = Checkpoint();
-  lock.lock();
+  lock.Lock();
   RETURN_IF_ERROR(s);
-  std::lock_guard il(index_mu_);
+  HandoffLock il(index_mu_);
   lsn = std::min(lsn, index_->applied_lsn() + 1);
   if (lsn <= index_->log_start_lsn()) return 0;
   // The base snapshot summarizes everything the dropped segments held.
@@ -1212,15 +1268,16 @@ absl::StatusOr<int> Slot::DropLogBelow(uint64_t lsn) {
 }
 
 absl::Status Slot::ImportSnapshot(const std::string& path, bool replace) {
-  std::unique_lock<std::mutex> lock(mu_);
+  CheckMayBlock("Slot::ImportSnapshot");
+  MutexLock lock(mu_);
   RETURN_IF_ERROR(BeginExclusiveLocked(lock));
-  absl::Cleanup end = [&] { EndExclusiveLocked(); };
+  auto end = EndExclusiveAtExit();
   if (replace) {
     // The log goes: every body it carries must be durable in the spool first.
     RETURN_IF_ERROR(bodies_->WaitWritten(next_lsn_));
     RETURN_IF_ERROR(spool_.Sync());
   }
-  std::lock_guard il(index_mu_);
+  HandoffLock il(index_mu_);
   if (replace && (next_lsn_ != 1 || !index_->mailboxes().empty())) {
     RETURN_IF_ERROR(DiscardLocked());
     LogLine(Severity::kWarning, "slot state replaced by a snapshot",
@@ -1265,13 +1322,14 @@ absl::Status Slot::DiscardLocked() {
 }
 
 absl::Status Slot::DiscardState() {
-  std::unique_lock<std::mutex> lock(mu_);
+  CheckMayBlock("Slot::DiscardState");
+  MutexLock lock(mu_);
   RETURN_IF_ERROR(BeginExclusiveLocked(lock));
-  absl::Cleanup end = [&] { EndExclusiveLocked(); };
+  auto end = EndExclusiveAtExit();
   // The log goes: every body it carries must be durable in the spool first.
   RETURN_IF_ERROR(bodies_->WaitWritten(next_lsn_));
   RETURN_IF_ERROR(spool_.Sync());
-  std::lock_guard il(index_mu_);
+  HandoffLock il(index_mu_);
   const uint64_t last = next_lsn_ - 1;
   RETURN_IF_ERROR(DiscardLocked());
   ASSIGN_OR_RETURN(LogWriter w, LogWriter::Open(paths_.log_dir(), 1, options_.segment_bytes));
@@ -1284,8 +1342,9 @@ absl::Status Slot::DiscardState() {
 }
 
 absl::Status Slot::ExportSnapshot(const std::string& path) {
+  CheckMayBlock("Slot::ExportSnapshot");
   RETURN_IF_ERROR(FlushBodies());
-  std::lock_guard il(index_mu_);
+  HandoffLock il(index_mu_);
   return WriteSnapshot(*index_, &spool_, identity_, path);
 }
 

@@ -10,7 +10,9 @@
 // acknowledged and sees its own writes. Readers through another SQLite
 // connection see them once WaitApplied() has returned.
 //
-// Thread-safe: every public method may be called from any thread.
+// Thread-safe: every public method may be called from any thread, except an
+// io thread (common/io_thread.h): nearly every method can wait for a lock a
+// batch holds, an fsync or a file read, and checks that it is not on one.
 //
 // Example:
 //   RETURN_IF_ERROR(Slot::Init(SlotPaths::Under("/srv/slot1"), identity));
@@ -21,12 +23,10 @@
 #define MAILREPL_STORE_SLOT_H_
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -37,6 +37,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/handoff_mutex.h"
+#include "common/io_thread.h"
+#include "common/mutex.h"
 #include "store/body_writer.h"
 #include "store/identity.h"
 #include "store/index.h"
@@ -255,12 +257,16 @@ class Slot {
   absl::StatusOr<bool> HasBlob(const std::string& guid);
   // Returns once every acknowledged write is in the index's database, for
   // readers that open the index file themselves (verify, tests).
-  void WaitApplied() { std::lock_guard l(index_mu_); }
+  void WaitApplied() {
+    CheckMayBlock("Slot::WaitApplied");
+    HandoffLock l(index_mu_);
+  }
 
   // Runs fn with the index locked (tools: verify, digest listings).
   template <typename Fn>
   auto WithIndex(Fn&& fn) {
-    std::lock_guard l(index_mu_);
+    CheckMayBlock("Slot::WithIndex");
+    HandoffLock l(index_mu_);
     return fn(*index_, spool_);
   }
 
@@ -280,12 +286,15 @@ class Slot {
 
   Slot(SlotPaths paths, SlotOptions options);
   absl::Status Recover();
-  void LoadAssignedStateLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Waits until no write is in flight and keeps new appends out until the
-  // returned guard is destroyed.
-  absl::Status BeginExclusiveLocked(std::unique_lock<std::mutex>& lock)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Reloads the assigned state from the index.
+  void LoadAssignedStateLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_, index_mu_);
+  // Waits until no write is in flight and keeps new appends out until
+  // EndExclusiveLocked() (on error, it has been called already).
+  absl::Status BeginExclusiveLocked(MutexLock& lock) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EndExclusiveLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // EndExclusiveLocked() at the end of the scope. Declared after the
+  // MutexLock of mu_, so it runs while that still holds mu_.
+  auto EndExclusiveAtExit();
   absl::Status WritableLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Adds a record with the next LSN to w.
   void AddRecordLocked(Writer& w, RecordType type, const std::string& payload)
@@ -293,14 +302,13 @@ class Slot {
   // Queues w and returns when its records are durable (or failed); the
   // applier applies them to the index after, holding index_mu_ from before
   // the return until they are applied.
-  absl::Status CommitLocked(Writer& w, std::unique_lock<std::mutex>& lock)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status CommitLocked(Writer& w, MutexLock& lock) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<MailboxState*> FindByNameLocked(const std::string& name)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Append()'s assignment and commit, under mu_, after its checks outside
   // the lock; `known`: the slot has the body already.
   absl::StatusOr<AppendResult> AppendLocked(const AppendRequest& req, const std::string& guid,
-                                            bool known, std::unique_lock<std::mutex>& lock)
+                                            bool known, MutexLock& lock)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Append() with req.unless_present: the check, then the append, as one
   // exclusive operation.
@@ -331,8 +339,8 @@ class Slot {
   std::unique_ptr<BodyWriter> bodies_;  // after spool_: destroyed (drained) before it
   RecoveryReport recovery_;
 
-  std::mutex mu_;
-  std::condition_variable idle_cv_;
+  Mutex mu_;
+  CondVar idle_cv_;
   std::deque<Writer*> queue_ ABSL_GUARDED_BY(mu_);
   // Appends between validation and return (group commit gathers them).
   std::atomic<int> appends_active_{0};
@@ -361,8 +369,8 @@ class Slot {
   // thread's work. Held only briefly, never while waiting for another lock:
   // the applier must not wait for mu_, whose holder may be waiting for
   // index_mu_ that a queued job holds.
-  std::mutex apply_mu_;
-  std::condition_variable apply_cv_;
+  Mutex apply_mu_;
+  CondVar apply_cv_;
   std::deque<ApplyJob> apply_queue_ ABSL_GUARDED_BY(apply_mu_);
   bool apply_closing_ ABSL_GUARDED_BY(apply_mu_) = false;
   std::thread applier_;
@@ -372,7 +380,7 @@ class Slot {
   bool checkpoint_wanted_ ABSL_GUARDED_BY(apply_mu_) = false;
   uint64_t index_commits_ ABSL_GUARDED_BY(apply_mu_) = 0;  // since the last WAL checkpoint
   bool closing_ ABSL_GUARDED_BY(apply_mu_) = false;
-  std::condition_variable maintenance_cv_;
+  CondVar maintenance_cv_;
   std::thread maintenance_;  // runs spool and WAL checkpoints off the commit path
 
   // CheckFreeSpace's last statvfs of the log's [0] and the spool's [1] file
@@ -382,16 +390,18 @@ class Slot {
     uint64_t free_bytes = 0;
     uint64_t granted = 0;
   };
-  std::mutex space_mu_;
+  Mutex space_mu_;
   FreeSpaceReading space_[2] ABSL_GUARDED_BY(space_mu_);
 
-  // The leader of a group commit owns the writer; nobody else touches it.
+  // The leader of a group commit owns the writer; nobody else touches it
+  // (exclusive operations, with no commit in flight, replace it). Guarded
+  // by that protocol, not by a lock the analysis could check.
   std::optional<LogWriter> log_;
 
   // Lock order: mu_ before index_mu_. Locked by a commit leader and
   // unlocked by the applier (HandoffMutex).
   HandoffMutex index_mu_;
-  std::unique_ptr<Index> index_ ABSL_GUARDED_BY(index_mu_);
+  std::unique_ptr<Index> index_ ABSL_GUARDED_BY(index_mu_) ABSL_PT_GUARDED_BY(index_mu_);
 };
 
 }  // namespace mailrepl

@@ -178,7 +178,7 @@ absl::Status Spool::OpenPackLocked(uint32_t pack) {
 }
 
 absl::StatusOr<std::optional<PackTornTail>> Spool::OpenForAppend() {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   ASSIGN_OR_RETURN(std::vector<uint32_t> packs, ListPacks(packs_dir()));
   if (packs.empty()) {
     RETURN_IF_ERROR(OpenPackLocked(1));
@@ -228,7 +228,7 @@ absl::StatusOr<BodyLocation> Spool::Append(absl::string_view guid, absl::string_
   StoreU32(header + 4, EntryCrc(header, body));
   const uint64_t entry = kPackEntryHeaderSize + body.size();
 
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   if (fd_ < 0) {
     ASSIGN_OR_RETURN(std::vector<uint32_t> packs, ListPacks(packs_dir()));
     RETURN_IF_ERROR(OpenPackLocked(packs.empty() ? 1 : packs.back()));
@@ -332,18 +332,18 @@ absl::Status Spool::Scan(
 }
 
 void Spool::StartWriteback() {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   if (fd_ >= 0) ::sync_file_range(fd_, 0, 0, SYNC_FILE_RANGE_WRITE);
 }
 
 absl::Status Spool::Sync() {
   // One Sync at a time: a second caller must not return while the packs it
   // needs are still being synced by the first.
-  std::lock_guard<std::mutex> serial(sync_mu_);
+  MutexLock serial(sync_mu_);
   std::set<uint32_t> packs;
   bool dir = false;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     packs.swap(unsynced_);
     dir = std::exchange(dir_unsynced_, false);
   }
@@ -365,7 +365,7 @@ absl::Status Spool::Sync() {
   }
   if (s.ok() && dir) s = SyncDir(packs_dir());
   if (!s.ok()) {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     unsynced_.insert(packs.begin(), packs.end());
     dir_unsynced_ = dir_unsynced_ || dir;
   }

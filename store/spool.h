@@ -11,7 +11,6 @@
 
 #include <cstdint>
 #include <functional>
-#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
@@ -21,6 +20,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/mutex.h"
 
 namespace mailrepl {
 
@@ -93,8 +93,8 @@ class Spool {
 
   const std::string dir_;
   const uint64_t pack_bytes_;
-  std::mutex sync_mu_;  // serializes Sync(); taken before mu_
-  std::mutex mu_;
+  Mutex sync_mu_;  // serializes Sync(); taken before mu_
+  Mutex mu_;
   int fd_ ABSL_GUARDED_BY(mu_) = -1;  // the current pack, O_APPEND
   uint32_t pack_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t size_ ABSL_GUARDED_BY(mu_) = 0;

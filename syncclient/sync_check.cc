@@ -221,7 +221,12 @@ awaitable<absl::Status> SyncClient::Check(Session& s) {
     check_.set_clean_after_repair(clean);
   }
   co_await Offload(blocking_, [&] { met->view.reset(); });
-  co_await Finish(s);
+  // The comparison is complete; a lost Done only means the replica may
+  // still be applying the last repair when this returns.
+  if (absl::Status finished = co_await Finish(s); !finished.ok()) {
+    LogLine(Severity::kWarning, "store check: the replica did not confirm the end",
+            Kv("replica", options_.server) + Kv("error", finished.message()));
+  }
   LogLine(check_.differences_size() == 0 && check_.problems_size() == 0 ? Severity::kInfo
                                                                         : Severity::kWarning,
           "store check",

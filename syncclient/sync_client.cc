@@ -274,7 +274,7 @@ awaitable<absl::Status> SyncClient::Handshake(Session& s) {
     syncpb::Frame e = ErrorFrame(syncpb::DIVERGED, msg);
     e.mutable_error()->set_lsn(fork);
     s.conn->Send(e);
-    co_await s.conn->Flush(absl::Seconds(2));
+    (co_await s.conn->Flush(absl::Seconds(2))).IgnoreError();  // the session ends either way
     co_return absl::FailedPreconditionError(msg);
   }
   s.next = s.replica_last + 1;

@@ -303,7 +303,7 @@ awaitable<void> SyncServer::Session(std::shared_ptr<FramedConnection> conn) {
     resync_owner_ = nullptr;
     resync_done_.cancel();  // wakes every session waiting in WaitForResync
   }
-  co_await conn->Flush(absl::Seconds(2));
+  (co_await conn->Flush(absl::Seconds(2))).IgnoreError();  // the session ends either way
   conn->Close();
   sessions_.erase(conn);
 }
@@ -652,7 +652,7 @@ awaitable<absl::Status> SyncServer::OnDone(SessionState& s) {
   done.mutable_done();
   s.conn.Send(done);
   // A client older than this answer has closed already: not an error.
-  co_await s.conn.Flush(absl::Seconds(5));
+  (co_await s.conn.Flush(absl::Seconds(5))).IgnoreError();
   co_return absl::OkStatus();
 }
 
