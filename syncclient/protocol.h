@@ -26,6 +26,9 @@ inline constexpr char kCapabilityCheck[] = "check";
 inline constexpr absl::Duration kHelloTimeout = absl::Seconds(10);
 inline constexpr absl::Duration kHeartbeatInterval = absl::Seconds(1);
 inline constexpr absl::Duration kDeadPeerTimeout = absl::Seconds(6);
+// How long a server waits for the next frame of a session that owns a
+// resync or check (the client compares between requests, silently).
+inline constexpr absl::Duration kResyncPeerTimeout = absl::Seconds(120);
 
 // The string both HMACs cover besides the challenges: binds the response to
 // the store it is for.

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
 #include "common/log.h"
@@ -217,7 +218,18 @@ struct SyncServer::Position {
 };
 
 SyncServer::SyncServer(asio::io_context& io, Slot& slot, SyncServerOptions options)
-    : io_(io), slot_(slot), options_(std::move(options)), acceptor_(io), resync_done_(io) {
+    : io_(io),
+      slot_(slot),
+      options_(std::move(options)),
+      server_(
+          io, {.name = "sync", .listen = options_.listen},
+          [](asio::ip::tcp::socket socket, std::string peer) {
+            auto conn = std::make_shared<FramedConnection>(std::move(socket), std::move(peer));
+            conn->Start();
+            return conn;
+          },
+          [this](std::shared_ptr<FramedConnection> conn) { return Session(std::move(conn)); }),
+      resync_done_(io) {
   if (options_.blocking) {
     blocking_ = *options_.blocking;
   } else {
@@ -231,30 +243,30 @@ SyncServer::~SyncServer() {
   if (own_pool_) own_pool_->join();
 }
 
-absl::Status SyncServer::Listen() { return transport::ListenOn(acceptor_, options_.listen); }
+absl::Status SyncServer::Listen() { return server_.Listen(); }
 
-uint16_t SyncServer::port() const {
-  asio::error_code ec;
-  return acceptor_.local_endpoint(ec).port();
+uint16_t SyncServer::port() const { return server_.port(); }
+
+SyncServerStats SyncServer::stats() const {
+  SyncServerStats s = stats_;
+  s.connections = server_.stats().accepted;
+  return s;
 }
 
 void SyncServer::Stop() {
-  stopping_ = true;
-  asio::error_code ec;
-  acceptor_.close(ec);
-  for (const auto& s : sessions_) {
-    s->Send(ErrorFrame(syncpb::SHUTTING_DOWN, "sync server shutting down"));
-  }
+  server_.Stop([](FramedConnection& c) {
+    c.Send(ErrorFrame(syncpb::SHUTTING_DOWN, "sync server shutting down"));
+  });
 }
 
 void SyncServer::CloseSessions(const std::string& why, uint64_t epoch) {
   NoteKnownEpoch(epoch);
-  for (const auto& s : sessions_) {
+  server_.ForEachSession([&](FramedConnection& c) {
     syncpb::Frame e = ErrorFrame(syncpb::STALE_EPOCH, why);
     e.mutable_error()->set_epoch(epoch);
-    s->Send(e);
-    s->Close();
-  }
+    c.Send(e);
+    c.Close();
+  });
 }
 
 void SyncServer::NoteKnownEpoch(uint64_t epoch) { known_epoch_ = std::max(known_epoch_, epoch); }
@@ -263,23 +275,7 @@ absl::Status SyncServer::CheckNotStale(uint64_t epoch, uint64_t seen) const {
   return NotStale(epoch, std::max(known_epoch_, seen));
 }
 
-awaitable<void> SyncServer::Run() {
-  while (!stopping_) {
-    asio::error_code ec;
-    asio::ip::tcp::socket socket = co_await acceptor_.async_accept(
-        asio::redirect_error(use_awaitable, ec));
-    if (ec) {
-      if (stopping_) break;
-      continue;
-    }
-    std::string peer = transport::PeerAddress(socket);
-    auto conn = std::make_shared<FramedConnection>(std::move(socket), peer);
-    conn->Start();
-    sessions_.insert(conn);
-    ++stats_.connections;
-    asio::co_spawn(io_, Session(conn), asio::detached);
-  }
-}
+awaitable<void> SyncServer::Run() { co_await server_.Run(); }
 
 template <typename Fn>
 auto SyncServer::OffThread(Fn fn) {
@@ -287,6 +283,8 @@ auto SyncServer::OffThread(Fn fn) {
 }
 
 awaitable<void> SyncServer::Session(std::shared_ptr<FramedConnection> conn) {
+  // Also if Serve throws: the connection's writer keeps it alive until closed.
+  absl::Cleanup close = [conn] { conn->Close(); };
   absl::Status s = co_await Serve(*conn);
   if (!s.ok()) {
     if (std::optional<syncpb::Error> refusal = RefusalFor(s)) {
@@ -304,8 +302,6 @@ awaitable<void> SyncServer::Session(std::shared_ptr<FramedConnection> conn) {
     resync_done_.cancel();  // wakes every session waiting in WaitForResync
   }
   (co_await conn->Flush(absl::Seconds(2))).IgnoreError();  // the session ends either way
-  conn->Close();
-  sessions_.erase(conn);
 }
 
 awaitable<void> SyncServer::WaitForResync(const FramedConnection& conn) {
@@ -413,7 +409,10 @@ awaitable<absl::Status> SyncServer::Serve(FramedConnection& conn) {
       f = std::move(*s.held);
       s.held.reset();
     } else {
-      f = co_await conn.Read(kDeadPeerTimeout);
+      // A client that owns a resync compares the master's side between its
+      // requests (every mailbox's rows, in a deep or --repair check) and
+      // sends nothing meanwhile.
+      f = co_await conn.Read(resync_owner_ == &conn ? kResyncPeerTimeout : kDeadPeerTimeout);
     }
     if (!f.ok()) co_return f.status();
     // A newer master may have introduced itself since this session began:

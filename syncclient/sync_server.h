@@ -15,7 +15,6 @@
 #include <functional>
 #include <memory>
 #include <optional>
-#include <set>
 #include <string>
 
 #include "absl/status/status.h"
@@ -24,6 +23,7 @@
 #include "common/mutex.h"
 #include "proto/sync.pb.h"
 #include "store/slot.h"
+#include "transport/server.h"
 
 namespace mailrepl::transport {
 template <typename Frame>
@@ -83,7 +83,7 @@ class SyncServer {
   absl::Status Listen();
   // The bound port (after Listen), useful with port 0.
   uint16_t port() const;
-  // Accepts connections until Stop().
+  // Accepts connections until Stop(), then returns once every session ended.
   asio::awaitable<void> Run();
   // Stops accepting; open sessions finish the batch they are applying.
   void Stop();
@@ -91,7 +91,7 @@ class SyncServer {
   // slot became master at that epoch; an old master that still sends learns
   // it is stale and fences itself at once).
   void CloseSessions(const std::string& why, uint64_t epoch);
-  const SyncServerStats& stats() const { return stats_; }
+  SyncServerStats stats() const;
 
  private:
   // One session's state, from the handshake on.
@@ -144,12 +144,10 @@ class SyncServer {
   asio::io_context& io_;
   Slot& slot_;
   SyncServerOptions options_;
-  asio::ip::tcp::acceptor acceptor_;
+  transport::Server<FramedConnection> server_;
   std::unique_ptr<asio::thread_pool> own_pool_;  // when options_.blocking is unset
   asio::any_io_executor blocking_;
-  std::set<std::shared_ptr<FramedConnection>> sessions_;
   SyncServerStats stats_;
-  bool stopping_ = false;
   // The session running a state-based resync, from its first digest
   // request until it ends: meanwhile other sessions' records wait, so that
   // the replica's state holds still while the client compares and repairs
