@@ -5,7 +5,6 @@
 #include "absl/strings/str_cat.h"
 #include "asio/experimental/awaitable_operators.hpp"
 #include "common/log.h"
-#include "transport/net.h"
 #include "coordinator/netstring.h"
 
 namespace mailrepl::coord {
@@ -16,41 +15,40 @@ using namespace asio::experimental::awaitable_operators;
 
 SocketmapServer::SocketmapServer(asio::io_context& io, SocketmapServerOptions options,
                                  RoutingMaps& maps)
-    : io_(io), options_(std::move(options)), maps_(maps), acceptor_(io) {}
+    : io_(io),
+      options_(std::move(options)),
+      maps_(maps),
+      server_(io,
+              {.name = "socketmap",
+               .listen = options_.listen,
+               .max_connections = options_.max_connections},
+              [](Socket socket, std::string peer) {
+                return std::make_shared<Connection>(
+                    Connection{std::move(socket), std::move(peer)});
+              },
+              [this](std::shared_ptr<Connection> conn) { return Session(std::move(conn)); }) {}
 
 SocketmapServer::~SocketmapServer() = default;
 
-absl::Status SocketmapServer::Listen() { return transport::ListenOn(acceptor_, options_.listen); }
+absl::Status SocketmapServer::Listen() { return server_.Listen(); }
 
-uint16_t SocketmapServer::port() const {
-  asio::error_code ec;
-  return acceptor_.local_endpoint(ec).port();
-}
+uint16_t SocketmapServer::port() const { return server_.port(); }
+
+awaitable<void> SocketmapServer::Run() { return server_.Run(); }
 
 void SocketmapServer::Stop() {
-  stopping_ = true;
-  asio::error_code ec;
-  acceptor_.close(ec);
-  for (const auto& s : sessions_) s->close(ec);
+  server_.Stop([](Connection& conn) {
+    asio::error_code ec;
+    conn.socket.close(ec);
+  });
 }
 
-awaitable<void> SocketmapServer::Run() {
-  while (!stopping_) {
-    asio::error_code ec;
-    Socket socket = co_await acceptor_.async_accept(asio::redirect_error(use_awaitable, ec));
-    if (stopping_) break;
-    if (ec) {
-      // Out of descriptors, say: back off instead of spinning.
-      asio::steady_timer pause(io_, std::chrono::milliseconds(100));
-      co_await pause.async_wait(asio::redirect_error(use_awaitable, ec));
-      continue;
-    }
-    std::string peer = transport::PeerAddress(socket);
-    auto s = std::make_shared<Socket>(std::move(socket));
-    sessions_.insert(s);
-    ++stats_.connections;
-    asio::co_spawn(io_, Session(s, std::move(peer)), asio::detached);
-  }
+SocketmapServerStats SocketmapServer::stats() const {
+  SocketmapServerStats s = stats_;
+  s.connections = server_.stats().accepted;
+  s.accept_errors = server_.stats().accept_errors;
+  s.session_failures = server_.stats().session_failures;
+  return s;
 }
 
 awaitable<bool> SocketmapServer::Write(Socket& socket, const std::string& bytes) {
@@ -70,7 +68,7 @@ awaitable<void> SocketmapServer::Drain(Socket& socket) {
   char chunk[4096];
   size_t drained = 0;
   asio::error_code ec, timer_ec;
-  while (!stopping_ && drained < kMaxDrain) {
+  while (!server_.stopping() && drained < kMaxDrain) {
     auto read = co_await (
         socket.async_read_some(asio::buffer(chunk), asio::redirect_error(use_awaitable, ec)) ||
         timer.async_wait(asio::redirect_error(use_awaitable, timer_ec)));
@@ -79,11 +77,13 @@ awaitable<void> SocketmapServer::Drain(Socket& socket) {
   }
 }
 
-awaitable<void> SocketmapServer::Session(std::shared_ptr<Socket> socket, std::string peer) {
+awaitable<void> SocketmapServer::Session(std::shared_ptr<Connection> conn) {
+  Socket* const socket = &conn->socket;
+  const std::string& peer = conn->peer;
   std::string buffer;
   char chunk[4096];
   std::string bad;  // why the connection is closed, for the log
-  while (!stopping_) {
+  while (!server_.stopping()) {
     const NetstringParse p = ParseNetstring(buffer, options_.max_request);
     if (p.result == NetstringResult::kBad) {
       bad = p.error;
@@ -129,7 +129,6 @@ awaitable<void> SocketmapServer::Session(std::shared_ptr<Socket> socket, std::st
   }
   socket->shutdown(Socket::shutdown_both, ec);
   socket->close(ec);
-  sessions_.erase(socket);
 }
 
 }  // namespace mailrepl::coord

@@ -9,7 +9,8 @@
 // in turn (Postfix keeps its connection open). Bad input (not a netstring,
 // longer than max_request, not "NAME KEY", an unknown map) gets a "PERM
 // ..." reply and closes that connection only; an idle connection is closed
-// after idle_timeout.
+// after idle_timeout. Connections beyond max_connections wait in the listen
+// backlog until one closes (transport::Server).
 //
 // Thread-compatible: construct, Listen(), Run() and Stop() on the thread
 // running the io_context; the lookups run there too (the Coordinator's
@@ -19,19 +20,19 @@
 //   RoutingMaps maps([&](absl::string_view u) { return c.UserStore(u); });
 //   SocketmapServer server(io, {.listen = "127.0.0.1:0"}, maps);
 //   RETURN_IF_ERROR(server.Listen());
-//   asio::co_spawn(io, server.Run(), asio::detached);
+//   asio::co_spawn(io, server.Run(), LogExceptions("socketmap server"));
 #ifndef MAILREPL_COORDINATOR_SOCKETMAP_SERVER_H_
 #define MAILREPL_COORDINATOR_SOCKETMAP_SERVER_H_
 
 #include <cstdint>
 #include <memory>
-#include <set>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "asio.hpp"
 #include "coordinator/routing_maps.h"
+#include "transport/server.h"
 
 namespace mailrepl::coord {
 
@@ -44,10 +45,14 @@ struct SocketmapServerOptions {
   size_t max_request = kMaxSocketmapRequest;
   absl::Duration idle_timeout = absl::Minutes(10);   // between requests
   absl::Duration write_timeout = absl::Seconds(10);  // a peer that does not read
+  // Connections open at once; more wait in the backlog. 0 = no cap.
+  size_t max_connections = 1000;
 };
 
 struct SocketmapServerStats {
-  uint64_t connections = 0;
+  uint64_t connections = 0;  // accepted
+  uint64_t accept_errors = 0;  // failed accepts (out of descriptors...)
+  uint64_t session_failures = 0;  // sessions ended by an exception (logged)
   uint64_t requests = 0;
   uint64_t bad_requests = 0;  // connections closed for bad input
 };
@@ -63,16 +68,21 @@ class SocketmapServer {
   // kInvalidArgument for a bad address, kUnavailable if it cannot bind.
   absl::Status Listen();
   uint16_t port() const;  // after Listen()
-  // Accepts connections until Stop().
+  // Accepts connections until Stop(), then returns once every connection
+  // has closed. Keep the server alive until then.
   asio::awaitable<void> Run();
   // Stops accepting and closes every connection.
   void Stop();
-  const SocketmapServerStats& stats() const { return stats_; }
-  size_t sessions() const { return sessions_.size(); }
+  SocketmapServerStats stats() const;
+  size_t sessions() const { return server_.sessions().size(); }
 
  private:
   using Socket = asio::ip::tcp::socket;
-  asio::awaitable<void> Session(std::shared_ptr<Socket> socket, std::string peer);
+  struct Connection {
+    Socket socket;
+    std::string peer;
+  };
+  asio::awaitable<void> Session(std::shared_ptr<Connection> conn);
   // Reads and discards until the peer closes, at most 1 s and 1 MiB.
   asio::awaitable<void> Drain(Socket& socket);
   // Writes all of `bytes`; false if the peer is gone or too slow.
@@ -81,10 +91,8 @@ class SocketmapServer {
   asio::io_context& io_;
   SocketmapServerOptions options_;
   RoutingMaps& maps_;
-  asio::ip::tcp::acceptor acceptor_;
-  std::set<std::shared_ptr<Socket>> sessions_;
-  SocketmapServerStats stats_;
-  bool stopping_ = false;
+  transport::Server<Connection> server_;
+  SocketmapServerStats stats_;  // the session counters; stats() adds the server's
 };
 
 }  // namespace mailrepl::coord

@@ -4,7 +4,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
-#include "transport/net.h"
 #include "transport/auth.h"
 
 namespace mailrepl::rpc {
@@ -27,48 +26,41 @@ rpcpb::Frame ReplyFrame(uint64_t id, const absl::Status& status, std::string res
 }  // namespace
 
 RpcServer::RpcServer(asio::io_context& io, RpcServerOptions options, RpcHandler handler)
-    : io_(io), options_(std::move(options)), handler_(std::move(handler)), acceptor_(io) {}
+    : options_(std::move(options)),
+      handler_(std::move(handler)),
+      server_(io,
+              {.name = absl::StrCat("rpc ", options_.service),
+               .listen = options_.listen,
+               .free_bind = options_.free_bind,
+               .max_connections = options_.max_connections},
+              [](asio::ip::tcp::socket socket, std::string peer) {
+                auto conn = std::make_shared<Conn>(std::move(socket), std::move(peer));
+                conn->Start();
+                return conn;
+              },
+              [this](std::shared_ptr<Conn> conn) { return Session(std::move(conn)); }) {}
 
 RpcServer::~RpcServer() = default;
 
-absl::Status RpcServer::Listen() {
-  return transport::ListenOn(acceptor_, options_.listen, options_.free_bind);
-}
+absl::Status RpcServer::Listen() { return server_.Listen(); }
 
-uint16_t RpcServer::port() const {
-  asio::error_code ec;
-  return acceptor_.local_endpoint(ec).port();
-}
+uint16_t RpcServer::port() const { return server_.port(); }
+
+awaitable<void> RpcServer::Run() { return server_.Run(); }
 
 void RpcServer::Stop() {
-  stopping_ = true;
-  asio::error_code ec;
-  acceptor_.close(ec);
-  for (const auto& s : sessions_) s->Close();
+  server_.Stop([](Conn& conn) { conn.Close(); });
 }
 
-awaitable<void> RpcServer::Run() {
-  while (!stopping_) {
-    asio::error_code ec;
-    asio::ip::tcp::socket socket =
-        co_await acceptor_.async_accept(asio::redirect_error(use_awaitable, ec));
-    if (stopping_) break;
-    if (ec) {
-      // Out of descriptors, say: back off instead of spinning.
-      asio::steady_timer pause(io_, std::chrono::milliseconds(100));
-      co_await pause.async_wait(asio::redirect_error(use_awaitable, ec));
-      continue;
-    }
-    std::string peer = transport::PeerAddress(socket);
-    auto conn = std::make_shared<transport::RpcConnection>(std::move(socket), std::move(peer));
-    conn->Start();
-    sessions_.insert(conn);
-    ++stats_.connections;
-    asio::co_spawn(io_, Session(conn), asio::detached);
-  }
+RpcServerStats RpcServer::stats() const {
+  RpcServerStats s = stats_;
+  s.connections = server_.stats().accepted;
+  s.accept_errors = server_.stats().accept_errors;
+  s.session_failures = server_.stats().session_failures;
+  return s;
 }
 
-awaitable<absl::Status> RpcServer::Login(transport::RpcConnection& conn, RpcPeer* peer) {
+awaitable<absl::Status> RpcServer::Login(Conn& conn, RpcPeer* peer) {
   const std::string challenge = transport::NewChallenge();
   rpcpb::Frame hello;
   hello.mutable_hello()->set_version_major(kRpcVersionMajor);
@@ -114,10 +106,19 @@ awaitable<absl::Status> RpcServer::Login(transport::RpcConnection& conn, RpcPeer
   co_return absl::OkStatus();
 }
 
-awaitable<void> RpcServer::Session(std::shared_ptr<transport::RpcConnection> conn) {
+awaitable<void> RpcServer::Session(std::shared_ptr<Conn> conn) {
+  try {
+    co_await Serve(conn);
+  } catch (...) {
+    conn->Close();  // ends its writer; the server logs the exception
+    throw;
+  }
+}
+
+awaitable<void> RpcServer::Serve(std::shared_ptr<Conn> conn) {
   RpcPeer peer{conn->peer(), ""};
   absl::Status status = co_await Login(*conn, &peer);
-  while (status.ok() && !stopping_) {
+  while (status.ok() && !server_.stopping()) {
     absl::StatusOr<rpcpb::Frame> f = co_await conn->Read(options_.idle_timeout);
     if (!f.ok()) {
       if (absl::IsInvalidArgument(f.status())) ++stats_.bad_frames;
@@ -143,10 +144,10 @@ awaitable<void> RpcServer::Session(std::shared_ptr<transport::RpcConnection> con
             absl::StrCat(Kv("service", options_.service), Kv("peer", peer.address),
                          Kv("client", peer.client), Kv("reason", status.message())));
     conn->Send(ReplyFrame(0, status));
-    co_await conn->Flush(absl::Seconds(1));
+    const absl::Status flushed = co_await conn->Flush(absl::Seconds(1));
+    (void)flushed;  // closing either way
   }
   conn->Close();
-  sessions_.erase(conn);
 }
 
 }  // namespace mailrepl::rpc

@@ -21,14 +21,16 @@
 //                      co_return Answer(request);
 //                    });
 //   RETURN_IF_ERROR(server.Listen());
-//   asio::co_spawn(io, server.Run(), asio::detached);
+//   asio::co_spawn(io, server.Run(), LogExceptions("api server"));
+//
+// Connections beyond max_connections wait in the listen backlog until a
+// session ends (transport::Server, like every listener).
 #ifndef MAILREPL_RPC_RPC_SERVER_H_
 #define MAILREPL_RPC_RPC_SERVER_H_
 
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <set>
 #include <string>
 
 #include "absl/status/status.h"
@@ -36,6 +38,7 @@
 #include "absl/time/time.h"
 #include "asio.hpp"
 #include "transport/framed_connection.h"
+#include "transport/server.h"
 
 namespace mailrepl::rpc {
 
@@ -49,6 +52,8 @@ struct RpcServerOptions {
   bool free_bind = false;  // IP_FREEBIND (service addresses)
   absl::Duration login_timeout = absl::Seconds(10);
   absl::Duration idle_timeout = absl::Minutes(10);  // between calls
+  // Connections open at once; more wait in the backlog. 0 = no cap.
+  size_t max_connections = 1000;
 };
 
 // Who is calling (for logs and events).
@@ -61,7 +66,9 @@ using RpcHandler = std::function<asio::awaitable<absl::StatusOr<std::string>>(
     std::string request, const RpcPeer& peer)>;
 
 struct RpcServerStats {
-  uint64_t connections = 0;
+  uint64_t connections = 0;  // accepted
+  uint64_t accept_errors = 0;  // failed accepts (out of descriptors...)
+  uint64_t session_failures = 0;  // sessions ended by an exception (logged)
   uint64_t auth_failures = 0;
   uint64_t bad_frames = 0;
   uint64_t calls = 0;
@@ -75,26 +82,28 @@ class RpcServer {
   RpcServer(const RpcServer&) = delete;
   RpcServer& operator=(const RpcServer&) = delete;
 
+  // kInvalidArgument for a bad address, kUnavailable when it cannot bind.
   absl::Status Listen();
   uint16_t port() const;  // after Listen()
-  // Accepts connections until Stop().
+  // Accepts connections until Stop(), then returns once every session has
+  // ended (a session in a handler ends when the handler returns). Keep the
+  // server alive until then.
   asio::awaitable<void> Run();
   // Stops accepting and closes every connection (a call in flight is
   // answered if its handler finishes before the connection is gone).
   void Stop();
-  const RpcServerStats& stats() const { return stats_; }
+  RpcServerStats stats() const;
 
  private:
-  asio::awaitable<void> Session(std::shared_ptr<transport::RpcConnection> conn);
-  asio::awaitable<absl::Status> Login(transport::RpcConnection& conn, RpcPeer* peer);
+  using Conn = transport::RpcConnection;
+  asio::awaitable<void> Session(std::shared_ptr<Conn> conn);
+  asio::awaitable<void> Serve(std::shared_ptr<Conn> conn);
+  asio::awaitable<absl::Status> Login(Conn& conn, RpcPeer* peer);
 
-  asio::io_context& io_;
   RpcServerOptions options_;
   RpcHandler handler_;
-  asio::ip::tcp::acceptor acceptor_;
-  std::set<std::shared_ptr<transport::RpcConnection>> sessions_;
-  RpcServerStats stats_;
-  bool stopping_ = false;
+  transport::Server<Conn> server_;
+  RpcServerStats stats_;  // the session counters; stats() adds the server's
 };
 
 }  // namespace mailrepl::rpc
