@@ -11,7 +11,7 @@
 // measures the longest time a check keeps that thread busy: in replicad it
 // is the thread of every LMTP session, sync client and heartbeat.
 //
-// Stores (under --dir, default /work/benchdir_check; deleted at the end
+// Stores (under --dir, default $TMPDIR/mailrepl-check-bench; deleted at the end
 // unless --keep; with --keep a later run reuses them after checking their
 // shape: mailbox and message counts, equal LSNs and slot digests, nothing
 // quarantined; anything else is regenerated):
@@ -129,8 +129,9 @@
 #include "tools/slot_delivery.h"
 #include "tools/workload.h"
 
-ABSL_FLAG(std::string, dir, "/work/benchdir_check",
-          "directory for the generated stores (created; deleted at the end unless --keep)");
+ABSL_FLAG(std::string, dir, "",
+          "directory for the generated stores (created; deleted at the end unless --keep); "
+          "default $TMPDIR/mailrepl-check-bench");
 ABSL_FLAG(bool, keep, false,
           "keep --dir afterwards; a later run reuses the stores there after checking their shape");
 ABSL_FLAG(uint64_t, mailboxes, 100000, "mailboxes of the big store (parts a, b)");
@@ -310,6 +311,7 @@ struct CheckOutcome {
   sync::SyncStats stats;
   double seconds = 0;
   double max_stall = 0;  // longest the client's io thread was kept from its timers
+  double max_server_stall = 0;  // the same for the replica's (server's) io thread
 };
 
 asio::awaitable<CheckOutcome> ClientRun(asio::io_context& io, sync::SyncClientOptions options) {
@@ -356,8 +358,8 @@ class IoThread {
 // The two ends as on two hosts: a SyncServer on the replica slot on one io
 // thread (the replica's replicad), the sync clients on another (the
 // master's replicad, which runs its checks on its only io thread). A 5 ms
-// ticker on the client's thread measures how long a check keeps that
-// thread from everything else (LMTP, heartbeats, other sync clients).
+// ticker on each thread measures how long a check keeps that thread from
+// everything else (LMTP, heartbeats, other sync clients and servers).
 class SyncRig {
  public:
   explicit SyncRig(Slot& replica)
@@ -366,10 +368,12 @@ class SyncRig {
 
   ~SyncRig() {
     if (!started_) return;
-    asio::post(client_thread_.io(), [this] {
-      stopping_ = true;
-      if (ticker_ != nullptr) ticker_->cancel();
-    });
+    for (Probe* p : {&client_probe_, &server_probe_}) {
+      asio::post(p->thread.io(), [p] {
+        p->stopping = true;
+        if (p->timer != nullptr) p->timer->cancel();
+      });
+    }
     client_thread_.Join();
     asio::post(server_thread_.io(), [this] { server_.Stop(); });
     server_thread_.Join();
@@ -379,7 +383,8 @@ class SyncRig {
     RETURN_IF_ERROR(server_.Listen());
     address_ = absl::StrCat("127.0.0.1:", server_.port());
     asio::co_spawn(server_thread_.io(), server_.Run(), asio::detached);
-    asio::co_spawn(client_thread_.io(), Ticker(), asio::detached);
+    asio::co_spawn(client_thread_.io(), Ticker(client_probe_), asio::detached);
+    asio::co_spawn(server_thread_.io(), Ticker(server_probe_), asio::detached);
     server_thread_.Start();
     client_thread_.Start();
     started_ = true;
@@ -397,13 +402,15 @@ class SyncRig {
 
   // Runs one client to its end; wall time from co_spawn to completion.
   CheckOutcome Run(sync::SyncClientOptions options) {
-    max_stall_us_.store(0);
+    client_probe_.max_us.store(0);
+    server_probe_.max_us.store(0);
     const double t0 = Now();
     std::future<CheckOutcome> f = asio::co_spawn(
         client_thread_.io(), ClientRun(client_thread_.io(), std::move(options)), asio::use_future);
     CheckOutcome out = f.get();
     out.seconds = Now() - t0;
-    out.max_stall = max_stall_us_.load() / 1e6;
+    out.max_stall = client_probe_.max_us.load() / 1e6;
+    out.max_server_stall = server_probe_.max_us.load() / 1e6;
     return out;
   }
 
@@ -414,23 +421,31 @@ class SyncRig {
   }
 
  private:
-  asio::awaitable<void> Ticker() {
-    asio::steady_timer timer(client_thread_.io());
-    ticker_ = &timer;
-    while (!stopping_) {
+  // A 5 ms timer on one io thread and how late it fired at most.
+  struct Probe {
+    IoThread& thread;
+    std::atomic<int64_t> max_us{0};
+    bool stopping = false;                // the probe's thread only
+    asio::steady_timer* timer = nullptr;  // the probe's thread only
+  };
+
+  static asio::awaitable<void> Ticker(Probe& p) {
+    asio::steady_timer timer(p.thread.io());
+    p.timer = &timer;
+    while (!p.stopping) {
       const auto due = std::chrono::steady_clock::now() + std::chrono::milliseconds(5);
       timer.expires_at(due);
       asio::error_code ec;
       co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-      if (stopping_) break;
+      if (p.stopping) break;
       const int64_t late = std::chrono::duration_cast<std::chrono::microseconds>(
                                std::chrono::steady_clock::now() - due)
                                .count();
-      int64_t seen = max_stall_us_.load();
-      while (late > seen && !max_stall_us_.compare_exchange_weak(seen, late)) {
+      int64_t seen = p.max_us.load();
+      while (late > seen && !p.max_us.compare_exchange_weak(seen, late)) {
       }
     }
-    ticker_ = nullptr;
+    p.timer = nullptr;
   }
 
   IoThread server_thread_;
@@ -438,9 +453,8 @@ class SyncRig {
   sync::SyncServer server_;
   std::string address_;
   bool started_ = false;
-  bool stopping_ = false;                    // client thread only
-  asio::steady_timer* ticker_ = nullptr;     // client thread only
-  std::atomic<int64_t> max_stall_us_{0};
+  Probe client_probe_{client_thread_};
+  Probe server_probe_{server_thread_};
 };
 
 std::string Describe(const checkpb::ReplicaCheck& c) {
@@ -719,6 +733,8 @@ absl::Status ReplicaByCatchUp(const SlotPaths& master, const SlotPaths& replica,
   Line(absl::StrCat("gen: ", what, " replica by SyncClient catch-up (kCatchUp)"),
        absl::StrFormat("%.1f s (%d snapshot, %d records, %d bodies sent)", out.seconds,
                        out.stats.snapshots, out.stats.records, out.stats.bodies_sent));
+  Line(absl::StrCat("gen: ", what, " catch-up: longest stall of the master's / replica's io thread"),
+       absl::StrFormat("%.3f s / %.3f s", out.max_stall, out.max_server_stall));
   return absl::OkStatus();
 }
 
@@ -941,8 +957,8 @@ absl::Status PartsAB(const std::string& base, bool part_a, bool part_b, bool par
          absl::StrFormat("%.3f s: %s repaired=%d clean_after_repair=%d", rep.seconds,
                          rep.status.ok() ? "ok" : rep.status.ToString(), rep.result.repaired(),
                          rep.result.clean_after_repair()));
-    Line("b. --repair check: longest stall of the client's io thread",
-         absl::StrFormat("%.3f s", rep.max_stall));
+    Line("b. --repair check: longest stall of the client's / server's io thread",
+         absl::StrFormat("%.3f s / %.3f s", rep.max_stall, rep.max_server_stall));
     Series after = series(false, 1, same);
     Line("b. fast check after the repair",
          absl::StrFormat("%.3f s: %s", after.times[0], after.last));
@@ -1035,7 +1051,11 @@ int Main(int argc, char** argv) {
   std::vector<std::string> args(argv, argv + argc);
   Line("command", absl::StrJoin(args, " "));
   Line("load average at start (/proc/loadavg)", LoadAverage());
-  const std::string base = absl::GetFlag(FLAGS_dir);
+  std::string base = absl::GetFlag(FLAGS_dir);
+  if (base.empty()) {
+    const char* tmp = getenv("TMPDIR");
+    base = absl::StrCat(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp", "/mailrepl-check-bench");
+  }
   const std::string parts = absl::GetFlag(FLAGS_parts);
   bool a = false, b = false, c = false, d = false;
   for (absl::string_view p : absl::StrSplit(parts, ',')) {

@@ -8,6 +8,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "replicad/work_pool.h"
 #include "store/mailbox_name.h"
 #include "store/verify.h"
 #include "store/types.h"
@@ -153,11 +154,20 @@ absl::Status ValidateRequest(const apipb::Request& r) {
 }
 
 ApiService::ApiService(Slot& slot, ApiServiceOptions options)
-    : slot_(slot),
-      options_(std::move(options)),
-      pool_(std::make_unique<asio::thread_pool>(std::max(1, options_.threads))) {}
+    : slot_(slot), options_(std::move(options)), work_(options_.work) {
+  if (work_ == nullptr) {
+    own_pool_ = std::make_unique<replicad::HostPool>(std::max(1, options_.threads));
+    own_work_ = std::make_unique<replicad::WorkGate>(own_pool_->executor(), options_.threads);
+    work_ = own_work_.get();
+  }
+}
 
-ApiService::~ApiService() { pool_->join(); }
+ApiService::~ApiService() {
+  if (own_pool_) {
+    own_work_->Close();
+    own_pool_.reset();  // joins
+  }
+}
 
 ApiServiceStats ApiService::stats() const {
   return {reads_.load(), writes_.load(), refused_writes_.load(), errors_.load()};
@@ -177,12 +187,10 @@ awaitable<absl::StatusOr<apipb::Response>> ApiService::CheckStore(apipb::Request
   }
   if (params.deep()) {
     // The master's own damage: bodies against their GUIDs, index against log.
-    auto work = [this, rate = params.max_bytes_per_second()]()
-        -> awaitable<absl::StatusOr<VerifyReport>> {
-      co_return VerifySlot(slot_, {.max_bytes_per_second = rate});
+    auto work = [this, rate = params.max_bytes_per_second()] {
+      return VerifySlot(slot_, {.max_bytes_per_second = rate});
     };
-    awaitable<absl::StatusOr<VerifyReport>> done =
-        asio::co_spawn(*pool_, std::move(work), use_awaitable);
+    awaitable<absl::StatusOr<VerifyReport>> done = work_->Run(std::move(work));
     absl::StatusOr<VerifyReport> mine = co_await std::move(done);
     if (!mine.ok()) {
       check->add_master_problems(absl::StrCat("verify could not run: ", mine.status().message()));
@@ -236,38 +244,34 @@ awaitable<absl::StatusOr<apipb::Response>> ApiService::Call(apipb::Request reque
     // numbers are filled in on the pool.
     apipb::Response response;
     if (options_.slot_state) *response.mutable_slot() = options_.slot_state();
-    auto work = [this, state = std::move(response)]() mutable
-        -> awaitable<absl::StatusOr<apipb::Response>> {
-      apipb::SlotState* slot = state.mutable_slot();
+    auto work = [this, &response]() -> absl::StatusOr<apipb::Response> {
+      apipb::SlotState* slot = response.mutable_slot();
       slot->set_store_id(slot_.identity().store_id);
       slot->set_slot_id(slot_.identity().slot_id);
       slot->set_last_lsn(slot_.last_lsn());
       ++reads_;
-      co_return std::move(state);
+      return std::move(response);
     };
-    awaitable<absl::StatusOr<apipb::Response>> done =
-        asio::co_spawn(*pool_, std::move(work), use_awaitable);
+    awaitable<absl::StatusOr<apipb::Response>> done = work_->Run(std::move(work));
     co_return co_await std::move(done);
   }
   // The slot blocks (fsync): run it on the pool and resume here after. The
   // work is a named local: GCC 12 destroys lambda temporaries of a co_await
   // expression twice (GCC bug 99576).
-  auto work = [this, &request]() -> awaitable<absl::StatusOr<apipb::Response>> {
-    co_return Execute(request);
-  };
-  awaitable<absl::StatusOr<apipb::Response>> done =
-      asio::co_spawn(*pool_, std::move(work), use_awaitable);
+  auto work = [this, &request] { return Execute(request); };
+  awaitable<absl::StatusOr<apipb::Response>> done = work_->Run(std::move(work));
   co_return co_await std::move(done);
 }
 
 awaitable<void> ApiService::DrainWrites() {
-  auto work = [this]() -> awaitable<void> {
-    std::unique_lock<std::mutex> lock(gate_mu_);
+  // A wait, not slot work: on the pool, outside the slot's WorkGate (the
+  // writes it waits for hold places there).
+  auto work = [this] {
+    MutexLock lock(gate_mu_);
     const uint64_t target = next_ticket_;
-    gate_cv_.wait(lock, [&] { return in_flight_.empty() || *in_flight_.begin() >= target; });
-    co_return;
+    while (!in_flight_.empty() && *in_flight_.begin() < target) gate_cv_.Wait(lock);
   };
-  awaitable<void> done = asio::co_spawn(*pool_, std::move(work), use_awaitable);
+  awaitable<void> done = Offload(work_->pool(), std::move(work));
   co_await std::move(done);
 }
 
@@ -281,7 +285,7 @@ absl::StatusOr<apipb::Response> ApiService::Execute(const apipb::Request& reques
 absl::StatusOr<apipb::Response> ApiService::ExecuteWrite(const apipb::Request& r) {
   uint64_t ticket = 0;
   {
-    std::lock_guard<std::mutex> lock(gate_mu_);
+    MutexLock lock(gate_mu_);
     ticket = next_ticket_++;
     in_flight_.insert(ticket);
   }
@@ -290,10 +294,10 @@ absl::StatusOr<apipb::Response> ApiService::ExecuteWrite(const apipb::Request& r
     uint64_t ticket;
     ~Release() {
       {
-        std::lock_guard<std::mutex> lock(self->gate_mu_);
+        MutexLock lock(self->gate_mu_);
         self->in_flight_.erase(ticket);
       }
-      self->gate_cv_.notify_all();
+      self->gate_cv_.SignalAll();
     }
   } release{this, ticket};
 

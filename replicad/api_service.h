@@ -16,9 +16,10 @@
 // slot's code and message unchanged. Response.lsn is slot.last_lsn() after
 // a successful write. GUIDs are 40 lower-case hex digits.
 //
-// Every slot call blocks (a write waits for its fsync), so it runs on the
-// service's thread pool; the coroutine resumes on the caller's executor
-// (the RpcServer's io thread).
+// Every slot call blocks (a write waits for its fsync), so it runs on a
+// worker (options.work: replicad's host pool through the slot's WorkGate;
+// else a pool of `threads` of the service's own); the coroutine resumes on
+// the caller's executor (the RpcServer's io thread), which never blocks.
 //
 // One writer: a write is "in flight" from just before its check_write to
 // the end of its slot call. After replicad fences the slot
@@ -40,27 +41,36 @@
 #define MAILREPL_REPLICAD_API_SERVICE_H_
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <set>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/base/thread_annotations.h"
 #include "asio.hpp"
+#include "common/mutex.h"
 #include "proto/api.pb.h"
 #include "rpc/rpc_server.h"
 #include "store/slot.h"
 
+namespace mailrepl::replicad {
+class HostPool;
+class WorkGate;
+}  // namespace mailrepl::replicad
+
 namespace mailrepl::api {
 
 struct ApiServiceOptions {
-  // Slot calls in flight at once; each blocks a thread (a write for about
+  // Without `work`: slot calls in flight at once, on a pool of this many
+  // threads of the service's own; each blocks a thread (a write for about
   // one fsync; appends from many clients share fsyncs).
   int threads = 8;
+  // Where the slot calls run (replicad: the host pool, bounded per slot).
+  // Must outlive the service. Unset: a pool of `threads` of its own.
+  replicad::WorkGate* work = nullptr;
   // OK iff this slot is the unfenced master at exactly `epoch`; otherwise
   // the refusal (kFailedPrecondition or kUnavailable) whose message names
   // the current epoch and master. Unset: every write is refused.
@@ -92,7 +102,7 @@ class ApiService {
  public:
   // slot must outlive the service.
   ApiService(Slot& slot, ApiServiceOptions options);
-  // Waits for slot calls still running on the pool.
+  // With a pool of its own: waits for slot calls still running on it.
   ~ApiService();
   ApiService(const ApiService&) = delete;
   ApiService& operator=(const ApiService&) = delete;
@@ -123,13 +133,15 @@ class ApiService {
 
   Slot& slot_;
   ApiServiceOptions options_;
-  std::unique_ptr<asio::thread_pool> pool_;
+  std::unique_ptr<replicad::HostPool> own_pool_;  // without options.work
+  std::unique_ptr<replicad::WorkGate> own_work_;
+  replicad::WorkGate* work_;
   // Writes in flight, by ticket (taken in order); DrainWrites() waits for
   // the tickets taken before it was called.
-  std::mutex gate_mu_;
-  std::condition_variable gate_cv_;
-  uint64_t next_ticket_ = 0;
-  std::set<uint64_t> in_flight_;
+  Mutex gate_mu_;
+  CondVar gate_cv_;
+  uint64_t next_ticket_ ABSL_GUARDED_BY(gate_mu_) = 0;
+  std::set<uint64_t> in_flight_ ABSL_GUARDED_BY(gate_mu_);
   std::atomic<uint64_t> reads_{0};
   std::atomic<uint64_t> writes_{0};
   std::atomic<uint64_t> refused_writes_{0};

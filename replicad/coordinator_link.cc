@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/log_exceptions.h"
 #include "rpc/rpc_client.h"
 
 namespace mailrepl::replicad {
@@ -39,7 +40,7 @@ void CoordinatorLink::ReportNow() {
     return;
   }
   reporting_ = true;
-  asio::co_spawn(io_, Report(), asio::detached);
+  asio::co_spawn(io_, Report(), LogExceptions("coordinator status report"));
 }
 
 awaitable<void> CoordinatorLink::Report() {

@@ -12,24 +12,30 @@
 #include "absl/time/clock.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "replicad/work_pool.h"
 
 extern char** environ;
 
 namespace mailrepl::replicad {
 
-Hooks::Hooks(std::string promote, std::string demote, absl::Duration timeout)
-    : promote_(std::move(promote)),
-      demote_(std::move(demote)),
-      timeout_(timeout),
-      pool_(std::make_unique<asio::thread_pool>(1)) {}
+Hooks::Hooks(std::string promote, std::string demote, absl::Duration timeout,
+             std::optional<asio::any_io_executor> pool)
+    : promote_(std::move(promote)), demote_(std::move(demote)), timeout_(timeout) {
+  if (!pool) {
+    own_pool_ = std::make_unique<HostPool>(1);
+    pool = own_pool_->executor();
+  }
+  serial_ = std::make_unique<WorkGate>(*pool, 1);
+}
 
-Hooks::~Hooks() { pool_->join(); }
+Hooks::~Hooks() {
+  serial_->Close();
+  own_pool_.reset();  // joins
+}
 
 asio::awaitable<absl::Status> Hooks::Run(HookEvent event) {
-  auto work = [this, event = std::move(event)]() -> asio::awaitable<absl::Status> {
-    co_return RunBlocking(event);
-  };
-  asio::awaitable<absl::Status> done = asio::co_spawn(*pool_, std::move(work), asio::use_awaitable);
+  auto work = [this, &event] { return RunBlocking(event); };
+  asio::awaitable<absl::Status> done = serial_->Run(std::move(work));
   co_return co_await std::move(done);
 }
 

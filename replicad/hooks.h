@@ -15,13 +15,15 @@
 // A demote hook that fails aborts the planned failover that fenced the
 // slot (SlotStatus.fence_error); a failing promote hook is logged.
 //
-// Thread-safe: Run() may be awaited from any executor; the child runs on
-// the hooks' own thread.
+// Thread-safe: Run() may be awaited from any executor; the child runs on a
+// worker of the host's pool (or a thread of the hooks' own), one hook at a
+// time in the order asked, as on the single thread hooks had before.
 #ifndef MAILREPL_REPLICAD_HOOKS_H_
 #define MAILREPL_REPLICAD_HOOKS_H_
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -29,6 +31,9 @@
 #include "asio.hpp"
 
 namespace mailrepl::replicad {
+
+class HostPool;
+class WorkGate;
 
 struct HookEvent {
   std::string event;  // "promote" or "demote"
@@ -40,7 +45,10 @@ struct HookEvent {
 
 class Hooks {
  public:
-  Hooks(std::string promote, std::string demote, absl::Duration timeout = absl::Seconds(30));
+  // pool: where the hooks run (replicad: the host pool); unset: a thread
+  // of their own.
+  Hooks(std::string promote, std::string demote, absl::Duration timeout = absl::Seconds(30),
+        std::optional<asio::any_io_executor> pool = std::nullopt);
   ~Hooks();
   Hooks(const Hooks&) = delete;
   Hooks& operator=(const Hooks&) = delete;
@@ -54,7 +62,8 @@ class Hooks {
   const std::string promote_;
   const std::string demote_;
   const absl::Duration timeout_;
-  std::unique_ptr<asio::thread_pool> pool_;
+  std::unique_ptr<HostPool> own_pool_;  // without a pool given
+  std::unique_ptr<WorkGate> serial_;    // one hook at a time, in order
 };
 
 }  // namespace mailrepl::replicad

@@ -1,11 +1,10 @@
 #include "replicad/lmtp_server.h"
 
-#include "transport/net.h"
-
 #include <array>
 #include <chrono>
 #include <exception>
-#include <set>
+#include <memory>
+#include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
@@ -14,6 +13,7 @@
 #include "asio/experimental/awaitable_operators.hpp"
 #include "common/log.h"
 #include "replicad/lmtp_parser.h"
+#include "transport/server.h"
 
 namespace mailrepl::lmtp {
 
@@ -34,33 +34,21 @@ class LmtpServer::Impl {
  public:
   class Session;
 
-  Impl(asio::io_context& io, LmtpBackend& backend, LmtpServerOptions options)
-      : io_(io), backend_(backend), options_(std::move(options)), acceptor_(io), drained_(io) {
-    drained_.expires_at(std::chrono::steady_clock::time_point::max());
-  }
+  Impl(asio::io_context& io, LmtpBackend& backend, LmtpServerOptions options);
 
-  absl::Status Listen();
-  awaitable<void> Run();
-  void Stop();
-  void Ended(const std::shared_ptr<Session>& session);
-
-  asio::io_context& io_;
   LmtpBackend& backend_;
   const LmtpServerOptions options_;
-  tcp::acceptor acceptor_;
-  asio::steady_timer drained_;  // cancelled when the last session ends
-  std::set<std::shared_ptr<Session>> sessions_;
-  bool stopping_ = false;
-  LmtpServerStats stats_;
+  transport::Server<Session> listener_;
+  LmtpServerStats stats_;  // the delivery counters; LmtpServer::stats() adds the server's
 };
 
 // One connection: reads, runs the parser's events, writes the replies.
 class LmtpServer::Impl::Session {
  public:
-  Session(Impl& server, tcp::socket socket)
+  Session(Impl& server, tcp::socket socket, std::string peer)
       : server_(server),
         socket_(std::move(socket)),
-        peer_(transport::PeerAddress(socket_)),
+        peer_(std::move(peer)),
         read_timer_(socket_.get_executor()),
         write_timer_(socket_.get_executor()),
         parser_({.max_message_bytes = server.options_.max_message_bytes,
@@ -184,7 +172,7 @@ awaitable<void> LmtpServer::Impl::Session::Run() {
     LmtpEvent event;
     while (open && parser_.Next(&event)) open = co_await Handle(event);
     if (!open || !co_await Flush()) break;
-    if (server_.stopping_) {
+    if (server_.listener_.stopping()) {
       Queue({421, "4.3.2", "shutting down, try again later"});
       co_await Flush();
       break;
@@ -195,7 +183,7 @@ awaitable<void> LmtpServer::Impl::Session::Run() {
         socket_.async_read_some(asio::buffer(buf_), asio::redirect_error(use_awaitable, read_ec)) ||
         read_timer_.async_wait(asio::redirect_error(use_awaitable, timer_ec)));
     if (result.index() == 1) {
-      if (server_.stopping_) continue;  // the 421 above
+      if (server_.listener_.stopping()) continue;  // the 421 above
       ++server_.stats_.idle_timeouts;
       Queue({421, "4.4.2", "idle timeout, closing the connection"});
       co_await Flush();
@@ -209,76 +197,46 @@ awaitable<void> LmtpServer::Impl::Session::Run() {
   socket_.close(ec);
 }
 
-absl::Status LmtpServer::Impl::Listen() {
-  return transport::ListenOn(acceptor_, options_.listen, options_.free_bind);
-}
-
-awaitable<void> LmtpServer::Impl::Run() {
-  while (!stopping_) {
-    asio::error_code ec;
-    tcp::socket socket = co_await acceptor_.async_accept(asio::redirect_error(use_awaitable, ec));
-    if (stopping_) break;
-    if (ec) {
-      // Out of descriptors, say: do not spin.
-      LogLine(Severity::kWarning, "lmtp accept failed", Kv("error", ec.message()));
-      asio::steady_timer pause(io_, std::chrono::milliseconds(100));
-      co_await pause.async_wait(asio::redirect_error(use_awaitable, ec));
-      continue;
-    }
-    if (sessions_.size() >= options_.max_connections) {
-      ++stats_.connections_refused;
-      const std::string busy = FormatReply({421, "4.3.2", "too many connections, try again later"});
-      socket.non_blocking(true, ec);
-      socket.write_some(asio::buffer(busy), ec);  // best effort: never blocks
-      socket.close(ec);
-      continue;
-    }
-    auto session = std::make_shared<Session>(*this, std::move(socket));
-    sessions_.insert(session);
-    ++stats_.connections_accepted;
-    ++stats_.connections_open;
-    asio::co_spawn(
-        io_, [session]() -> awaitable<void> { co_await session->Run(); },
-        [this, session](std::exception_ptr e) {
-          if (e) {
-            try {
-              std::rethrow_exception(e);
-            } catch (const std::exception& x) {
-              LogLine(Severity::kError, "lmtp session failed", Kv("error", x.what()));
-            }
-          }
-          Ended(session);
-        });
-  }
-  while (!sessions_.empty()) {
-    asio::error_code ec;
-    co_await drained_.async_wait(asio::redirect_error(use_awaitable, ec));
-  }
-}
-
-void LmtpServer::Impl::Ended(const std::shared_ptr<Session>& session) {
-  sessions_.erase(session);
-  --stats_.connections_open;
-  if (sessions_.empty()) drained_.cancel();
-}
-
-void LmtpServer::Impl::Stop() {
-  stopping_ = true;
-  asio::error_code ec;
-  acceptor_.close(ec);
-  for (const auto& s : sessions_) s->Wake();
-}
+LmtpServer::Impl::Impl(asio::io_context& io, LmtpBackend& backend, LmtpServerOptions options)
+    : backend_(backend),
+      options_(std::move(options)),
+      listener_(io,
+                {.name = "lmtp",
+                 .listen = options_.listen,
+                 .free_bind = options_.free_bind,
+                 .max_connections = options_.max_connections,
+                 .refuse =
+                     [](tcp::socket& socket) {
+                       const std::string busy =
+                           FormatReply({421, "4.3.2", "too many connections, try again later"});
+                       asio::error_code ec;
+                       socket.write_some(asio::buffer(busy), ec);  // non-blocking: best effort
+                     }},
+                [this](tcp::socket socket, std::string peer) {
+                  return std::make_shared<Session>(*this, std::move(socket), std::move(peer));
+                },
+                [](std::shared_ptr<Session> session) -> awaitable<void> {
+                  co_await session->Run();
+                }) {}
 
 LmtpServer::LmtpServer(asio::io_context& io, LmtpBackend& backend, LmtpServerOptions options)
     : impl_(std::make_unique<Impl>(io, backend, std::move(options))) {}
 LmtpServer::~LmtpServer() = default;
-absl::Status LmtpServer::Listen() { return impl_->Listen(); }
-uint16_t LmtpServer::port() const {
-  asio::error_code ec;
-  return impl_->acceptor_.local_endpoint(ec).port();
+absl::Status LmtpServer::Listen() { return impl_->listener_.Listen(); }
+uint16_t LmtpServer::port() const { return impl_->listener_.port(); }
+awaitable<void> LmtpServer::Run() { return impl_->listener_.Run(); }
+void LmtpServer::Stop() {
+  impl_->listener_.Stop([](Impl::Session& session) { session.Wake(); });
 }
-awaitable<void> LmtpServer::Run() { return impl_->Run(); }
-void LmtpServer::Stop() { impl_->Stop(); }
-LmtpServerStats LmtpServer::stats() const { return impl_->stats_; }
+LmtpServerStats LmtpServer::stats() const {
+  LmtpServerStats s = impl_->stats_;
+  const transport::ServerStats& st = impl_->listener_.stats();
+  s.connections_accepted = st.accepted;
+  s.connections_open = st.open;
+  s.connections_refused = st.refused;
+  s.accept_errors = st.accept_errors;
+  s.session_failures = st.session_failures;
+  return s;
+}
 
 }  // namespace mailrepl::lmtp

@@ -22,7 +22,7 @@
 //   SlotBackend backend(slot, {});
 //   LmtpServer server(io, backend, {.listen = "127.0.0.1:24"});
 //   RETURN_IF_ERROR(server.Listen());
-//   asio::co_spawn(io, server.Run(), asio::detached);
+//   asio::co_spawn(io, server.Run(), LogExceptions("lmtp server"));
 //   io.run();
 #ifndef MAILREPL_REPLICAD_LMTP_SERVER_H_
 #define MAILREPL_REPLICAD_LMTP_SERVER_H_
@@ -49,7 +49,8 @@ struct LmtpServerOptions {
   uint64_t max_message_bytes = 50ull << 20;  // as received, before Return-Path is added
   absl::Duration idle_timeout = absl::Minutes(5);  // per command, and per read of a message
   size_t max_recipients = 1000;
-  // Connections beyond this get "421 4.3.2" and are closed at once.
+  // Connections beyond this get "421 4.3.2" and are closed at once
+  // (transport::Server's refuse).
   size_t max_connections = 1000;
 };
 
@@ -62,6 +63,8 @@ struct LmtpServerStats {
   uint64_t recipients_refused = 0;    // 4xx/5xx replies after DATA (oversized included)
   uint64_t idle_timeouts = 0;
   uint64_t connections_refused = 0;  // over max_connections
+  uint64_t accept_errors = 0;        // failed accepts (out of descriptors...)
+  uint64_t session_failures = 0;     // connections ended by an exception (logged)
 };
 
 class LmtpServer {
@@ -78,7 +81,7 @@ class LmtpServer {
   // The bound port (after Listen), useful with port 0.
   uint16_t port() const;
   // Accepts connections until Stop(), then returns once every connection
-  // has ended. REQUIRES: Listen() succeeded.
+  // has ended (at once, with a log line, if Listen() did not succeed).
   asio::awaitable<void> Run();
   // Stops accepting and winds the connections down (see the file comment).
   void Stop();

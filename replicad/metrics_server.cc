@@ -6,13 +6,13 @@
 #include <utility>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "common/log.h"
-#include "transport/net.h"
 #include "replicad/metrics_text.h"
 
 namespace mailrepl::metrics {
@@ -143,54 +143,46 @@ struct MetricsServer::Response {
 
 MetricsServer::MetricsServer(asio::io_context& io, MetricsServerOptions options,
                              MetricsCallback metrics, HealthCallback health)
-    : io_(io),
-      options_(std::move(options)),
+    : options_(std::move(options)),
       metrics_(std::move(metrics)),
       health_(std::move(health)),
-      acceptor_(io) {}
+      server_(io,
+              {.name = "metrics",
+               .listen = options_.listen,
+               .max_connections = options_.max_connections,
+               // Closed at once, without a word: a scraper retries.
+               .refuse = [](asio::ip::tcp::socket&) {}},
+              [](asio::ip::tcp::socket socket, std::string peer) {
+                auto conn = std::make_shared<Connection>(std::move(socket));
+                conn->peer = std::move(peer);
+                return conn;
+              },
+              [this](std::shared_ptr<Connection> conn) { return Session(std::move(conn)); }) {}
 
 MetricsServer::~MetricsServer() = default;
 
-absl::Status MetricsServer::Listen() { return transport::ListenOn(acceptor_, options_.listen); }
+absl::Status MetricsServer::Listen() { return server_.Listen(); }
 
-uint16_t MetricsServer::port() const {
-  asio::error_code ec;
-  return acceptor_.local_endpoint(ec).port();
-}
+uint16_t MetricsServer::port() const { return server_.port(); }
+
+awaitable<void> MetricsServer::Run() { return server_.Run(); }
 
 void MetricsServer::Stop() {
-  stopping_ = true;
-  asio::error_code ec;
-  acceptor_.close(ec);
-  for (const auto& conn : connections_) {
-    conn->deadline.cancel();
-    conn->socket.close(ec);
-  }
+  server_.Stop([](Connection& conn) {
+    asio::error_code ec;
+    conn.deadline.cancel();
+    conn.socket.close(ec);
+  });
 }
 
-awaitable<void> MetricsServer::Run() {
-  while (!stopping_) {
-    asio::error_code ec;
-    asio::ip::tcp::socket socket =
-        co_await acceptor_.async_accept(asio::redirect_error(use_awaitable, ec));
-    if (stopping_) break;
-    if (ec) {
-      // Out of descriptors, say: back off instead of spinning.
-      asio::steady_timer pause(io_, std::chrono::milliseconds(100));
-      co_await pause.async_wait(asio::redirect_error(use_awaitable, ec));
-      continue;
-    }
-    ++stats_.connections;
-    if (connections_.size() >= options_.max_connections) {
-      ++stats_.rejected;
-      socket.close(ec);
-      continue;
-    }
-    auto conn = std::make_shared<Connection>(std::move(socket));
-    conn->peer = transport::PeerAddress(conn->socket);
-    connections_.insert(conn);
-    asio::co_spawn(io_, Session(conn), asio::detached);
-  }
+MetricsServerStats MetricsServer::stats() const {
+  MetricsServerStats s = stats_;
+  const transport::ServerStats& st = server_.stats();
+  s.connections = st.accepted + st.refused;
+  s.rejected = st.refused;
+  s.accept_errors = st.accept_errors;
+  s.session_failures = st.session_failures;
+  return s;
 }
 
 // Closes the socket when the timer expires (a later Arm() or the end of the
@@ -239,7 +231,7 @@ awaitable<void> MetricsServer::Session(std::shared_ptr<Connection> conn) {
   size_t head_end = std::string::npos;
   asio::error_code ec;
   // Read until the empty line that ends the head, or one byte past the limit.
-  while (!stopping_) {
+  while (!server_.stopping()) {
     char chunk[2048];
     const size_t room = kMaxHttpRequestBytes + 1 - data.size();
     const size_t n = co_await conn->socket.async_read_some(
@@ -251,7 +243,7 @@ awaitable<void> MetricsServer::Session(std::shared_ptr<Connection> conn) {
   }
 
   std::optional<Response> response;
-  if (stopping_) {
+  if (server_.stopping()) {
     // Closed by Stop().
   } else if (head_end != std::string::npos && head_end <= kMaxHttpRequestBytes) {
     response = Answer(data.substr(0, head_end));
@@ -287,7 +279,7 @@ awaitable<void> MetricsServer::Session(std::shared_ptr<Connection> conn) {
       conn->socket.shutdown(asio::ip::tcp::socket::shutdown_send, ec);
       Arm(conn, kLingerTimeout);
       size_t drained = 0;
-      while (!ec && !stopping_ && drained < kLingerBytes) {
+      while (!ec && !server_.stopping() && drained < kLingerBytes) {
         char chunk[2048];
         drained += co_await conn->socket.async_read_some(
             asio::buffer(chunk), asio::redirect_error(use_awaitable, ec));
@@ -296,7 +288,6 @@ awaitable<void> MetricsServer::Session(std::shared_ptr<Connection> conn) {
   }
   conn->deadline.cancel();
   conn->socket.close(ec);
-  connections_.erase(conn);
 }
 
 }  // namespace mailrepl::metrics

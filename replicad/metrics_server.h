@@ -11,20 +11,20 @@
 // Every response closes the connection (Connection: close). The whole
 // request head must arrive within read_timeout, so a silent or slow client
 // cannot hold a connection; connections over max_connections are closed
-// at once. A query string is ignored ("/metrics?x" is "/metrics").
+// at once (transport::Server with a silent refusal). A query string is ignored ("/metrics?x" is "/metrics").
 //
 // Thread-compatible: construct, Listen(), Run() and Stop() on the thread
 // running the io_context; the callbacks run there too, once per request, so
 // they must not block (read counters and cached state). Destroy the server
-// only after Run() and its connections ended (Stop(), then let the
-// io_context run until idle).
+// only after Run() has returned: it does once Stop() was called and every
+// connection has ended.
 //
 // Example:
 //   MetricsServer server(io, {.listen = "127.0.0.1:9100"},
 //                        [&] { return CollectMetrics().Text(); },
 //                        [&] { return HealthReport{.ok = true, .text = "ok\n"}; });
 //   RETURN_IF_ERROR(server.Listen());
-//   asio::co_spawn(io, server.Run(), asio::detached);
+//   asio::co_spawn(io, server.Run(), LogExceptions("metrics server"));
 #ifndef MAILREPL_REPLICAD_METRICS_SERVER_H_
 #define MAILREPL_REPLICAD_METRICS_SERVER_H_
 
@@ -32,12 +32,12 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <set>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "asio.hpp"
+#include "transport/server.h"
 
 namespace mailrepl::metrics {
 
@@ -69,6 +69,8 @@ struct MetricsServerStats {
   uint64_t bad_requests = 0;  // 400 responses
   uint64_t timeouts = 0;      // closed because the request did not arrive in time
   uint64_t rejected = 0;      // closed at once: over max_connections
+  uint64_t accept_errors = 0;  // failed accepts (out of descriptors...)
+  uint64_t session_failures = 0;  // connections ended by an exception (logged)
 };
 
 class MetricsServer {
@@ -82,11 +84,12 @@ class MetricsServer {
   // kInvalidArgument for a bad address, kUnavailable when it cannot bind.
   absl::Status Listen();
   uint16_t port() const;  // after Listen()
-  // Accepts connections until Stop().
+  // Accepts connections until Stop(), then returns once every connection
+  // has ended.
   asio::awaitable<void> Run();
   // Stops accepting and closes every open connection.
   void Stop();
-  const MetricsServerStats& stats() const { return stats_; }
+  MetricsServerStats stats() const;
 
  private:
   struct Connection;
@@ -95,14 +98,11 @@ class MetricsServer {
   Response Answer(const std::string& head);
   void Arm(const std::shared_ptr<Connection>& conn, absl::Duration timeout);
 
-  asio::io_context& io_;
   MetricsServerOptions options_;
   MetricsCallback metrics_;
   HealthCallback health_;
-  asio::ip::tcp::acceptor acceptor_;
-  std::set<std::shared_ptr<Connection>> connections_;
-  MetricsServerStats stats_;
-  bool stopping_ = false;
+  transport::Server<Connection> server_;
+  MetricsServerStats stats_;  // the request counters; stats() adds the server's
 };
 
 }  // namespace mailrepl::metrics

@@ -3,8 +3,9 @@
 #include "absl/strings/str_cat.h"
 #include "common/clock.h"
 #include "common/file_util.h"
-#include "common/status_macros.h"
 #include "common/log.h"
+#include "common/log_exceptions.h"
+#include "common/status_macros.h"
 #include "replicad/coordinator_link.h"
 #include "replicad/metrics_server.h"
 #include "replicad/metrics_text.h"
@@ -21,16 +22,26 @@ Replicad::Replicad(asio::io_context& io, configpb::ReplicadConfig config, std::s
     : io_(io),
       config_(std::move(config)),
       secret_(std::move(secret)),
-      hooks_(std::make_unique<Hooks>(config_.promote_hook(), config_.demote_hook(),
-                                     absl::Milliseconds(config_.hook_timeout_ms() > 0
-                                                            ? config_.hook_timeout_ms()
-                                                            : 30000))) {
+      pool_(std::make_unique<HostPool>(HostPool::DefaultThreads())),
+      role_cache_work_(std::make_unique<WorkGate>(pool_->executor(), 1)),
+      hooks_(std::make_unique<Hooks>(
+          config_.promote_hook(), config_.demote_hook(),
+          absl::Milliseconds(config_.hook_timeout_ms() > 0 ? config_.hook_timeout_ms() : 30000),
+          pool_->executor())) {
+  // Each slot may hold up to lmtp_threads workers (its deliveries, API
+  // calls and role changes together), but never more than half the pool,
+  // so that one slot with a stalled disk leaves the others the rest.
+  const int per_slot =
+      std::max(2, std::min(static_cast<int>(config_.lmtp_threads()), pool_->threads() / 2));
+  LogLine(Severity::kInfo, "worker pool",
+          Kv("threads", pool_->threads()) + Kv("per_slot", per_slot));
   for (const configpb::SlotConfig& s : config_.slot()) {
     slots_[s.slot_id()] = std::make_unique<SlotHost>(
         io_, s,
         SlotHostOptions{.secret = secret_,
-                        .lmtp_threads = static_cast<int>(config_.lmtp_threads()),
                         .sync_timeout = absl::Milliseconds(config_.sync_timeout_ms()),
+                        .pool = pool_.get(),
+                        .max_workers = per_slot,
                         .directory = [this](const std::string& user, uint64_t store) {
                           return Directory(user, store);
                         },
@@ -65,6 +76,9 @@ Replicad::~Replicad() {
   metrics_.reset();
   link_.reset();
   slots_.clear();
+  role_cache_work_->Close();
+  hooks_.reset();
+  pool_.reset();  // joins
 }
 
 absl::Status Replicad::Start() {
@@ -93,7 +107,7 @@ absl::Status Replicad::Start() {
           return r;
         });
     RETURN_IF_ERROR(metrics_->Listen());
-    asio::co_spawn(io_, metrics_->Run(), asio::detached);
+    asio::co_spawn(io_, metrics_->Run(), LogExceptions("metrics server"));
   }
   coordpb::RegisterHost reg;
   reg.set_host(config_.host());
@@ -127,7 +141,10 @@ absl::Status Replicad::Start() {
                    }});
   if (known_.lease_ms() > 0) link_->set_poll(absl::Milliseconds(known_.lease_ms() / 3));
   link_done_ = false;
-  asio::co_spawn(io_, link_->Run(), [this](std::exception_ptr) { link_done_ = true; });
+  asio::co_spawn(io_, link_->Run(), [this](std::exception_ptr e) {
+    LogExceptions("coordinator link")(e);
+    link_done_ = true;
+  });
   LogLine(Severity::kInfo, "replicad started",
           Kv("host", config_.host()) + Kv("slots", config_.slot_size()) +
               Kv("metrics", config_.metrics_listen()));
@@ -137,7 +154,7 @@ absl::Status Replicad::Start() {
 void Replicad::ApplyAssignments(const coordpb::Assignments& a) {
   if (stopping_) return;
   if (a.users_included()) {
-    std::lock_guard<std::mutex> lock(directory_mu_);
+    MutexLock lock(directory_mu_);
     directory_.clear();
     for (const coordpb::UserEntry& u : a.users()) directory_[u.user()] = u.store_id();
     directory_known_ = true;
@@ -172,14 +189,30 @@ void Replicad::SaveRoleCache() {
   configpb::RoleCache cache;
   *cache.mutable_assignments() = known_;
   cache.set_saved_ms(absl::ToUnixMillis(absl::Now()));
-  absl::Status saved = WriteFileAtomically(RoleCachePath(config_), cache.SerializeAsString());
+  {
+    MutexLock l(role_cache_mu_);
+    role_cache_next_ = cache.SerializeAsString();
+  }
+  // One write at a time (a gate of one); each writes the latest cache, so
+  // the file ends with the last one saved.
+  role_cache_work_->Post([this] { WriteRoleCache(); });
+}
+
+void Replicad::WriteRoleCache() {
+  std::optional<std::string> bytes;
+  {
+    MutexLock l(role_cache_mu_);
+    bytes.swap(role_cache_next_);
+  }
+  if (!bytes) return;  // an earlier write took it
+  absl::Status saved = WriteFileAtomically(RoleCachePath(config_), *bytes);
   if (!saved.ok()) {
     LogLine(Severity::kWarning, "cannot save the role cache", Kv("error", saved.message()));
   }
 }
 
 std::optional<lmtp::LmtpReply> Replicad::Directory(const std::string& user, uint64_t store_id) {
-  std::lock_guard<std::mutex> lock(directory_mu_);
+  MutexLock lock(directory_mu_);
   if (!directory_known_) {
     return lmtp::LmtpReply{451, "4.3.0", "user directory not loaded yet; retry later"};
   }

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "asio.hpp"
+#include "common/io_thread.h"
 #include "common/log.h"
 #include "replicad/config.h"
 #include "replicad/replicad.h"
@@ -53,7 +54,7 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
   auto config = mailrepl::replicad::LoadReplicadConfig(config_path);
   if (!config.ok()) return Fail(std::string(config.status().message()));
-  auto secret = transport::LoadSecret(config->secret_file());
+  auto secret = mailrepl::transport::LoadSecret(config->secret_file());
   if (!secret.ok()) return Fail(std::string(secret.status().message()));
 
   asio::io_context io(1);
@@ -75,7 +76,12 @@ int main(int argc, char** argv) {
     daemon.Stop();
     wait_done();
   });
-  io.run();
+  {
+    // The io thread serves every slot and the coordinator link: nothing on
+    // it may block (common/io_thread.h; checked in debug builds).
+    mailrepl::IoThreadScope io_thread;
+    io.run();
+  }
   mailrepl::LogLine(mailrepl::Severity::kInfo, "replicad stopped", "");
   return 0;
 }

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "common/offload.h"
 #include "proto/api.pb.h"
 #include "rpc/rpc_client.h"
 
@@ -15,6 +16,14 @@ using asio::awaitable;
 namespace {
 
 constexpr absl::Duration kApiTimeout = absl::Seconds(30);
+
+// Runs fn (file I/O) on `blocking` when given, else here.
+template <typename Fn>
+awaitable<std::invoke_result_t<Fn&>> OnDisk(const std::optional<asio::any_io_executor>& blocking,
+                                            Fn fn) {
+  if (!blocking) co_return fn();
+  co_return co_await Offload(*blocking, std::move(fn));
+}
 
 // The master's client API.
 class ApiTarget : public SalvageTarget {
@@ -68,10 +77,11 @@ class ApiTarget : public SalvageTarget {
 
 }  // namespace
 
-awaitable<absl::StatusOr<salvagepb::SalvageProgress>> SalvageInto(const std::string& path,
-                                                                 const SalvageSet& set,
-                                                                 SalvageTarget& target) {
-  absl::StatusOr<salvagepb::SalvageProgress> read = ReadSalvageProgress(path);
+awaitable<absl::StatusOr<salvagepb::SalvageProgress>> SalvageInto(
+    const std::string& path, const SalvageSet& set, SalvageTarget& target,
+    std::optional<asio::any_io_executor> blocking) {
+  absl::StatusOr<salvagepb::SalvageProgress> read =
+      co_await OnDisk(blocking, [&] { return ReadSalvageProgress(path); });
   if (!read.ok()) co_return read.status();
   salvagepb::SalvageProgress progress = *read;
   // Per mailbox and GUID: how many entries were seen so far. The k-th entry
@@ -89,7 +99,7 @@ awaitable<absl::StatusOr<salvagepb::SalvageProgress>> SalvageInto(const std::str
       progress.set_already_there(progress.already_there() + 1);
     }
     progress.set_next(i + 1);
-    absl::Status w = WriteSalvageProgress(path, progress);
+    absl::Status w = co_await OnDisk(blocking, [&] { return WriteSalvageProgress(path, progress); });
     if (!w.ok()) co_return w;
   }
   co_return progress;
@@ -125,7 +135,8 @@ awaitable<void> Salvager::Pause(absl::Duration d) {
 
 awaitable<void> Salvager::Run() {
   while (!stopping_) {
-    absl::StatusOr<std::vector<std::string>> pending = PendingSalvageFiles(options_.dir);
+    absl::StatusOr<std::vector<std::string>> pending =
+        co_await OnDisk(options_.blocking, [&] { return PendingSalvageFiles(options_.dir); });
     if (!pending.ok()) {
       stats_.last_error = std::string(pending.status().message());
       co_await Pause(options_.retry);
@@ -160,7 +171,8 @@ awaitable<void> Salvager::Run() {
 
 awaitable<absl::Status> Salvager::SalvageFile(const std::string& path,
                                               const SalvageMaster& master) {
-  absl::StatusOr<SalvageSet> set = ReadSalvageFile(path);
+  absl::StatusOr<SalvageSet> set =
+      co_await OnDisk(options_.blocking, [&] { return ReadSalvageFile(path); });
   if (!set.ok()) co_return set.status();
   const salvagepb::SalvageHeader& h = set->header;
   if (h.store_id() != master.store_id) {
@@ -169,12 +181,14 @@ awaitable<absl::Status> Salvager::SalvageFile(const std::string& path,
         options_.slot_id, " is in store ", master.store_id,
         " now: append them to store ", h.store_id(), "'s master by hand, then delete the file"));
   }
-  absl::StatusOr<salvagepb::SalvageProgress> progress = ReadSalvageProgress(path);
+  absl::StatusOr<salvagepb::SalvageProgress> progress =
+      co_await OnDisk(options_.blocking, [&] { return ReadSalvageProgress(path); });
   if (!progress.ok()) co_return progress.status();
   if (!progress->recorded()) {
     if (progress->next() < set->messages.size()) {
       ApiTarget target(io_, master, options_.secret, options_.slot_id);
-      absl::StatusOr<salvagepb::SalvageProgress> done = co_await SalvageInto(path, *set, target);
+      absl::StatusOr<salvagepb::SalvageProgress> done =
+          co_await SalvageInto(path, *set, target, options_.blocking);
       if (!done.ok()) co_return done.status();
       *progress = *done;
       progress->set_master_slot_id(master.slot_id);
@@ -195,10 +209,11 @@ awaitable<absl::Status> Salvager::SalvageFile(const std::string& path,
       if (!recorded.ok()) co_return recorded;
     }
     progress->set_recorded(true);
-    absl::Status w = WriteSalvageProgress(path, *progress);
+    absl::Status w =
+        co_await OnDisk(options_.blocking, [&] { return WriteSalvageProgress(path, *progress); });
     if (!w.ok()) co_return w;
   }
-  absl::Status done = MarkSalvageDone(path);
+  absl::Status done = co_await OnDisk(options_.blocking, [&] { return MarkSalvageDone(path); });
   if (!done.ok()) co_return done;
   ++stats_.salvages_done;
   stats_.appended += progress->appended();

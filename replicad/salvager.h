@@ -25,7 +25,9 @@
 // because the old master died before its 250 reached it: the same bytes in
 // the same mailbox after the fork point are the same message.
 //
-// Thread-compatible: everything on the io thread (coroutines).
+// Thread-compatible: everything on the io thread (coroutines); the salvage
+// files are read and written on the `blocking` executor when one is given
+// (replicad: the host pool), so the io thread never waits for the disk.
 #ifndef MAILREPL_REPLICAD_SALVAGER_H_
 #define MAILREPL_REPLICAD_SALVAGER_H_
 
@@ -63,10 +65,11 @@ class SalvageTarget {
 // Appends the entries of `set` (the salvage file at `path`) that are not on
 // the target yet, resuming from and updating the progress file. Returns the
 // final progress (next == number of messages) or the first error (the
-// progress made so far is kept).
-asio::awaitable<absl::StatusOr<salvagepb::SalvageProgress>> SalvageInto(const std::string& path,
-                                                                       const SalvageSet& set,
-                                                                       SalvageTarget& target);
+// progress made so far is kept). The progress file is read and written on
+// `blocking` when given, else on the caller's thread.
+asio::awaitable<absl::StatusOr<salvagepb::SalvageProgress>> SalvageInto(
+    const std::string& path, const SalvageSet& set, SalvageTarget& target,
+    std::optional<asio::any_io_executor> blocking = std::nullopt);
 
 // The store's master as the salvager needs it.
 struct SalvageMaster {
@@ -86,6 +89,9 @@ struct SalvagerOptions {
   // RecordSalvage at the coordinator (unset: not recorded).
   std::function<asio::awaitable<absl::Status>(coordpb::RecordSalvage)> record;
   absl::Duration retry = absl::Seconds(1);
+  // Where the salvage files are read and written (replicad: the host
+  // pool). Unset: on the io thread.
+  std::optional<asio::any_io_executor> blocking;
 };
 
 struct SalvagerStats {

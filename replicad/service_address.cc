@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "common/log_exceptions.h"
 
 namespace mailrepl::replicad {
 
@@ -100,7 +101,7 @@ void ServiceAddresses::TryBind() {
   BindMissing();
   if (!settled() && !retrying_) {
     retrying_ = true;
-    asio::co_spawn(io_, RetryLoop(), asio::detached);
+    asio::co_spawn(io_, RetryLoop(), LogExceptions("service address retry"));
   }
 }
 

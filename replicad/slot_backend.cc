@@ -4,16 +4,26 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "asio.hpp"
+#include "replicad/work_pool.h"
 #include "store/mailbox_name.h"
 
 namespace mailrepl::lmtp {
 
 SlotBackend::SlotBackend(Slot& slot, SlotBackendOptions options)
-    : slot_(slot),
-      options_(std::move(options)),
-      pool_(std::make_unique<asio::thread_pool>(std::max(1, options_.threads))) {}
+    : slot_(slot), options_(std::move(options)), work_(options_.work) {
+  if (work_ == nullptr) {
+    own_pool_ = std::make_unique<replicad::HostPool>(std::max(1, options_.threads));
+    own_work_ = std::make_unique<replicad::WorkGate>(own_pool_->executor(), options_.threads);
+    work_ = own_work_.get();
+  }
+}
 
-SlotBackend::~SlotBackend() { pool_->join(); }
+SlotBackend::~SlotBackend() {
+  if (own_pool_) {
+    own_work_->Close();
+    own_pool_.reset();  // joins
+  }
+}
 
 LmtpReply SlotBackend::ReplyForAppendError(const absl::Status& status) {
   const std::string message(status.message());
@@ -30,7 +40,7 @@ LmtpReply SlotBackend::ReplyForAppendError(const absl::Status& status) {
   }
 }
 
-SlotBackend::Target SlotBackend::Resolve(const std::string& address) {
+SlotBackend::Target SlotBackend::Resolve(const std::string& address, bool read_slot) {
   Target t;
   absl::string_view local(address);
   if (const size_t at = local.rfind('@'); at != absl::string_view::npos) {
@@ -47,14 +57,16 @@ SlotBackend::Target SlotBackend::Resolve(const std::string& address) {
     t.refusal = unknown;
     return t;
   }
-  const bool has_inbox = slot_.GetMailbox(InboxName(user)).ok();
   if (options_.directory) {
     if (std::optional<LmtpReply> elsewhere = options_.directory(user)) {
       t.refusal = std::move(elsewhere);
       return t;
     }
-    t.create_inbox = !has_inbox;
-  } else if (!has_inbox) {
+    // At RCPT (the io thread) the answer is known here: the slot is not
+    // asked. The delivery resolves again on a worker.
+    if (!read_slot) return t;
+    t.create_inbox = !slot_.GetMailbox(InboxName(user)).ok();
+  } else if (!slot_.GetMailbox(InboxName(user)).ok()) {
     t.refusal = unknown;
     return t;
   }
@@ -76,7 +88,7 @@ LmtpReply SlotBackend::CheckRecipient(const std::string& address) {
   if (options_.gate) {
     if (std::optional<LmtpReply> closed = options_.gate()) return *closed;
   }
-  Target t = Resolve(address);
+  Target t = Resolve(address, /*read_slot=*/false);
   if (t.refusal) return *t.refusal;
   return {250, "2.1.5", "recipient OK"};
 }
@@ -90,8 +102,11 @@ std::vector<LmtpReply> SlotBackend::DeliverNow(const std::vector<std::string>& r
   ++busy_;
   struct Done {
     std::atomic<int>& busy;
-    ~Done() { --busy; }
-  } done{busy_};
+    const std::function<void()>& on_idle;
+    ~Done() {
+      if (--busy == 0 && on_idle) on_idle();
+    }
+  } done{busy_, options_.on_idle};
   std::optional<LmtpReply> closed;
   if (options_.gate) closed = options_.gate();
   for (const std::string& rcpt : recipients) {
@@ -99,7 +114,7 @@ std::vector<LmtpReply> SlotBackend::DeliverNow(const std::vector<std::string>& r
       replies.push_back(*closed);
       continue;
     }
-    Target t = Resolve(rcpt);
+    Target t = Resolve(rcpt, /*read_slot=*/true);
     if (t.refusal) {
       replies.push_back(*t.refusal);
       continue;
@@ -142,10 +157,9 @@ asio::awaitable<std::vector<LmtpReply>> SlotBackend::Deliver(
   // The appends block (fsync): run them on the pool and resume here after.
   // The work is a named local: GCC 12 destroys lambda temporaries of a
   // co_await expression twice (GCC bug 99576).
-  auto work = [this, &recipients, body = std::move(message)]()
-      -> asio::awaitable<std::vector<LmtpReply>> { co_return DeliverNow(recipients, body); };
-  asio::awaitable<std::vector<LmtpReply>> done =
-      asio::co_spawn(*pool_, std::move(work), asio::use_awaitable);
+  std::string body = std::move(message);
+  auto work = [this, &recipients, &body] { return DeliverNow(recipients, body); };
+  asio::awaitable<std::vector<LmtpReply>> done = work_->Run(std::move(work));
   co_return co_await std::move(done);
 }
 

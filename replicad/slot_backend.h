@@ -24,6 +24,12 @@
 // when it returns a reply, that reply answers every recipient (replicad uses
 // it to answer 4xx on a fenced or replica slot, naming the master).
 //
+// Blocking: the appends run on a worker (options.work, the host's pool
+// through the slot's WorkGate, or a pool of `threads` of the backend's
+// own). CheckRecipient() runs on the io thread and, with a directory, never
+// touches the slot (the INBOX is looked up at delivery, on the worker);
+// without one (lmtpd) it reads the slot's index to tell a known user.
+//
 // Thread-safe: CheckRecipient() and Deliver() may be called from any thread,
 // concurrently. The gate is called from the io thread and from pool threads.
 //
@@ -45,15 +51,20 @@
 #include "replicad/lmtp_backend.h"
 #include "store/slot.h"
 
-namespace asio {
-class thread_pool;
-}  // namespace asio
+namespace mailrepl::replicad {
+class HostPool;
+class WorkGate;
+}  // namespace mailrepl::replicad
 
 namespace mailrepl::lmtp {
 
 struct SlotBackendOptions {
-  // Appends in flight at once; each blocks a thread for about one fsync.
+  // Without `work`: appends in flight at once, on a pool of this many
+  // threads of the backend's own; each blocks a thread for about one fsync.
   int threads = 16;
+  // Where the appends run (replicad: the host pool, bounded per slot).
+  // Must outlive the backend. Unset: a pool of `threads` of its own.
+  replicad::WorkGate* work = nullptr;
   // If set and it returns a reply, that reply answers every recipient.
   std::function<std::optional<LmtpReply>()> gate;
   // If set, asked where USER lives: nullopt means in this slot's store (the
@@ -66,6 +77,8 @@ struct SlotBackendOptions {
   // LSN; a reply replaces the 250 (sync durability: wait until a replica
   // has it, 451 on timeout).
   std::function<std::optional<LmtpReply>(uint64_t lsn)> after_append;
+  // If set, called (on a worker) whenever Busy() drops to 0.
+  std::function<void()> on_idle;
 };
 
 struct SlotBackendStats {
@@ -77,7 +90,7 @@ class SlotBackend : public LmtpBackend {
  public:
   // slot must outlive the backend.
   SlotBackend(Slot& slot, SlotBackendOptions options);
-  // Waits for appends still running on the pool.
+  // With a pool of its own: waits for appends still running on it.
   ~SlotBackend() override;
   SlotBackend(const SlotBackend&) = delete;
   SlotBackend& operator=(const SlotBackend&) = delete;
@@ -103,14 +116,18 @@ class SlotBackend : public LmtpBackend {
     bool create_inbox = false;  // the directory says the user is ours; no INBOX yet
     std::optional<LmtpReply> refusal;
   };
-  Target Resolve(const std::string& address);
+  // read_slot false (RCPT, on the io thread): without a directory the
+  // INBOX is looked up anyway (lmtpd); with one the slot is not read.
+  Target Resolve(const std::string& address, bool read_slot);
   // Blocking: appends message for every recipient.
   std::vector<LmtpReply> DeliverNow(const std::vector<std::string>& recipients,
                                     const std::string& message);
 
   Slot& slot_;
   SlotBackendOptions options_;
-  std::unique_ptr<asio::thread_pool> pool_;
+  std::unique_ptr<replicad::HostPool> own_pool_;  // without options.work
+  std::unique_ptr<replicad::WorkGate> own_work_;
+  replicad::WorkGate* work_;
   std::atomic<uint64_t> appended_{0};
   std::atomic<uint64_t> failed_{0};
   std::atomic<int> busy_{0};

@@ -3,8 +3,9 @@
 # A no-op when they are all present. Needs root (or sudo) when something is missing.
 set -euo pipefail
 PKGS=(
-  # toolchain
-  g++ cmake ninja-build pkg-config python3
+  # toolchain (clang: the ThreadSanitizer build, with -Wthread-safety; its
+  # TSan runtime is only a Recommends of clang)
+  g++ clang libclang-rt-14-dev cmake ninja-build pkg-config python3
   # libraries
   libasio-dev libprotobuf-dev protobuf-compiler libsqlite3-dev libabsl-dev catch2
   libzstd-dev libssl-dev

@@ -1,13 +1,18 @@
 #!/bin/bash
-# test.sh: installs dependencies, builds twice (release, and ASan+UBSan), runs every test in both.
+# test.sh: installs dependencies, builds three times (release; ASan+UBSan; clang with TSan and
+# -Wthread-safety), runs every test in the first two and the concurrent ones under TSan.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 bash scripts/build.sh release
 bash scripts/build.sh sanitize
+bash scripts/build.sh tsan
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 echo "== tests (release build)"
 ctest --test-dir build --output-on-failure -j 2 --timeout 900
 echo "== tests (ASan + UBSan build)"
 ctest --test-dir build-asan --output-on-failure -j 2 --timeout 900
+echo "== tests (TSan build: the concurrent ones, scripts/build.sh)"
+TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1" \
+  ctest --test-dir build-tsan -L '^selected$' --output-on-failure -j 2 --timeout 900

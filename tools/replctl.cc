@@ -185,7 +185,7 @@ absl::StatusOr<Target> ResolveTarget() {
     return absl::InvalidArgumentError(
         "no coordinator: give --coordinator and --secret-file, or --cluster DIR");
   }
-  absl::StatusOr<std::string> secret = transport::LoadSecret(secret_file);
+  absl::StatusOr<std::string> secret = mailrepl::transport::LoadSecret(secret_file);
   if (!secret.ok()) return secret.status();
   return Target{coordinator, *secret};
 }
