@@ -218,8 +218,7 @@ struct SyncServer::Position {
 };
 
 SyncServer::SyncServer(asio::io_context& io, Slot& slot, SyncServerOptions options)
-    : io_(io),
-      slot_(slot),
+    : slot_(slot),
       options_(std::move(options)),
       server_(
           io, {.name = "sync", .listen = options_.listen},

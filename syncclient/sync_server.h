@@ -141,7 +141,6 @@ class SyncServer {
   absl::Status CheckNotStale(uint64_t epoch, uint64_t seen = 0) const;
   void NoteKnownEpoch(uint64_t epoch);
 
-  asio::io_context& io_;
   Slot& slot_;
   SyncServerOptions options_;
   transport::Server<FramedConnection> server_;
