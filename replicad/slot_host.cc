@@ -186,8 +186,9 @@ awaitable<absl::Status> SlotHost::OpenSlot(const coordpb::StoreInfo& store,
   options.on_durable = [this](uint64_t lsn) {
     asio::post(io_, [this, lsn] { links_.Poke(lsn); });
   };
-  // Keep the reported LSN, epoch and counters current (on a worker).
-  options.on_commit = [this](uint64_t) { metrics_.Refresh(); };
+  // Keep the reported LSN current; the epoch and the counters are
+  // refreshed on a worker at every status report.
+  options.on_commit = [this](uint64_t lsn) { metrics_.NoteCommitted(lsn); };
   const uint64_t slot_id = config_.slot_id();
   auto open = [&]() -> absl::StatusOr<std::unique_ptr<Slot>> {
     struct stat st;

@@ -19,6 +19,12 @@ void SlotMetrics::Refresh() {
   });
 }
 
+void SlotMetrics::NoteCommitted(uint64_t lsn) {
+  uint64_t seen = last_lsn_.load();
+  while (lsn > seen && !last_lsn_.compare_exchange_weak(seen, lsn)) {
+  }
+}
+
 void SlotMetrics::RefreshNow() {
   MutexLock l(refresh_mu_);
   if (slot_ == nullptr) return;
