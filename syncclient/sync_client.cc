@@ -253,16 +253,17 @@ awaitable<absl::Status> SyncClient::Handshake(Session& s) {
   // resync) may have brought the replica past the view of the hello, and a
   // replica ahead of a stale view is not one that diverged.
   // In replicad, records ship once durable, before the master's index has
-  // them: a replica up to the durable LSN is ahead of the view, not
-  // diverged, so the view is taken again until the index catches up.
+  // them: a replica that holds everything the view holds and more may be
+  // ahead of the view, not diverged, so the view is taken again (for up to
+  // 2 s) until the index catches up. A diverged replica is only told 2 s
+  // later.
   LogPosition replica{s.replica_last, s.replica_history};
   uint64_t fork = 0;
   for (absl::Time give_up = absl::Now() + absl::Seconds(2);;) {
     view = co_await Position();
     if (!view.ok()) co_return view.status();
     fork = ForkPoint(LogPosition{view->applied_lsn, view->epoch_history}, replica);
-    const bool index_behind = options_.poked_on_commit && view->applied_lsn < s.replica_last &&
-                              s.replica_last <= poked_lsn_;
+    const bool index_behind = view->applied_lsn < s.replica_last && fork == view->applied_lsn;
     if (s.replica_last <= fork || !index_behind || absl::Now() > give_up) break;
     asio::steady_timer pause(io_, std::chrono::milliseconds(10));
     co_await pause.async_wait(use_awaitable);
