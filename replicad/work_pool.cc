@@ -44,7 +44,7 @@ WorkGate::Executing::~Executing() {
 
 void WorkGate::Post(std::function<void()> fn) {
   auto job = [state = state_, fn = std::move(fn)]() -> asio::awaitable<void> {
-    if (!TryAcquire(*state)) co_await Acquire(state);
+    co_await Acquire(state);
     Held held(state);
     Executing e(state);
     if (e.run) fn();
