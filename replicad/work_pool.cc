@@ -43,13 +43,19 @@ WorkGate::Executing::~Executing() {
 }
 
 void WorkGate::Post(std::function<void()> fn) {
-  auto job = [state = state_, fn = std::move(fn)]() -> asio::awaitable<void> {
-    co_await Acquire(state);
+  // Takes its place in the queue here, on the caller's thread, so that jobs
+  // posted one after another start in that order.
+  std::shared_ptr<State> state = state_;
+  Enqueue(*state, [state, fn = std::move(fn)] {
     Held held(state);
     Executing e(state);
-    if (e.run) fn();
-  };
-  asio::co_spawn(state_->pool, std::move(job), LogExceptions("slot work"));
+    if (!e.run) return;
+    try {
+      fn();
+    } catch (...) {
+      LogExceptions("slot work")(std::current_exception());
+    }
+  });
 }
 
 void WorkGate::Release(State& state) {

@@ -37,7 +37,9 @@ TEST_CASE("a stalled slot holds at most its limit of workers", "[work_pool]") {
   std::promise<void> ran;
   healthy.Post([&] { ran.set_value(); });
   REQUIRE(ran.get_future().wait_for(std::chrono::seconds(10)) == std::future_status::ready);
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  for (int i = 0; i < 1000 && most < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   CHECK(most == 2);
   CHECK(stalled.running() == 2);
   CHECK(stalled.waiting() == 4);
@@ -91,12 +93,13 @@ TEST_CASE("Run resumes the caller on its own executor with the result", "[work_p
 }
 
 TEST_CASE("after Close no work runs", "[work_pool]") {
-  HostPool pool(2);
-  WorkGate gate(pool.executor(), 1);
-  gate.Close();
   std::atomic<bool> ran{false};
-  gate.Post([&] { ran = true; });
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  {
+    HostPool pool(2);
+    WorkGate gate(pool.executor(), 1);
+    gate.Close();
+    gate.Post([&] { ran = true; });
+  }  // the pool's destructor waits for everything posted to it
   CHECK_FALSE(ran);
 }
 
