@@ -192,6 +192,10 @@ void LmtpParser::HandleCommand(std::string_view line, LmtpEvent* event) {
       event->reply = Reply(501, "5.5.4", "LHLO needs the client's name");
       return;
     }
+    if (HasControlChars(TrimSpaces(args))) {  // a NUL, CR or other control byte
+      event->reply = Reply(501, "5.5.4", "bad client name syntax");
+      return;
+    }
     lhlo_given_ = true;
     ResetTransaction();
     event->kind = LmtpEvent::kLhlo;

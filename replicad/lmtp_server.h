@@ -6,8 +6,9 @@
 // an LmtpBackend. Each connection is one coroutine on the io_context; a
 // delivery suspends only its own connection while the backend works, so
 // deliveries of different connections run concurrently (and share fsyncs in
-// the slot's group commit). Every stored message starts with
-// "Return-Path: <from>\r\n" followed by the exact bytes received.
+// the slot's group commit). Every stored message is "Return-Path: <from>\r\n"
+// followed by the data after dot-unstuffing, each line ending in CRLF (a
+// bare LF received becomes CRLF); its GUID is the SHA-1 of those bytes.
 //
 // Stop() stops accepting and closes idle connections with 421; a delivery in
 // flight finishes and its replies are sent before its connection closes. A
@@ -46,7 +47,7 @@ struct LmtpServerOptions {
   std::string listen = "127.0.0.1:24";  // ADDR:PORT, IPv4 or [IPv6]; port 0: any free port
   bool free_bind = false;  // IP_FREEBIND: bind an address not configured yet
   std::string hostname = "localhost";   // in the greeting and the LHLO reply
-  uint64_t max_message_bytes = 50ull << 20;  // as received, before Return-Path is added
+  uint64_t max_message_bytes = 50ull << 20;  // after unstuffing and CRLF, before Return-Path
   absl::Duration idle_timeout = absl::Minutes(5);  // per command, and per read of a message
   size_t max_recipients = 1000;
   // Connections beyond this get "421 4.3.2" and are closed at once

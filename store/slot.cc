@@ -192,7 +192,7 @@ absl::StatusOr<std::unique_ptr<Slot>> Slot::Open(const SlotPaths& paths,
   if (::flock(slot->lock_fd_, LOCK_EX | LOCK_NB) != 0) {
     return absl::UnavailableError(absl::StrCat(
         "slot ", paths.root, " is open in another process (", paths.lock_file(),
-        " is locked); stop that process or use a read-only command"));
+        " is locked); stop that process first"));
   }
   if (options.expect) {
     const SlotIdentity& want = *options.expect;
@@ -203,6 +203,14 @@ absl::StatusOr<std::unique_ptr<Slot>> Slot::Open(const SlotPaths& paths,
           "slot ", paths.root, " belongs to cluster ", have.cluster_id, " store ", have.store_id,
           " slot ", have.slot_id, ", not to cluster ", want.cluster_id, " store ", want.store_id,
           " slot ", want.slot_id, "; check the configured path"));
+    }
+  }
+  if (options.discard_index) {
+    for (const char* suffix : {"", "-wal", "-shm"}) {
+      const std::string file = paths.index_file() + suffix;
+      if (::unlink(file.c_str()) != 0 && errno != ENOENT) {
+        return ErrnoStatus(errno, "delete the index to rebuild it", file);
+      }
     }
   }
   slot->applier_ = std::thread([s = slot.get()] { s->ApplyLoop(); });

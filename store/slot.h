@@ -72,6 +72,10 @@ struct SlotOptions {
   // When set, Open() fails unless the identity file says exactly this
   // cluster and store (and slot, when slot_id != 0).
   std::optional<SlotIdentity> expect;
+  // Open() deletes the index files once it holds the slot's lock (and
+  // rebuilds the index from the log): `mailctl reconstruct`. Never while
+  // another process has the slot open.
+  bool discard_index = false;
   // Must stay well below kMaxRecordPayload (the body travels in a record).
   uint64_t max_message_bytes = 50ull << 20;
   uint64_t segment_bytes = kDefaultSegmentBytes;

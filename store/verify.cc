@@ -158,10 +158,11 @@ absl::StatusOr<VerifyReport> VerifySlot(Slot& slot, const VerifyOptions& options
 
 absl::StatusOr<RecoveryReport> ReconstructIndex(const SlotPaths& paths,
                                                 const SlotOptions& options) {
-  // Check the identity before touching anything.
-  RETURN_IF_ERROR(ReadIdentity(paths.identity_file()).status());
-  RemoveIndexFiles(paths.index_file());
-  ASSIGN_OR_RETURN(auto slot, Slot::Open(paths, options));
+  // Open checks the identity and takes the slot's lock before it deletes
+  // the index: a slot another process has open keeps its index.
+  SlotOptions rebuild = options;
+  rebuild.discard_index = true;
+  ASSIGN_OR_RETURN(auto slot, Slot::Open(paths, rebuild));
   RecoveryReport report = slot->recovery();
   RETURN_IF_ERROR(slot->AdminNote(
       "reconstruct", absl::StrCat("index rebuilt from ", report.records_replayed, " records")));

@@ -215,6 +215,15 @@ TEST_CASE("malformed addresses get 501", "[lmtp]") {
                                           "RCPT u@x -> 250", "RCPT \"a>b\"@x -> 250"});
 }
 
+TEST_CASE("LHLO with a NUL byte in its argument is refused with 501", "[lmtp]") {
+  Driver d;
+  d.Feed(std::string("LHLO cli\0ent.test\r\nLHLO \0\r\n", 27));
+  d.Feed("MAIL FROM:<a@b>\r\n");  // the refused LHLOs did not count
+  d.Feed(kHello);
+  CHECK(d.out ==
+        std::vector<std::string>{"501 5.5.4", "501 5.5.4", "503 5.5.1", "LHLO client.test"});
+}
+
 TEST_CASE("garbage gets 500 and, after too many errors, 421 and the end", "[lmtp]") {
   Driver d({.max_bad_commands = 5});
   d.Feed(std::string("\x01\x02\xff\xfe garbage\r\n", 14) + std::string("\0\0\0\r\n", 5) +

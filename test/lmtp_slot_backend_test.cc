@@ -1,15 +1,19 @@
 // Tests of SlotBackend (replicad/slot_backend.h) on a real slot, in-process:
-// addressing, the mapping of slot errors to replies, the gate, and that
-// deliveries run concurrently on the pool (so they can share fsyncs).
+// addressing, the mapping of slot errors to replies, the gate, that
+// deliveries run concurrently on the pool (so they can share fsyncs), and,
+// behind an LmtpServer, the bytes a delivery stores.
 #include "replicad/slot_backend.h"
 
 #include <atomic>
 #include <condition_variable>
+#include <exception>
 #include <mutex>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "asio.hpp"
 #include "catch2/catch.hpp"
+#include "replicad/lmtp_server.h"
 #include "test/test_util.h"
 
 namespace mailrepl::lmtp {
@@ -145,6 +149,57 @@ TEST_CASE("deliveries from several connections run concurrently on the pool", "[
   auto replies = DeliverAll(backend, {{"alice"}, {"alice"}, {"alice"}, {"alice"}}, "m\r\n");
   for (const auto& r : replies) CHECK(Codes(r) == "250/2.1.5 ");
   CHECK(slot->GetMailbox("user/alice")->messages == 4);
+}
+
+TEST_CASE("an LMTP delivery is stored as Return-Path + unstuffed CRLF data, under its SHA-1 GUID",
+          "[lmtp]") {
+  TempDir dir;
+  auto slot = NewSlot(dir.path());
+  REQUIRE(slot->CreateMailbox("user/alice").ok());
+  SlotBackend backend(*slot, {.threads = 1});
+  asio::io_context io;
+  LmtpServer server(io, backend, {.listen = "127.0.0.1:0"});
+  REQUIRE(server.Listen().ok());
+  asio::co_spawn(io, server.Run(), asio::detached);
+  // The data has a bare LF line end, a dot-stuffed line and CRLF line ends.
+  const std::string session =
+      "LHLO client.test\r\nMAIL FROM:<sender@example.test>\r\nRCPT TO:<alice@example.test>\r\n"
+      "DATA\r\nSubject: stored\n\r\n..a leading dot\r\nlast line\r\n.\r\nQUIT\r\n";
+  std::string replies;
+  std::exception_ptr client_error;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        asio::ip::tcp::socket socket(io);
+        co_await socket.async_connect({asio::ip::make_address("127.0.0.1"), server.port()},
+                                      asio::use_awaitable);
+        co_await asio::async_write(socket, asio::buffer(session), asio::use_awaitable);
+        asio::error_code eof;  // the server closes the connection after QUIT
+        co_await asio::async_read(socket, asio::dynamic_buffer(replies),
+                                  asio::redirect_error(asio::use_awaitable, eof));
+      },
+      [&](std::exception_ptr e) {
+        client_error = e;
+        server.Stop();
+      });
+  io.run();
+  REQUIRE_FALSE(client_error);
+  INFO("replies: " << replies);
+  REQUIRE(absl::StrContains(replies, "250 2.1.5 OK uid 1 "));
+
+  const std::string stored =
+      "Return-Path: <sender@example.test>\r\nSubject: stored\r\n\r\n.a leading dot\r\n"
+      "last line\r\n";
+  auto body = slot->FetchBody("user/alice", 1);
+  REQUIRE(body.ok());
+  CHECK(*body == stored);
+  auto messages = slot->ListMessages("user/alice", false);
+  REQUIRE(messages.ok());
+  REQUIRE(messages->size() == 1);
+  CHECK(messages->front().size == stored.size());
+  // printf '<stored>' | sha1sum
+  CHECK(absl::BytesToHexString(messages->front().guid) ==
+        "6a8f50e8415684b31ea7f9b061fceab033118322");
 }
 
 }  // namespace

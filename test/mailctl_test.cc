@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <spawn.h>
 #include <stdlib.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -700,6 +701,56 @@ TEST_CASE("usage errors exit 2 and name the problem", "[mailctl]") {
   CHECK(slot.Run({"fetch", "user/a", "one"}).status == 2);
   CHECK(slot.Run({"dump-log", "--from"}).status == 2);
   CHECK(slot.Run({"--max-message-bytes", "lots", "list"}).status == 2);
+}
+
+TEST_CASE("an unknown command exits 2 whatever follows it, --help included",
+          "[mailctl]") {
+  ScratchDir scratch;
+  const std::vector<std::vector<std::string>> lines = {
+      {"frobnicate"},
+      {"frobnicate", "--help"},
+      {"frobnicate", "-h"},
+      {"--help", "frobnicate"},
+      {"--slot", scratch.Sub("slot"), "frobnicate", "--help"},
+      {"frobnicate", "user/alice", "--json"},
+  };
+  for (const std::vector<std::string>& args : lines) {
+    INFO("mailctl " << absl::StrJoin(args, " "));
+    Result r = RunProgram(scratch, "mailctl", args);
+    CHECK(r.status == 2);
+    CHECK(r.err ==
+          "mailctl: unknown command 'frobnicate'; see mailctl --help\n");
+    CHECK(r.out.empty());
+  }
+}
+
+TEST_CASE("a slot held open elsewhere is refused, pointing to replctl mail",
+          "[mailctl]") {
+  TestSlot slot;
+  slot.Init();
+  // What replicad holds while it has the slot open (docs/formats.md).
+  const int fd =
+      ::open(slot.Sub("LOCK").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+  REQUIRE(fd >= 0);
+  REQUIRE(::flock(fd, LOCK_EX | LOCK_NB) == 0);
+  for (const std::vector<std::string>& args :
+       std::vector<std::vector<std::string>>{{"list"}, {"verify"}}) {
+    INFO("mailctl " << absl::StrJoin(args, " "));
+    Result r = slot.Run(args);
+    CHECK(r.status == 2);
+    CHECK(absl::StrContains(r.err, "another process"));
+    CHECK(absl::StrContains(r.err, "'replctl mail ...'"));
+    CHECK_FALSE(absl::StrContains(r.err, "read-only command"));
+  }
+  // reconstruct too, and it leaves the open slot's index where it is.
+  const std::string index = slot.Sub("meta/index.sqlite3");
+  REQUIRE(std::filesystem::exists(index));
+  Result rebuild = slot.Run({"reconstruct"});
+  CHECK(rebuild.status == 2);
+  CHECK(absl::StrContains(rebuild.err, "another process"));
+  CHECK(std::filesystem::exists(index));
+  ::close(fd);
+  CHECK(slot.Run({"list"}).status == 0);
 }
 
 TEST_CASE("a directory that holds no slot cannot be opened (exit 2)",

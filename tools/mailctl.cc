@@ -212,7 +212,10 @@ int Main(int argc, char** argv) {
         const CommandSpec* c = FindCommand(name);
         return c ? &c->options : nullptr;
       });
-  // --help wins over everything else on the line that parsed.
+  // An unknown command is refused whatever else is on the line.
+  if (!cl.ok() && cl.status().code() == absl::StatusCode::kNotFound)
+    return Report(cl.status());
+  // Otherwise --help wins over everything else on the line that parsed.
   for (int i = 1; i < argc && !cl.ok(); ++i) {
     const std::string arg = argv[i];
     if (arg == "--help" || arg == "-h") {
@@ -258,9 +261,11 @@ int Main(int argc, char** argv) {
     absl::StatusOr<std::unique_ptr<Slot>> opened =
         Slot::Open(ctx.paths, ctx.options);
     if (!opened.ok()) {
-      return Report(CannotRun(
-          Failed(opened.status(), absl::StrCat("cannot open slot ", cl->slot),
-                 OpenHint(opened.status()))));
+      const std::string what = absl::StrCat("cannot open slot ", cl->slot);
+      if (opened.status().code() == absl::StatusCode::kUnavailable)
+        return Report(Failed(SlotInUseError(), what));
+      return Report(
+          CannotRun(Failed(opened.status(), what, OpenHint(opened.status()))));
     }
     slot = *std::move(opened);
     ctx.slot = slot.get();

@@ -341,8 +341,10 @@ absl::Status RunVerify(CommandContext& ctx) {
       return Failed(slot.status(),
                     absl::StrCat("verify: slot ", root, " is damaged"));
     }
-    return CannotRun(
-        Failed(slot.status(), absl::StrCat("verify: cannot open slot ", root)));
+    const std::string what = absl::StrCat("verify: cannot open slot ", root);
+    if (slot.status().code() == absl::StatusCode::kUnavailable)
+      return Failed(SlotInUseError(), what);
+    return CannotRun(Failed(slot.status(), what));
   }
   if (const auto& torn = (*slot)->recovery().torn_tail) {
     Print(ctx, absl::StrCat("note: torn log tail truncated at open: file ",
@@ -485,8 +487,11 @@ absl::Status RunDumpLog(CommandContext& ctx) {
 absl::Status RunReconstruct(CommandContext& ctx) {
   absl::StatusOr<RecoveryReport> r = ReconstructIndex(ctx.paths, ctx.options);
   if (!r.ok()) {
-    return Failed(r.status(),
-                  absl::StrCat("reconstruct index ", ctx.paths.index_file()));
+    const std::string what =
+        absl::StrCat("reconstruct index ", ctx.paths.index_file());
+    if (r.status().code() == absl::StatusCode::kUnavailable)
+      return Failed(SlotInUseError(), what);
+    return Failed(r.status(), what);
   }
   Print(ctx, absl::StrCat("reconstructed index ", ctx.paths.index_file(),
                           ": records_replayed=", r->records_replayed,

@@ -87,7 +87,8 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv,
         cl.command = arg;
         specs = lookup(arg);
         if (specs == nullptr) {
-          return UsageError(absl::StrCat("unknown command '", arg, "'"));
+          return CannotRun(absl::NotFoundError(
+              absl::StrCat("unknown command '", arg, "'; see mailctl --help")));
         }
       } else {
         cl.positional.push_back(arg);
@@ -156,6 +157,13 @@ bool IsCannotRun(const absl::Status& s) {
 
 absl::Status UsageError(absl::string_view message) {
   return CannotRun(absl::InvalidArgumentError(message));
+}
+
+absl::Status SlotInUseError() {
+  return CannotRun(absl::UnavailableError(
+      "another process (replicad, or another mailctl) has it open; stop that "
+      "process first, or read a live cluster's mail with the read-only "
+      "'replctl mail ...' commands (list, messages, fetch, digest)"));
 }
 
 absl::StatusOr<uint64_t> ParseUint64(absl::string_view what,

@@ -51,8 +51,9 @@ struct CommandLine {
 using OptionLookup =
     std::function<const std::vector<OptionSpec>*(const std::string& command)>;
 
-// Parses argv. Errors are usage errors (see IsCannotRun). "--" ends the
-// options; "-" is a positional argument (stdin).
+// Parses argv. Errors are usage errors (see IsCannotRun); an unknown command
+// word is kNotFound, to be refused whatever else is on the line (--help
+// included). "--" ends the options; "-" is a positional argument (stdin).
 absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv,
                                              const OptionLookup& lookup);
 
@@ -63,6 +64,10 @@ absl::Status CannotRun(absl::Status s);
 bool IsCannotRun(const absl::Status& s);
 // CannotRun(InvalidArgumentError(message)).
 absl::Status UsageError(absl::string_view message);
+// What mailctl reports when Slot::Open refuses a slot with kUnavailable
+// (another process has it open), in place of the store's own advice: what
+// to do instead. Exit status 2.
+absl::Status SlotInUseError();
 
 // --- value syntaxes; errors are usage errors naming `what` ---
 
