@@ -1061,8 +1061,23 @@ absl::StatusOr<int64_t> Coordinator::LastHeartbeatMs(const std::string& host) {
 }
 
 absl::StatusOr<bool> Coordinator::HostAlive(const std::string& host) {
+  ASSIGN_OR_RETURN(std::optional<int64_t> until, HostAliveUntil(host));
+  return until.has_value();
+}
+
+absl::StatusOr<std::optional<int64_t>> Coordinator::HostAliveUntil(const std::string& host) {
   ASSIGN_OR_RETURN(int64_t last_beat, LastHeartbeatMs(host));
-  return last_beat > 0 && Now() - last_beat <= static_cast<int64_t>(lease_ms_);
+  const int64_t until = last_beat + static_cast<int64_t>(lease_ms_) + 1;
+  if (last_beat <= 0 || Now() >= until) return std::nullopt;
+  return until;
+}
+
+absl::StatusOr<std::optional<int64_t>> Coordinator::MasterHostAliveUntil(uint64_t store_id) {
+  ASSIGN_OR_RETURN(coordpb::StoreInfo store, LoadIdleStore(store_id));
+  for (const coordpb::SlotInfo& m : store.members()) {
+    if (m.slot_id() == store.master_slot_id()) return HostAliveUntil(m.host());
+  }
+  return std::nullopt;
 }
 
 std::optional<int64_t> Coordinator::HoldsSince(const std::string& host, uint64_t version) const {
@@ -1251,11 +1266,18 @@ absl::StatusOr<PromotionPlan> Coordinator::BeginPromotion(const coordpb::Promote
       (alive ? live_replicas : dead_replicas).push_back(SlotAt(m.slot_id(), m.host()));
       plan.replica_hosts.push_back(m.host());
     }
-    ASSIGN_OR_RETURN(bool master_alive, HostAlive(master_host));
-    if (master_alive) {
+    ASSIGN_OR_RETURN(std::optional<int64_t> alive_until, HostAliveUntil(master_host));
+    if (alive_until) {
+      const absl::Duration left = absl::Milliseconds(*alive_until - Now());
       return absl::FailedPreconditionError(absl::StrCat(
-          "the master's host ", master_host, " is alive: use `replctl failover` (store ",
-          store_id, ", master ", SlotAt(master, master_host), ")"));
+          "the master's host ", master_host, " is alive: its last heartbeat came ",
+          absl::FormatDuration(absl::Milliseconds(lease_ms_ + 1) - left),
+          " ago and counts until the lease period (", absl::FormatDuration(absl::Milliseconds(lease_ms_)),
+          ") runs out; promote will be possible in ", absl::FormatDuration(left), ", at ",
+          absl::FormatTime("%H:%M:%S UTC", absl::Now() + left, absl::UTCTimeZone()),
+          ", if it stays silent (add --wait to wait for that). If ", master_host,
+          " is up, use `replctl failover` (store ", store_id, ", master ",
+          SlotAt(master, master_host), ")"));
     }
     if (live_replicas.empty()) {
       return absl::UnavailableError(absl::StrCat(

@@ -220,6 +220,9 @@ class Coordinator {
   // raises its epoch to E + 1, master unchanged; appends "promote_begin"
   // and bumps the topology.
   absl::StatusOr<PromotionPlan> BeginPromotion(const coordpb::Promote& request);
+  // When the host of store_id's master stops counting as alive (now_ms()
+  // clock) unless it sends another heartbeat; nullopt if it is not alive.
+  absl::StatusOr<std::optional<int64_t>> MasterHostAliveUntil(uint64_t store_id);
   // Picks the replica with a live host and the highest last_lsn in its own
   // latest report (ties: the lowest slot id; slots reporting an error or
   // never reporting are skipped) and makes it the master at plan.epoch,
@@ -307,6 +310,9 @@ class Coordinator {
   absl::StatusOr<int64_t> LastHeartbeatMs(const std::string& host);
   // Heard from within the lease period.
   absl::StatusOr<bool> HostAlive(const std::string& host);
+  // The first now_ms() at which host no longer counts as alive, nullopt if
+  // it does not now.
+  absl::StatusOr<std::optional<int64_t>> HostAliveUntil(const std::string& host);
   absl::StatusOr<bool> HostExists(const std::string& host);
   absl::StatusOr<coordpb::SlotInfo> LoadSlot(uint64_t slot_id, bool* found);
   absl::StatusOr<coordpb::StoreInfo> LoadStore(uint64_t store_id, bool* found);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -35,6 +36,25 @@ asio::awaitable<absl::StatusOr<coordpb::PromoteReply>> PromoteRunner::Run(
         "promote is for a master whose host is gone; add --force, or use failover");
   }
   const int64_t start = coordinator_.now_ms();
+  if (request.wait()) {
+    // Until the master's host no longer counts as alive; a host whose
+    // heartbeats keep coming is alive, and BeginPromotion refuses it.
+    const int64_t give_up = start + 2 * static_cast<int64_t>(coordinator_.lease_ms());
+    while (true) {
+      absl::StatusOr<std::optional<int64_t>> until =
+          coordinator_.MasterHostAliveUntil(request.store_id());
+      if (!until.ok()) co_return until.status();
+      if (!until->has_value() || **until > give_up) break;
+      LogLine(Severity::kInfo, "promotion waits for the master's host to go silent",
+              Kv("store", request.store_id()) + Kv("wait_ms", **until - coordinator_.now_ms()));
+      asio::awaitable<absl::StatusOr<bool>> silent =
+          waiter_.WaitUntil(**until, [] { return absl::StatusOr<bool>(false); });
+      (void)co_await std::move(silent);
+      if (waiter_.shutting_down()) {
+        co_return absl::UnavailableError("coordinatord is shutting down; promote again");
+      }
+    }
+  }
   // a. Fence the store and raise its epoch.
   absl::StatusOr<PromotionPlan> begun = coordinator_.BeginPromotion(request);
   if (!begun.ok()) co_return begun.status();

@@ -25,6 +25,8 @@
 // shutdown) unfences the store and keeps the master at epoch E + 1: the
 // replicas have noted it already, and the old master begins it when it
 // returns. The call takes up to 2 x lease_ms + kPromoteMarginMs + timeout.
+// With request.wait, a master's host that still counts as alive is first
+// waited for (up to 2 x lease_ms more) instead of refused.
 // Every time here is on the Coordinator's decision clock (now_ms: monotonic,
 // so a wall-clock step on this host does not end the wait early).
 //

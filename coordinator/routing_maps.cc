@@ -79,11 +79,12 @@ RoutingAnswer RoutingMaps::Answer(absl::string_view request) {
     ++stats_.found;
     return {.reply = absl::StrCat("OK store-", s.store_id())};
   }
-  if (s.fenced()) {
-    ++stats_.temp;
-    return {.reply = absl::StrCat("TEMP store ", s.store_id(),
-                                  " is switching masters (fenced); retry shortly")};
-  }
+  // A fenced store (a failover or promotion switching its master) keeps its
+  // route: its LMTP answers 451 or refuses the connection meanwhile, so the
+  // MTA accepts the message at SMTP time and retries it from its own queue.
+  // A TEMP here would make Postfix refuse the recipient at the SMTP edge
+  // (451 at RCPT) and cache that failure for tens of seconds, pushing the
+  // mail back into the senders' queues for their much longer retry times.
   const std::string address = RoutingLmtpAddress(s);
   if (address.empty()) {
     ++stats_.temp;

@@ -7,11 +7,11 @@
 //                      address if it has one, else its master slot's
 //                      "NOTFOUND "                a user in no store, or not
 //                                                 a user name at all
-//                      "TEMP ..."                 the store is fenced (a
-//                                                 failover or promotion is
-//                                                 switching its master) or
-//                                                 the database failed: Postfix
-//                                                 defers and retries
+//                      "TEMP ..."                 the database failed:
+//                                                 Postfix defers and retries
+//                      (a fenced store, whose failover or promotion is
+//                      switching its master, keeps answering its current
+//                      route: see routing_maps.cc)
 //   mailbox KEY    ->  "OK store-N" / "NOTFOUND " / "TEMP ..." (database)
 //                      for relay_recipient_maps: does the user exist; a
 //                      fenced store still has its users, so no TEMP.
@@ -62,7 +62,7 @@ struct RoutingStats {
   uint64_t lookups = 0;
   uint64_t found = 0;
   uint64_t not_found = 0;
-  uint64_t temp = 0;    // fenced stores and database errors
+  uint64_t temp = 0;    // database errors, a store without its master
   uint64_t errors = 0;  // PERM answers (bad requests, unknown maps)
 };
 

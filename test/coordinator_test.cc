@@ -1738,21 +1738,90 @@ TEST_CASE("promote without --force is refused", "[coordinator][promote]") {
   CHECK(absl::StrContains(unknown.result.status().message(), "store 9 does not exist"));
 }
 
-TEST_CASE("promote refuses while the master's host is alive", "[coordinator][promote]") {
+TEST_CASE("promote refuses while the master's host is alive, saying when it will not be",
+          "[coordinator][promote]") {
   FailoverBench b;
   REQUIRE(b.f.c().CreateStore(Store({1, 3})).ok());
-  b.f.now += 60000;  // h1 last heard exactly one lease period ago: still alive
+  b.f.now += 45000;  // h1 last heard 45 s ago, within the 60 s lease period
   b.Report("h2", {});
   PendingCall call;
   StartPromote(b, PromoteOf(1), &call);
   REQUIRE(call.done);
   INFO(call.result.status().ToString());
   CHECK(absl::IsFailedPrecondition(call.result.status()));
-  CHECK(absl::StrContains(call.result.status().message(),
-                          "the master's host h1 is alive: use `replctl failover`"));
+  const std::string message(call.result.status().message());
+  CHECK(absl::StrContains(message, "the master's host h1 is alive: its last heartbeat came 45s ago"));
+  CHECK(absl::StrContains(message, "lease period (1m)"));
+  CHECK(absl::StrContains(message, "promote will be possible in 15.001s, at "));
+  CHECK(absl::StrContains(message, "add --wait"));
+  CHECK(absl::StrContains(message, "use `replctl failover`"));
   CHECK(b.StoreNow(1).epoch() == 1);
   CHECK_FALSE(b.StoreNow(1).fenced());
   CHECK(b.StoreNow(1).master_slot_id() == 1);
+  CHECK(b.Kinds(1) == std::vector<std::string>{"create_store"});
+}
+
+TEST_CASE("promote --wait waits until the master's host stops counting as alive, then promotes",
+          "[coordinator][promote]") {
+  FailoverBench b;
+  REQUIRE(b.f.c().CreateStore(Store({1, 3, 5})).ok());
+  b.Report("h1", {MasterStatus(1, 130, 3, 120)});
+  const int64_t last_h1 = b.f.now;
+  b.f.now += 20000;  // h1 dies: silent from here on
+  b.Report("h2", {SlotReportOf(3, coordpb::REPLICA, 1, 120)});
+  b.Report("h3", {SlotReportOf(5, coordpb::REPLICA, 1, 125)});
+  coordpb::Promote request = PromoteOf(1);
+  request.set_wait(true);
+  PendingCall call;
+  StartPromote(b, request, &call);
+  // Waiting: nothing begun while h1 still counts as alive.
+  REQUIRE_FALSE(call.done);
+  b.f.now = last_h1 + 60000;
+  b.Report("h2", {SlotReportOf(3, coordpb::REPLICA, 1, 120)});
+  REQUIRE_FALSE(call.done);
+  CHECK(b.StoreNow(1).epoch() == 1);
+  CHECK_FALSE(b.StoreNow(1).fenced());
+  // The lease period since h1's last heartbeat has passed: it begins.
+  b.f.now = last_h1 + 60001;
+  b.Report("h2", {SlotReportOf(3, coordpb::REPLICA, 1, 120)});
+  REQUIRE_FALSE(call.done);
+  const int64_t began = b.f.now;
+  CHECK(b.StoreNow(1).epoch() == 2);
+  CHECK(b.StoreNow(1).fenced());
+  // Then as without --wait: the lease period, the switch, the confirmation.
+  b.f.now = began + kPromoteWaitMs;
+  b.Report("h3", {SlotReportOf(5, coordpb::REPLICA, 1, 125)});
+  CHECK(b.StoreNow(1).master_slot_id() == 5);
+  b.f.now += 20;
+  b.Report("h3", {SlotReportOf(5, coordpb::MASTER, 2, 126)});
+  REQUIRE(call.done);
+  INFO(call.result.status().ToString());
+  REQUIRE(call.result.ok());
+  CHECK(Parse(call.result).promote().store().master_slot_id() == 5);
+}
+
+TEST_CASE("promote --wait refuses a master's host that keeps sending heartbeats",
+          "[coordinator][promote]") {
+  FailoverBench b;
+  REQUIRE(b.f.c().CreateStore(Store({1, 3})).ok());
+  b.Report("h1", {MasterStatus(1, 130, 3, 120)});
+  coordpb::Promote request = PromoteOf(1);
+  request.set_wait(true);
+  PendingCall call;
+  StartPromote(b, request, &call);
+  REQUIRE_FALSE(call.done);
+  // h1 is alive: its heartbeats keep coming, past two lease periods.
+  for (int i = 0; i < 5 && !call.done; ++i) {
+    b.f.now += 30000;
+    b.Report("h2", {SlotReportOf(3, coordpb::REPLICA, 1, 120)});
+    b.Report("h1", {MasterStatus(1, 130, 3, 120)});
+  }
+  REQUIRE(call.done);
+  INFO(call.result.status().ToString());
+  CHECK(absl::IsFailedPrecondition(call.result.status()));
+  CHECK(absl::StrContains(call.result.status().message(), "the master's host h1 is alive"));
+  CHECK(b.StoreNow(1).epoch() == 1);
+  CHECK_FALSE(b.StoreNow(1).fenced());
   CHECK(b.Kinds(1) == std::vector<std::string>{"create_store"});
 }
 

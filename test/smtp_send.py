@@ -4,12 +4,13 @@ MTA with Python's smtplib.SMTP (a real client), one connection, one message
 at a time, the envelope recipient taken from the To: header.
 
 usage: smtp_send.py --server ADDR:PORT --eml-dir D [--start S] --count N
-                    [--rate MSGS_PER_S] [--record FILE]
+                    [--rate MSGS_PER_S] [--record FILE] [--reconnect]
 
 Sends messages S .. S+N-1 (files D/<index>.eml).
 --rate R: at most R messages per second (spreads the load over the time a
 drain takes; 0 = as fast as the MTA accepts).
 --record F: one line per message, "INDEX RCPT CODE", written as it goes.
+--reconnect: a new SMTP connection for every message (as many senders do).
 Exit 0 if every message was accepted (250), else 1.
 """
 import argparse, os, smtplib, sys, time
@@ -25,6 +26,7 @@ def main():
     ap.add_argument("--count", type=int, required=True)
     ap.add_argument("--rate", type=float, default=0.0)
     ap.add_argument("--record")
+    ap.add_argument("--reconnect", action="store_true")
     args = ap.parse_args()
     host, port = args.server.rsplit(":", 1)
     record = open(args.record, "w", buffering=1) if args.record else None
@@ -40,6 +42,12 @@ def main():
         with open(os.path.join(args.eml_dir, "%d.eml" % i), "rb") as f:
             msg = f.read()
         rcpt = recipient(msg)
+        if args.reconnect and k > 0:
+            try:
+                conn.quit()
+            except (smtplib.SMTPServerDisconnected, OSError):
+                pass
+            conn = smtplib.SMTP(host, int(port), timeout=60)
         try:
             refused = conn.sendmail("sender@bench.invalid", [rcpt], msg)
             code = refused[rcpt][0] if rcpt in refused else 250
