@@ -46,6 +46,8 @@ void ToProto(const MailboxInfo& info, apipb::Mailbox* out) {
   out->set_last_uid(info.last_uid);
   out->set_highest_modseq(info.highest_modseq);
   out->set_messages(static_cast<uint32_t>(std::min<uint64_t>(info.messages, UINT32_MAX)));
+  out->set_digest(info.MailboxDigest().Hex());
+  out->set_bytes(info.bytes);
 }
 
 void ToProto(const MessageInfo& info, apipb::Message* out) {

@@ -287,6 +287,7 @@ TEST_CASE("every operation round-trips from RpcClient through RpcServer to the s
   CHECK(r->mailboxes(0).name() == "user/alice");
   CHECK(r->mailboxes(0).id().size() == 32);
   CHECK(r->mailboxes(0).uidvalidity() != 0);
+  const std::string empty_digest = r->mailboxes(0).digest();
   wrote(h.Call(Create("user/alice/Sent")));
   wrote(h.Call(Create("user/bob")));
 
@@ -312,6 +313,14 @@ TEST_CASE("every operation round-trips from RpcClient through RpcServer to the s
   CHECK(Names(*r) == std::vector<std::string>{"user/alice", "user/alice/Sent"});
   CHECK(r->mailboxes(0).messages() == 2);
   CHECK(r->mailboxes(0).last_uid() == 2);
+  CHECK(r->mailboxes(0).bytes() == message.size() + testing::TestMessage(2).size());
+  // The digest the consistency check compares: 32 hex digits, the slot's
+  // own, changed by the appends.
+  const std::string& digest = r->mailboxes(0).digest();
+  CHECK(digest.size() == 32);
+  CHECK(digest.find_first_not_of("0123456789abcdef") == std::string::npos);
+  CHECK(digest != empty_digest);
+  CHECK(digest == h.slot().GetMailbox("user/alice")->MailboxDigest().Hex());
 
   r = h.Call(ListMsgs("user/alice"));
   REQUIRE(r.ok());

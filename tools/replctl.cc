@@ -27,6 +27,7 @@
 #include "tools/replctl_check.h"
 #include "tools/replctl_plan.h"
 #include "tools/replctl_commands.h"
+#include "tools/replctl_mail.h"
 
 ABSL_FLAG(std::string, coordinator, "", "coordinatord ADDR:PORT (or $MAILREPL_COORDINATOR)");
 ABSL_FLAG(std::string, secret_file, "", "shared secret file, mode 0600 (or $MAILREPL_SECRET_FILE)");
@@ -56,6 +57,9 @@ ABSL_FLAG(int, parallel, 1, "drain, undrain: stores switched at once");
 ABSL_FLAG(bool, force, false,
           "promote: the master's host is gone, promote a replica anyway; remove-store: remove "
           "a store whose slots hold data");
+ABSL_FLAG(bool, wait, false,
+          "promote: while the master's host still counts as alive (its lease has not run out), "
+          "wait for it (up to two lease periods) instead of refusing");
 ABSL_FLAG(bool, apply, false, "plan: create the planned stores on the coordinator");
 ABSL_FLAG(std::string, host, "", "check: every store with a slot on this host");
 ABSL_FLAG(std::string, service_net, "127.0.1",
@@ -73,6 +77,8 @@ ABSL_FLAG(bool, deep, false, "check: also hash every body and check index agains
 ABSL_FLAG(bool, repair, false, "check: resync differing mailboxes from the master, then re-check");
 ABSL_FLAG(double, max_rate, 0, "check --deep: body reads per side, MB/s (0: unthrottled)");
 ABSL_FLAG(uint64_t, max_lag, 100000, "check: skip (exit 2) a store whose replica lags more records");
+ABSL_FLAG(uint64_t, slot, 0, "mail: read this slot of the user's store (a replica) instead "
+          "of its master");
 
 namespace {
 
@@ -108,10 +114,13 @@ commands:
                                   run it again after an interruption); exit 1 and the
                                   list of stores that could not be moved if any
   undrain HOST [--parallel P]     move masters back to their preferred slots on HOST
-  promote STORE --force           unplanned failover when the master's host is gone:
+  promote STORE --force [--wait]  unplanned failover when the master's host is gone:
                                   raise the epoch, wait the lease period (the old master
                                   has fenced itself by then), promote the most
-                                  up-to-date live replica, report the LSNs that may be lost
+                                  up-to-date live replica, report the LSNs that may be lost.
+                                  Refused while the master's host still counts as alive
+                                  (a heartbeat within the lease period; the refusal says
+                                  when it will not); --wait waits for that instead
   plan --hosts H1,H2,... --slots-per-host K [--replicas R] [--json] [--apply]
                                   a placement of floor(H*K/(R+1)) stores whose masters
                                   are spread so that losing any one host moves its m
@@ -138,12 +147,25 @@ commands:
                                   1 differences found, 2 some store could not be
                                   checked (down, switching, lagging beyond --max-lag,
                                   unreachable)
+  mail list USER [PREFIX]         read-only, on the live cluster (client API of the
+  mail messages USER MAILBOX      master of USER's store, or --slot SLOT: another slot
+  mail fetch USER MAILBOX UID     of it): the mailboxes; each message's UID, GUID,
+  mail digest USER MAILBOX        size, date, flags; one message's exact bytes; the
+       [--json] [--slot SLOT]     mailbox digest `check` compares and its LSN.
+                                  MAILBOX: INBOX, Sent or INBOX/Sent, or user/USER/...
   dev-cluster up --dir DIR [--hosts N] [--slots-per-host K] [--replicas R]
                  [--users U] [--lease-ms L] [--vouch-grace-ms G] [--durability D] [--net A.B.C]
                  [--service-net A.B.C] [--promote-hook CMD] [--demote-hook CMD]
                  start a local cluster on loopback addresses and write
                  DIR/cluster.json
-  dev-cluster down --dir DIR      stop it (the data stays in DIR)
+  dev-cluster down --dir DIR      stop every process it started, also by start and
+                                  restart (the data stays in DIR)
+  dev-cluster stop|start|restart NAME --dir DIR
+                                  one process: NAME is a host (host1, ...) or
+                                  coordinator. stop: SIGTERM, SIGKILL after 15 s;
+                                  start: its command line from up, then waits until
+                                  it registered (a host) or answers. Stopping a
+                                  stopped or starting a running one only says so (0)
 
 The coordinator and secret come from the flags, else from
 $MAILREPL_COORDINATOR and $MAILREPL_SECRET_FILE, else from a cluster.json
@@ -255,11 +277,14 @@ int Promote(uint64_t store, bool json) {
   mailrepl::coordpb::Promote* p = request.mutable_promote();
   p->set_store_id(store);
   p->set_force(absl::GetFlag(FLAGS_force));
+  p->set_wait(absl::GetFlag(FLAGS_wait));
   p->set_timeout_ms(absl::GetFlag(FLAGS_timeout_ms));
   p->set_reason("manual");
-  // The coordinator waits up to 2 L + G (lease, vouch grace) before it switches.
+  // The coordinator waits up to 2 L + G (lease, vouch grace) before it
+  // switches, and with --wait up to 2 L more before it begins.
   absl::StatusOr<mailrepl::coordpb::Response> r =
-      Call(request, absl::Milliseconds(absl::GetFlag(FLAGS_timeout_ms)) + absl::Minutes(2));
+      Call(request, absl::Milliseconds(absl::GetFlag(FLAGS_timeout_ms)) +
+                        absl::Minutes(absl::GetFlag(FLAGS_wait) ? 4 : 2));
   if (!r.ok()) return Failed(r.status());
   const mailrepl::coordpb::PromoteReply& pr = r->promote();
   if (json) {
@@ -403,16 +428,56 @@ int Plan(const std::vector<std::string>& args, bool json) {
   return 0;
 }
 
+constexpr absl::Duration kDevClusterGrace = absl::Seconds(15);  // SIGTERM to SIGKILL
+constexpr absl::Duration kDevClusterStartTimeout = absl::Seconds(60);
+
+// No cluster, an unknown process name, an old cluster: could not run (2);
+// a process that would not stop or start: failed (1).
+int DevClusterFailed(const absl::Status& s) {
+  if (absl::IsNotFound(s) || absl::IsInvalidArgument(s) || absl::IsFailedPrecondition(s)) {
+    return CannotRun(std::string(s.message()));
+  }
+  std::fprintf(stderr, "replctl: %s\n", std::string(s.message()).c_str());
+  return 1;
+}
+
+// dev-cluster stop|start|restart NAME: one process of the cluster.
+int DevClusterProcess(const std::string& verb, const std::string& name, const std::string& dir) {
+  namespace tools = mailrepl::tools;
+  absl::StatusOr<std::vector<std::string>> lines;
+  if (verb == "restart") {
+    lines = tools::DevClusterRestart(dir, name, kDevClusterGrace, kDevClusterStartTimeout);
+  } else {
+    absl::StatusOr<std::string> line =
+        verb == "stop" ? tools::DevClusterStop(dir, name, kDevClusterGrace)
+                       : tools::DevClusterStart(dir, name, kDevClusterStartTimeout);
+    if (line.ok()) {
+      lines = std::vector<std::string>{*line};
+    } else {
+      lines = line.status();
+    }
+  }
+  if (!lines.ok()) return DevClusterFailed(lines.status());
+  for (const std::string& l : *lines) std::printf("%s\n", l.c_str());
+  return 0;
+}
+
 int DevCluster(const std::vector<std::string>& args, const char* argv0) {
   using mailrepl::tools::DevClusterOptions;
-  if (args.size() != 2 || (args[1] != "up" && args[1] != "down")) {
-    return CannotRun("dev-cluster takes `up` or `down`");
+  const std::string verb = args.size() >= 2 ? args[1] : "";
+  const bool one = verb == "stop" || verb == "start" || verb == "restart";
+  if (!((verb == "up" || verb == "down") && args.size() == 2) && !(one && args.size() == 3)) {
+    return CannotRun(
+        "dev-cluster takes `up`, `down`, or `stop|start|restart NAME` (a host or coordinator)");
   }
   const std::string dir = absl::GetFlag(FLAGS_dir);
   if (dir.empty()) return CannotRun("dev-cluster needs --dir DIR");
-  if (args[1] == "down") {
-    absl::Status s = mailrepl::tools::DevClusterDown(dir, absl::Seconds(15));
-    if (!s.ok()) return CannotRun(std::string(s.message()));
+  if (one) return DevClusterProcess(verb, args[2], dir);
+  if (verb == "down") {
+    absl::StatusOr<std::vector<std::string>> lines =
+        mailrepl::tools::DevClusterDown(dir, kDevClusterGrace);
+    if (!lines.ok()) return DevClusterFailed(lines.status());
+    for (const std::string& l : *lines) std::printf("%s\n", l.c_str());
     std::printf("dev cluster in %s stopped\n", dir.c_str());
     return 0;
   }
@@ -530,6 +595,11 @@ int main(int argc, char** argv) {
     if (o.max_rate_mb < 0) return CannotRun("--max-rate must not be negative");
     return tools::RunCheck(
         o, [](const coordpb::Request& r) { return Call(r); }, ResolveTarget()->secret);
+  }
+  if (command == "mail") {
+    return tools::RunMail({.args = args, .json = json, .slot = absl::GetFlag(FLAGS_slot),
+                           .secret = ResolveTarget()->secret},
+                          [](const coordpb::Request& r) { return Call(r); });
   }
   if (command == "drain" || command == "undrain") {
     if (args.size() != 2) return CannotRun(command + " takes one HOST");
