@@ -51,3 +51,17 @@ function(mailrepl_test NAME)
     set_tests_properties(${NAME} PROPERTIES LABELS selected)
   endif()
 endfunction()
+
+# mailrepl_fuzzer(NAME SRCS x_fuzzer.cc DEPS x y): a libFuzzer binary in
+# fuzz/ of a MAILREPL_FUZZ build, built by the `fuzzers` target (not by
+# default). Its seeds are test/fuzz/corpus/NAME/ (scripts/fuzz.sh).
+function(mailrepl_fuzzer NAME)
+  cmake_parse_arguments(ARG "" "" "SRCS;DEPS" ${ARGN})
+  add_executable(${NAME} EXCLUDE_FROM_ALL ${ARG_SRCS})
+  target_include_directories(${NAME} PRIVATE ${PROJECT_SOURCE_DIR} ${PROJECT_BINARY_DIR})
+  target_compile_options(${NAME} PRIVATE ${MAILREPL_WARNINGS})
+  target_link_libraries(${NAME} PRIVATE ${ARG_DEPS})
+  target_link_options(${NAME} PRIVATE -fsanitize=fuzzer)
+  set_target_properties(${NAME} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/fuzz)
+  add_dependencies(fuzzers ${NAME})
+endfunction()
