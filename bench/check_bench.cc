@@ -11,7 +11,7 @@
 // measures the longest time a check keeps that thread busy: in replicad it
 // is the thread of every LMTP session, sync client and heartbeat.
 //
-// Stores (under --dir, default $TMPDIR/mailrepl-check-bench; deleted at the end
+// Stores (under --dir, default ${TMPDIR:-/tmp}/mailrepl-check-bench; deleted at the end
 // unless --keep; with --keep a later run reuses them after checking their
 // shape: mailbox and message counts, equal LSNs and slot digests, nothing
 // quarantined; anything else is regenerated):
@@ -131,7 +131,7 @@
 
 ABSL_FLAG(std::string, dir, "",
           "directory for the generated stores (created; deleted at the end unless --keep); "
-          "default $TMPDIR/mailrepl-check-bench");
+          "default ${TMPDIR:-/tmp}/mailrepl-check-bench");
 ABSL_FLAG(bool, keep, false,
           "keep --dir afterwards; a later run reuses the stores there after checking their shape");
 ABSL_FLAG(uint64_t, mailboxes, 100000, "mailboxes of the big store (parts a, b)");

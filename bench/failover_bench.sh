@@ -3,9 +3,9 @@
 #
 #   bench/failover_bench.sh [--failovers N] [--net A.B.C] [--dir DIR] [--bin DIR]
 #
-# --dir: scratch directory (default $TMPDIR/failover_bench); --bin: the
-# binaries to measure (default build/bin; another build's bin directory
-# measures an older version the same way).
+# --dir: scratch directory (default ${TMPDIR:-/tmp}/failover_bench); --bin: the
+# binaries to measure (default build/bin, built first if one is missing;
+# another build's bin directory measures an older version the same way).
 #
 # 1. Starts a dev cluster of 2 hosts x 20 slots (20 stores, 10 masters per
 #    host) on loopback (--net, default 127.0.21).
@@ -35,6 +35,17 @@ while [ $# -gt 0 ]; do
     *) echo "usage: $0 [--failovers N] [--net A.B.C] [--dir DIR] [--bin DIR]" >&2; exit 2 ;;
   esac
 done
+if [ "$B" = "$ROOT/build/bin" ]; then  # a fresh clone: build what is needed
+  need=(replctl replicad coordinatord workload)
+  for b in "${need[@]}"; do
+    if [ ! -x "$B/$b" ]; then
+      bash "$ROOT/scripts/deps.sh"
+      cmake -S "$ROOT" -B "$ROOT/build" -G Ninja >/dev/null
+      cmake --build "$ROOT/build" --target "${need[@]}" -j "$(nproc)"
+      break
+    fi
+  done
+fi
 "$B/replctl" dev-cluster down --dir "$DIR/cluster" >/dev/null 2>&1 || true
 rm -rf "$DIR"
 mkdir -p "$DIR"

@@ -25,6 +25,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdlib>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -63,12 +64,15 @@ constexpr size_t kSmallBlock = 8 << 10, kLargeBlock = 256 << 10;
 constexpr char kUsage[] =
     "Usage: store_bench [--dir PARENT] [--messages N] [--users U] [--writers 1,16]\n"
     "                   [--raw-seconds S] [--keep]\n"
-    "  --dir PARENT  make the fresh bench directory under PARENT (default /var/tmp)\n"
+    "  --dir PARENT  make the fresh bench directory under PARENT (default $TMPDIR, else /var/tmp)\n"
     "  --keep        do not delete the bench directory afterwards\n"
     "Defaults: --messages 10000 --users 100 --writers 1,16 --raw-seconds 2\n";
 
 struct Flags {
-  std::string parent = "/var/tmp";
+  std::string parent = [] {
+    const char* tmp = std::getenv("TMPDIR");
+    return std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/var/tmp");
+  }();
   uint64_t messages = 10000;
   int users = 100;
   std::vector<int> writers = {1, 16};

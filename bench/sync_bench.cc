@@ -1,9 +1,9 @@
 // sync_bench: the replication benchmark of issue 3, with real sync_client and
 // sync_server processes (from --bin, default: this binary's directory) on the
 // standard workload (10,000 messages, seed 42), beside Cyrus IMAP 3.6's own
-// replication measured in the same session by
-// ../shared/anchors/cyrus/bench.sh (give its output directory with --cyrus to
-// get the ratios).
+// replication measured in the same session by bench/cyrus/cyrus_bench.py
+// (give its output directory with --cyrus to get the ratios;
+// bench/cyrus/run.sh runs both, one after the other).
 //
 // Parts (each on fresh slots under a fresh directory):
 //   (a) initial full sync: master holds the workload (delivered in-process,
@@ -30,9 +30,10 @@
 //       client is never restarted; the bench checks it never exited, and
 //       reads its reconnect attempts from its log (-v).
 //
-// Messages: the project's generator (tools/workload.h) by default, or with
-// --eml-dir the files `workload.py dump` writes (userN.IIIIII.eml): then the
-// bytes are identical to what Cyrus is fed.
+// Messages: the project's generator (tools/workload.h) by default -- the one
+// whose `workload dump` files bench/cyrus/cyrus_bench.py feeds Cyrus, so the
+// bytes are the same -- or with --eml-dir .eml files (I.eml as `workload dump`
+// writes them, user from the To: header; or userN.IIIIII.eml).
 //
 // Durable on the replica = the replica index's applied_lsn (meta table),
 // which the replica advances after fdatasync of its log.
@@ -99,12 +100,13 @@ constexpr char kUsage[] =
     "                  [--threads T] [--trace DIR]\n"
     "                  [--lag-rates 1000,100] [--lag-seconds S] [--lag-threads T]\n"
     "                  [--outages 0] [--port P] [--users U] [--keep]\n"
-    "  --dir PARENT    make the fresh bench directory under PARENT (default /var/tmp)\n"
+    "  --dir PARENT    make the fresh bench directory under PARENT (default $TMPDIR,\n"
+    "                  else /var/tmp)\n"
     "  --bin DIR       where sync_client and sync_server are (default: beside this binary)\n"
-    "  --eml-dir DIR   read message i from DIR/user<N>.<i, 6 digits>.eml (workload.py dump)\n"
-    "                  instead of generating it with tools/workload.h\n"
-    "  --cyrus DIR     CYRUS_OUT of shared/anchors/cyrus/bench.sh (summary.json, run*.json):\n"
-    "                  print ratios ours/Cyrus\n"
+    "  --eml-dir DIR   read message i from DIR/<i>.eml (`workload dump`; user from To:) or\n"
+    "                  DIR/user<N>.<i, 6 digits>.eml instead of generating it\n"
+    "  --cyrus DIR     output of bench/cyrus/cyrus_bench.py --out DIR (summary.json,\n"
+    "                  run*.json): print ratios ours/Cyrus\n"
     "  --outages S,..  part d once per value: keep the replica down at least S seconds\n"
     "                  (0: restart right after the 2,000 messages are appended)\n"
     "  --port P        fixed port for part d (default: a free one)\n"
@@ -114,8 +116,14 @@ constexpr char kUsage[] =
     "  --keep          do not delete the bench directory (deleting ~60,000 files makes file\n"
     "                  creation slow for minutes on ext4 without a journal: see the probe)\n";
 
+// $TMPDIR if set, else /var/tmp (usually on disk, unlike a tmpfs /tmp).
+std::string DefaultParent() {
+  const char* t = std::getenv("TMPDIR");
+  return t != nullptr && *t != '\0' ? t : "/var/tmp";
+}
+
 struct Flags {
-  std::string parent = "/var/tmp";
+  std::string parent = DefaultParent();
   std::string bin;
   std::string eml_dir;
   std::string cyrus;
@@ -244,7 +252,7 @@ std::string LoadAvg() {
 double Percentile(std::vector<double> v, double p) {
   if (v.empty()) return NAN;
   std::sort(v.begin(), v.end());
-  // linear interpolation, as the Cyrus anchor's bench.py does
+  // linear interpolation, as bench/cyrus/cyrus_bench.py does
   double k = (v.size() - 1) * p;
   size_t f = static_cast<size_t>(k);
   size_t c = std::min(f + 1, v.size() - 1);
@@ -474,23 +482,44 @@ class MessageSource {
     eml_dir_ = f.eml_dir;
     DIR* d = ::opendir(f.eml_dir.c_str());
     if (d == nullptr) return ErrnoStatus(errno, "opendir", f.eml_dir);
-    static const std::regex re(R"(^(user\d+)\.(\d+)\.eml$)");
+    static const std::regex named(R"(^(user\d+)\.(\d+)\.eml$)");  // userN.IIIIII.eml
+    static const std::regex plain(R"(^(\d+)\.eml$)");               // I.eml (workload dump)
     while (dirent* e = ::readdir(d)) {
       std::cmatch m;
-      if (!std::regex_match(e->d_name, m, re)) continue;
-      uint64_t idx = std::strtoull(m[2].str().c_str(), nullptr, 10);
+      std::string user;
+      uint64_t idx = 0;
+      if (std::regex_match(e->d_name, m, named)) {
+        user = m[1].str();
+        idx = std::strtoull(m[2].str().c_str(), nullptr, 10);
+      } else if (std::regex_match(e->d_name, m, plain)) {
+        idx = std::strtoull(m[1].str().c_str(), nullptr, 10);
+      } else {
+        continue;
+      }
       if (idx >= eml_.size()) eml_.resize(idx + 1);
-      eml_[idx] = {m[1].str(), absl::StrCat(f.eml_dir, "/", e->d_name)};
+      eml_[idx] = {user, absl::StrCat(f.eml_dir, "/", e->d_name)};
     }
     ::closedir(d);
     return absl::OkStatus();
+  }
+
+  // The local part of the message's To: header (what an MTA would deliver to).
+  static absl::StatusOr<std::string> UserFromTo(const std::string& msg, const std::string& path) {
+    static const std::regex to(R"((?:^|\n)To:[^\r\n]*?<?([A-Za-z0-9._+-]+)@)", std::regex::icase);
+    const size_t end = msg.find("\r\n\r\n");
+    const std::string head = msg.substr(0, end == std::string::npos ? msg.size() : end);
+    std::smatch m;
+    if (!std::regex_search(head, m, to)) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": no To: header"));
+    }
+    return m[1].str();
   }
 
   std::string Describe() const {
     if (eml_dir_.empty()) {
       return absl::StrCat("tools/workload.h generator (seed 42, ", users_, " users)");
     }
-    return absl::StrCat("byte-identical to Cyrus's: workload.py dump files in ", eml_dir_);
+    return absl::StrCat(".eml files in ", eml_dir_);
   }
 
   // Requests for messages [begin, end), each to its user's INBOX.
@@ -505,10 +534,14 @@ class MessageSource {
         if (i >= eml_.size() || eml_[i].second.empty()) {
           return absl::NotFoundError(
               absl::StrCat("no .eml file for message ", i, " in ", eml_dir_,
-                           " (run: workload.py dump --dir DIR --start 0 --count 16000)"));
+                           " (run: workload dump --dir DIR --start 0 --count 16000)"));
         }
         ASSIGN_OR_RETURN(std::string body, ReadFile(eml_[i].second));
-        out.push_back({.mailbox = InboxName(eml_[i].first), .body = std::move(body)});
+        std::string user = eml_[i].first;
+        if (user.empty()) {
+          ASSIGN_OR_RETURN(user, UserFromTo(body, eml_[i].second));
+        }
+        out.push_back({.mailbox = InboxName(user), .body = std::move(body)});
       }
     }
     return out;
@@ -584,7 +617,7 @@ absl::StatusOr<WriteRun> Write(Slot& slot, const std::vector<AppendRequest>& req
 // The cost of creating a file on this file system now: on ext4 without a
 // journal, new inodes skip inodes deleted in the last 60-360 s
 // (recently_deleted() in fs/ext4/ialloc.c), which makes every create slow
-// after mass deletions -- by this bench, by Cyrus's setup.sh --fresh, or by
+// after mass deletions -- by this bench, by bench/cyrus/setup.sh --fresh, or by
 // anyone else on the machine. Cyrus's spool creates one file per message
 // (ours appends to pack files), so this is printed beside the figures. Files stay until the
 // bench directory is removed.
@@ -1192,7 +1225,7 @@ Cyrus ReadCyrus(const std::string& dir) {
     std::smatch m;
     static const std::regex ra(R"("rolling_alive_while_down":\s*(true|false))");
     alive.push_back(std::regex_search(*run, m, ra) ? m[1].str() : "?");
-    static const std::regex rl(R"re("loadavg_start":\s*\[\s*"([0-9.]+)")re");
+    static const std::regex rl(R"re("load_start":\s*\[\s*"([0-9.]+)")re");
     loads.push_back(std::regex_search(*run, m, rl) ? m[1].str() : "?");
   }
   c.alive_while_down = absl::StrJoin(alive, ",");
@@ -1211,7 +1244,7 @@ std::string J(double v) { return std::isfinite(v) ? absl::StrFormat("%.6g", v) :
 std::string B(bool b) { return b ? "true" : "false"; }
 
 void Report(const Env& env, const Results& R, const Cyrus& cy) {
-  const char* kA = "b initial sync msg/s";
+  const char* kA = "initial sync msg/s";
   std::printf("\n=== sync_bench results (ours: real sync_client/sync_server processes) ===\n");
   std::printf("messages: %s\n", env.source.Describe().c_str());
   std::printf("file create probe, us/file: %.1f at start, %.1f at end (ext4 nojournal: slow "
@@ -1239,15 +1272,15 @@ void Report(const Env& env, const Results& R, const Cyrus& cy) {
   if (R.a_done) {
     const double rate = R.a_msgs / R.a_seconds;
     const double cr = Get(cy, kA);
-    row("(a) initial full sync, s", R.a_seconds, Get(cy, "b initial sync -A time s"), "%.3f", "",
+    row("(a) initial full sync, s", R.a_seconds, Get(cy, "initial sync s"), "%.3f", "",
         "");
     row("(a) initial full sync, msg/s", rate, cr, "%.0f", ">= 10x Cyrus",
         std::isfinite(cr) ? pf(rate >= 10 * cr) : "n/a");
     row("(a) initial full sync, MB/s (message bytes)", R.a_bytes / 1e6 / R.a_seconds,
-        Get(cy, "b initial sync MB/s"), "%.1f", "", "");
-    row("(a) sync_client CPU s", R.a_client_cpu, Get(cy, "b sync_client CPU s"), "%.2f", "", "");
+        Get(cy, "initial sync MB/s"), "%.1f", "", "");
+    row("(a) sync_client CPU s", R.a_client_cpu, Get(cy, "initial sync client CPU s"), "%.2f", "", "");
     row("(a) replica side (sync_server) CPU s", R.a_server_cpu,
-        Get(cy, "b replica-instance CPU s"), "%.2f", "", "");
+        Get(cy, "initial sync replica CPU s"), "%.2f", "", "");
   }
   if (R.b_done) {
     row("(b) writer alone, msg/s", R.b_base_rate, NAN, "%.0f", "", "");
@@ -1262,16 +1295,19 @@ void Report(const Env& env, const Results& R, const Cyrus& cy) {
     row("", R.b_max_lag_s_last, NAN, "%.3f", "", "");
     row("(b) lag at the writer's last ack, records", R.b_lag_at_end, NAN, "%.0f", "", "");
     row("(b) last ack -> replica has last LSN, s", R.b_drain,
-        Get(cy, "c1 burst: last 250 -> all on replica s"), "%.3f", "keeps up",
+        Get(cy, "burst last 250 -> all on replica s"), "%.3f", "keeps up",
         pf(R.b_keeps_up));
   }
   for (const auto& L : R.c) {
     const bool main_rate = L.rate == 1000;
     const std::string p = absl::StrFormat("(c) %.0f msg/s: ", L.rate);
-    row(p + "achieved rate, msg/s", L.achieved, Get(cy, "c2 achieved rate msg/s"), "%.1f", "",
-        "");
-    row(p + "lag p50, ms", L.p50 * 1e3, Get(cy, "c2 100 msg/s lag p50 s") * 1e3, "%.2f", "", "");
-    row(p + "lag p99, ms", L.p99 * 1e3, Get(cy, "c2 100 msg/s lag p99 s") * 1e3, "%.2f",
+    // Cyrus's lag was measured at one rate: show it beside ours at that rate only.
+    const double cyrus_rate = Get(cy, "lag achieved rate msg/s");
+    const bool same_rate = std::fabs(cyrus_rate - L.rate) <= 0.1 * L.rate;
+    auto cy_lag = [&](const char* k) { return same_rate ? Get(cy, k) : NAN; };
+    row(p + "achieved rate, msg/s", L.achieved, same_rate ? cyrus_rate : NAN, "%.1f", "", "");
+    row(p + "lag p50, ms", L.p50 * 1e3, cy_lag("lag p50 s") * 1e3, "%.2f", "", "");
+    row(p + "lag p99, ms", L.p99 * 1e3, cy_lag("lag p99 s") * 1e3, "%.2f",
         main_rate ? "< 50 ms" : "", main_rate ? pf(L.p99 < 0.050) : "");
     row(p + "lag max, ms", L.max * 1e3, NAN, "%.2f", "", "");
     row(p + "master Append p50/p99, ms", L.append_p50 * 1e3, NAN, "%.2f", "", "");
@@ -1280,15 +1316,15 @@ void Report(const Env& env, const Results& R, const Cyrus& cy) {
   for (const auto& D : R.d) {
     const std::string p = absl::StrFormat("(d) outage %.1f s: ", D.down_s);
     const double rate = D.msgs / D.from_restart;
-    const double cr = Get(cy, "d catch-up msg/s (from restart)");
+    const double cr = Get(cy, "catch-up msg/s");
     row(p + "restart -> caught up, s", D.from_restart,
-        Get(cy, "d catch-up from replica restart s"), "%.3f", "", "");
+        Get(cy, "catch-up from restart s"), "%.3f", "", "");
     row(p + "catch-up msg/s (from restart)", rate, cr, "%.0f", ">= 10x Cyrus",
         std::isfinite(cr) ? pf(rate >= 10 * cr) : "n/a");
     row(p + "listening -> caught up, s", D.from_listen,
-        Get(cy, "d catch-up from replica port up s"), "%.3f", "", "");
+        Get(cy, "catch-up from listening s"), "%.3f", "", "");
     row(p + "catch-up msg/s (from listening)", D.msgs / D.from_listen,
-        D.msgs / Get(cy, "d catch-up from replica port up s"), "%.0f", "", "");
+        D.msgs / Get(cy, "catch-up from listening s"), "%.0f", "", "");
     row(p + "restart -> client reconnected, s", D.connect_after_restart, NAN, "%.3f", "", "");
     row(p + "reconnected -> caught up, s", D.transfer, NAN, "%.3f", "", "");
     row(p + "transfer msg/s (w/o backoff wait)", D.msgs / D.transfer, NAN, "%.0f", "", "");
@@ -1300,9 +1336,10 @@ void Report(const Env& env, const Results& R, const Cyrus& cy) {
                 cy.alive_while_down.c_str());
   }
   std::printf(
-      "\nNotes: Cyrus's lag (c2) was measured at 100 msg/s (50 samples/run, 10 ms IMAP STATUS "
-      "polls);\nours per message (1 ms index polls). Cyrus's (b)-analogue is c1: 2,000 msgs over "
-      "4 LMTP\nconnections, last 250 -> all visible. MB = 10^6 bytes of message data.\n");
+      "\nNotes: Cyrus's lag was sampled on 100 messages per run (LMTP 250 -> IMAP STATUS on the "
+      "replica,\npolled every 10 ms); ours per message (1 ms index polls). Cyrus's (b)-analogue "
+      "is its burst:\n2,000 msgs over 4 LMTP connections, last 250 -> all visible. MB = 10^6 "
+      "bytes of message data.\n");
 
   // Details.
   if (R.b_done) {
@@ -1361,17 +1398,19 @@ void Report(const Env& env, const Results& R, const Cyrus& cy) {
                     ",\"replica_rate\":", J(R.b_replica_rate), ",\"n\":", R.b_messages,
                     ",\"lag_at_end_records\":", R.b_lag_at_end, ",\"drain_s\":", J(R.b_drain),
                     ",\"keeps_up\":", B(R.b_keeps_up), ",\"verified\":", B(R.b_same),
-                    ",\"cyrus_c1_drain_s\":", J(Get(cy, "c1 burst: last 250 -> all on replica s")),
+                    ",\"cyrus_burst_drain_s\":", J(Get(cy, "burst last 250 -> all on replica s")),
                     "}");
   }
   absl::StrAppend(&j, ",\"c\":[");
   for (size_t i = 0; i < R.c.size(); ++i) {
     const auto& L = R.c[i];
+    const double cyrus_rate = Get(cy, "lag achieved rate msg/s");
+    const bool same_rate = std::fabs(cyrus_rate - L.rate) <= 0.1 * L.rate;
     absl::StrAppend(&j, i ? "," : "", "{\"rate\":", J(L.rate), ",\"achieved\":", J(L.achieved),
                     ",\"n\":", L.n, ",\"p50_s\":", J(L.p50), ",\"p99_s\":", J(L.p99),
                     ",\"max_s\":", J(L.max), ",\"verified\":", B(L.same),
-                    ",\"cyrus_100_p50_s\":", J(Get(cy, "c2 100 msg/s lag p50 s")),
-                    ",\"cyrus_100_p99_s\":", J(Get(cy, "c2 100 msg/s lag p99 s")), "}");
+                    ",\"cyrus_p50_s\":", J(same_rate ? Get(cy, "lag p50 s") : NAN),
+                    ",\"cyrus_p99_s\":", J(same_rate ? Get(cy, "lag p99 s") : NAN), "}");
   }
   absl::StrAppend(&j, "],\"d\":[");
   for (size_t i = 0; i < R.d.size(); ++i) {
@@ -1383,8 +1422,8 @@ void Report(const Env& env, const Results& R, const Cyrus& cy) {
         ",\"reconnect_after_restart_s\":", J(D.connect_after_restart),
         ",\"transfer_s\":", J(D.transfer), ",\"retries\":", D.retries,
         ",\"client_never_exited\":", B(D.client_never_exited), ",\"verified\":", B(D.same),
-        ",\"cyrus_msgs_per_s\":", J(Get(cy, "d catch-up msg/s (from restart)")),
-        ",\"ratio\":", J(D.msgs / D.from_restart / Get(cy, "d catch-up msg/s (from restart)")),
+        ",\"cyrus_msgs_per_s\":", J(Get(cy, "catch-up msg/s")),
+        ",\"ratio\":", J(D.msgs / D.from_restart / Get(cy, "catch-up msg/s")),
         "}");
   }
   absl::StrAppend(&j, "]}");

@@ -1,6 +1,7 @@
 // The project's standard mail workload: a deterministic, seeded stream of
 // RFC 5322 messages used by benchmarks, tests and the `workload` CLI. Same
-// definition as shared/anchors/cyrus/workload.py (not byte-identical with it):
+// definition as the workload the first Cyrus comparison used (not byte-identical
+// with it); bench/cyrus/ drives Cyrus with this one:
 //   * U users user0..user{U-1}; message i (global, 0-based) goes to the INBOX
 //     of one user drawn uniformly at random;
 //   * whole-message sizes (headers + body, CRLF line endings) are lognormal
