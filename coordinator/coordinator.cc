@@ -51,7 +51,8 @@ absl::Status ValidateHostName(const std::string& host) {
   if (host.empty()) return absl::InvalidArgumentError("the host name is empty");
   if (host.size() > 255) {
     return absl::InvalidArgumentError(
-        absl::StrCat("host name '", host.substr(0, 40), "...' is longer than 255 bytes"));
+        absl::StrCat("host name '", absl::CEscape(host.substr(0, 40)),
+                     "...' is longer than 255 bytes"));
   }
   for (unsigned char c : host) {
     if (c <= ' ' || c >= 0x7f) {
@@ -105,9 +106,12 @@ absl::Status ValidateUser(absl::string_view user) {
       "letter or a digit";
   if (user.empty()) return absl::InvalidArgumentError(absl::StrCat("empty user name: ", kRule));
   if (user.size() > kMaxUserNameBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("user name '", user.substr(0, 20),
-                                                   "...' is ", user.size(), " bytes long: ",
-                                                   kRule));
+    // Escaped: a cut through a UTF-8 character would make the message
+    // invalid UTF-8, which the client's proto3 parser refuses (the whole
+    // RPC Reply with it).
+    return absl::InvalidArgumentError(absl::StrCat("user name '",
+                                                   absl::CEscape(user.substr(0, 20)), "...' is ",
+                                                   user.size(), " bytes long: ", kRule));
   }
   for (size_t i = 0; i < user.size(); ++i) {
     const char c = user[i];
@@ -414,8 +418,10 @@ absl::Status Coordinator::FillAssignments(Txn& txn, const std::string& host, boo
 
 // --- RegisterHost ---
 
-absl::StatusOr<coordpb::RegisterHostReply> Coordinator::RegisterHost(
-    const coordpb::RegisterHost& request) {
+namespace {
+
+// RegisterHost's checks of its arguments: the slot ids declared.
+absl::StatusOr<std::set<uint64_t>> CheckRegisterHost(const coordpb::RegisterHost& request) {
   const std::string& host = request.host();
   RETURN_IF_ERROR(ValidateHostName(host));
   std::set<uint64_t> ids;
@@ -434,6 +440,15 @@ absl::StatusOr<coordpb::RegisterHostReply> Coordinator::RegisterHost(
           absl::StrCat("host ", host, " declares slot ", s.slot_id(), " twice"));
     }
   }
+  return ids;
+}
+
+}  // namespace
+
+absl::StatusOr<coordpb::RegisterHostReply> Coordinator::RegisterHost(
+    const coordpb::RegisterHost& request) {
+  const std::string& host = request.host();
+  ASSIGN_OR_RETURN(const std::set<uint64_t> ids, CheckRegisterHost(request));
   coordpb::RegisterHostReply reply;
   RETURN_IF_ERROR(InTransaction(true, [&](Txn& txn) -> absl::Status {
     std::vector<std::string> notes;
@@ -607,13 +622,23 @@ absl::StatusOr<coordpb::HeartbeatReply> Coordinator::HeartbeatAnswer(
 
 // --- LookupUser ---
 
-absl::StatusOr<std::optional<coordpb::StoreInfo>> Coordinator::UserStore(
-    absl::string_view name) {
-  const std::string user = NormalizeUser(name);
+namespace {
+
+// UserStore's check of its argument: the user name, normalized.
+absl::StatusOr<std::string> CheckUserToLookUp(absl::string_view name) {
+  std::string user = NormalizeUser(name);
   if (absl::Status s = ValidateUser(user); !s.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("cannot look up '", absl::CEscape(name), "': ", s.message()));
   }
+  return user;
+}
+
+}  // namespace
+
+absl::StatusOr<std::optional<coordpb::StoreInfo>> Coordinator::UserStore(
+    absl::string_view name) {
+  ASSIGN_OR_RETURN(const std::string user, CheckUserToLookUp(name));
   std::optional<coordpb::StoreInfo> out;
   RETURN_IF_ERROR(InTransaction(false, [&](Txn&) -> absl::Status {
     ASSIGN_OR_RETURN(Statement st, db_->Prepare("SELECT store_id FROM users WHERE user = ?"));
@@ -645,8 +670,10 @@ absl::StatusOr<coordpb::LookupUserReply> Coordinator::LookupUser(
 
 // --- CreateStore ---
 
-absl::StatusOr<coordpb::CreateStoreReply> Coordinator::CreateStore(
-    const coordpb::CreateStore& request) {
+namespace {
+
+// CreateStore's checks of its arguments: the master slot.
+absl::StatusOr<uint64_t> CheckCreateStore(const coordpb::CreateStore& request) {
   if (request.slot_ids_size() < 2) {
     return absl::InvalidArgumentError(
         absl::StrCat("a store needs at least 2 slots (a master and a replica on another host); "
@@ -670,6 +697,14 @@ absl::StatusOr<coordpb::CreateStoreReply> Coordinator::CreateStore(
         absl::StrCat("unknown durability ", static_cast<int>(request.durability()),
                      ": use ASYNC or SYNC"));
   }
+  return master;
+}
+
+}  // namespace
+
+absl::StatusOr<coordpb::CreateStoreReply> Coordinator::CreateStore(
+    const coordpb::CreateStore& request) {
+  ASSIGN_OR_RETURN(const uint64_t master, CheckCreateStore(request));
   coordpb::CreateStoreReply reply;
   RETURN_IF_ERROR(InTransaction(true, [&](Txn& txn) -> absl::Status {
     std::map<std::string, uint64_t> by_host;
@@ -764,14 +799,24 @@ absl::StatusOr<coordpb::CreateStoreReply> Coordinator::CreateStore(
 
 // --- AssignUsers ---
 
-absl::StatusOr<coordpb::AssignUsersReply> Coordinator::AssignUsers(
-    const coordpb::AssignUsers& request) {
+namespace {
+
+// AssignUsers's checks of its arguments: the users, once each.
+absl::StatusOr<std::set<std::string>> CheckAssignUsers(const coordpb::AssignUsers& request) {
   if (request.users_size() == 0) return absl::InvalidArgumentError("no users given");
   std::set<std::string> users;
   for (const std::string& u : request.users()) {
     RETURN_IF_ERROR(ValidateUser(u));  // nothing is assigned if any name is bad
     users.insert(u);
   }
+  return users;
+}
+
+}  // namespace
+
+absl::StatusOr<coordpb::AssignUsersReply> Coordinator::AssignUsers(
+    const coordpb::AssignUsers& request) {
+  ASSIGN_OR_RETURN(const std::set<std::string> users, CheckAssignUsers(request));
   coordpb::AssignUsersReply reply;
   RETURN_IF_ERROR(InTransaction(true, [&](Txn& txn) -> absl::Status {
     bool exists = false;
@@ -824,13 +869,23 @@ absl::StatusOr<coordpb::AssignUsersReply> Coordinator::AssignUsers(
 
 // --- SetDurability ---
 
-absl::StatusOr<coordpb::SetDurabilityReply> Coordinator::SetDurability(
-    const coordpb::SetDurability& request) {
+namespace {
+
+// SetDurability's check of its argument.
+absl::Status CheckSetDurability(const coordpb::SetDurability& request) {
   if (!coordpb::Durability_IsValid(request.durability())) {
     return absl::InvalidArgumentError(
         absl::StrCat("unknown durability ", static_cast<int>(request.durability()),
                      ": use ASYNC or SYNC"));
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<coordpb::SetDurabilityReply> Coordinator::SetDurability(
+    const coordpb::SetDurability& request) {
+  RETURN_IF_ERROR(CheckSetDurability(request));
   coordpb::SetDurabilityReply reply;
   RETURN_IF_ERROR(InTransaction(true, [&](Txn& txn) -> absl::Status {
     bool exists = false;
@@ -1457,8 +1512,10 @@ absl::Status Coordinator::StoreExists(uint64_t store_id) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<coordpb::RecordCheckReply> Coordinator::RecordCheck(
-    const coordpb::RecordCheck& request) {
+namespace {
+
+// RecordCheck's check of its arguments.
+absl::Status CheckRecordCheck(const coordpb::RecordCheck& request) {
   const std::string& result = request.result();
   if (std::find(std::begin(kCheckResults), std::end(kCheckResults), result) ==
       std::end(kCheckResults)) {
@@ -1467,6 +1524,15 @@ absl::StatusOr<coordpb::RecordCheckReply> Coordinator::RecordCheck(
         "unknown check result '", absl::CEscape(result), "' for store ", request.store_id(),
         ": use one of ", absl::StrJoin(known, ", ")));
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<coordpb::RecordCheckReply> Coordinator::RecordCheck(
+    const coordpb::RecordCheck& request) {
+  RETURN_IF_ERROR(CheckRecordCheck(request));
+  const std::string& result = request.result();
   RETURN_IF_ERROR(InTransaction(true, [&](Txn& txn) -> absl::Status {
     RETURN_IF_ERROR(StoreExists(request.store_id()));
     // The last check only: a new one replaces the row.
@@ -1489,13 +1555,23 @@ absl::StatusOr<coordpb::RecordCheckReply> Coordinator::RecordCheck(
 
 // --- RecordSalvage ---
 
-absl::StatusOr<coordpb::RecordSalvageReply> Coordinator::RecordSalvage(
-    const coordpb::RecordSalvage& request) {
+namespace {
+
+// RecordSalvage's check of its arguments.
+absl::Status CheckRecordSalvage(const coordpb::RecordSalvage& request) {
   if (request.slot_id() == 0 || request.from_lsn() == 0 || request.to_lsn() < request.from_lsn()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "salvage of store ", request.store_id(), " names slot ", request.slot_id(), " and LSNs ",
         request.from_lsn(), "-", request.to_lsn(), ": a slot and a non-empty LSN range are needed"));
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<coordpb::RecordSalvageReply> Coordinator::RecordSalvage(
+    const coordpb::RecordSalvage& request) {
+  RETURN_IF_ERROR(CheckRecordSalvage(request));
   // The detail starts with what identifies the salvage: a report repeated
   // after a crash finds it and adds nothing.
   const std::string key =
@@ -1698,6 +1774,29 @@ absl::StatusOr<coordpb::GetHistoryReply> Coordinator::GetHistory(
     return absl::OkStatus();
   }));
   return reply;
+}
+
+// --- the checks that need no database ---
+
+absl::Status CheckRequestArguments(const coordpb::Request& request) {
+  switch (request.op_case()) {
+    case coordpb::Request::kRegisterHost:
+      return CheckRegisterHost(request.register_host()).status();
+    case coordpb::Request::kLookupUser:
+      return CheckUserToLookUp(request.lookup_user().user()).status();
+    case coordpb::Request::kCreateStore:
+      return CheckCreateStore(request.create_store()).status();
+    case coordpb::Request::kAssignUsers:
+      return CheckAssignUsers(request.assign_users()).status();
+    case coordpb::Request::kSetDurability:
+      return CheckSetDurability(request.set_durability());
+    case coordpb::Request::kRecordCheck:
+      return CheckRecordCheck(request.record_check());
+    case coordpb::Request::kRecordSalvage:
+      return CheckRecordSalvage(request.record_salvage());
+    default:
+      return absl::OkStatus();  // checked in their transactions, or no operation
+  }
 }
 
 }  // namespace mailrepl::coord

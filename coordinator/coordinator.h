@@ -348,6 +348,13 @@ std::string NormalizeUser(absl::string_view user);
 // digit.
 absl::Status ValidateUser(absl::string_view user);
 
+// The checks of a request's arguments that need no database, which the
+// Coordinator's call for that operation makes first (RegisterHost,
+// LookupUser, CreateStore, AssignUsers, SetDurability, RecordCheck,
+// RecordSalvage): kInvalidArgument saying what is wrong, or OK (also for
+// the other operations, whose checks need the database, and for none).
+absl::Status CheckRequestArguments(const coordpb::Request& request);
+
 }  // namespace mailrepl::coord
 
 #endif  // MAILREPL_COORDINATOR_COORDINATOR_H_

@@ -72,19 +72,24 @@ absl::Status ValidateReplicadConfig(configpb::ReplicadConfig& c, const std::stri
   return absl::OkStatus();
 }
 
-absl::StatusOr<configpb::ReplicadConfig> LoadReplicadConfig(const std::string& path) {
-  absl::StatusOr<std::string> text = ReadFile(path);
-  if (!text.ok()) return text.status();
+absl::StatusOr<configpb::ReplicadConfig> ParseReplicadConfig(const std::string& text,
+                                                             const std::string& origin) {
   configpb::ReplicadConfig config;
   google::protobuf::TextFormat::Parser parser;
   ErrorCollector errors;
   parser.RecordErrorsTo(&errors);
-  if (!parser.ParseFromString(*text, &config)) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": ", errors.first()));
+  if (!parser.ParseFromString(text, &config)) {
+    return absl::InvalidArgumentError(absl::StrCat(origin, ": ", errors.first()));
   }
-  absl::Status valid = ValidateReplicadConfig(config, path);
+  absl::Status valid = ValidateReplicadConfig(config, origin);
   if (!valid.ok()) return valid;
   return config;
+}
+
+absl::StatusOr<configpb::ReplicadConfig> LoadReplicadConfig(const std::string& path) {
+  absl::StatusOr<std::string> text = ReadFile(path);
+  if (!text.ok()) return text.status();
+  return ParseReplicadConfig(*text, path);
 }
 
 }  // namespace mailrepl::replicad

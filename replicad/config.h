@@ -21,6 +21,11 @@ namespace mailrepl::replicad {
 // with one id or one address, a relative path.
 absl::StatusOr<configpb::ReplicadConfig> LoadReplicadConfig(const std::string& path);
 
+// LoadReplicadConfig on the file's text, read already (origin names it in
+// the errors).
+absl::StatusOr<configpb::ReplicadConfig> ParseReplicadConfig(const std::string& text,
+                                                             const std::string& origin);
+
 // The same checks on a config already parsed (for tests and tools that
 // write configs: replctl dev-cluster).
 absl::Status ValidateReplicadConfig(configpb::ReplicadConfig& config, const std::string& origin);

@@ -1,5 +1,7 @@
 #include "store/index.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -19,6 +21,17 @@ std::vector<std::string> SplitFlags(const std::string& s) {
 std::vector<std::string> ToVector(const google::protobuf::RepeatedPtrField<std::string>& f) {
   return NormalizeFlags(std::vector<std::string>(f.begin(), f.end()));
 }
+// Whether the flags read back as themselves: a row keeps them joined with
+// single spaces (JoinFlags), so an empty flag or one holding a space would
+// come back as other flags, and the message's digest would no longer be
+// that of its row. Slot::Append and SetFlags refuse such flags
+// (ValidateFlag); a record or snapshot made elsewhere may still hold them.
+bool FlagsStorable(const std::vector<std::string>& flags) {
+  return std::none_of(flags.begin(), flags.end(), [](const std::string& f) {
+    return f.empty() || f.find(' ') != std::string::npos;
+  });
+}
+constexpr absl::string_view kUnstorableFlag = "a flag is empty or holds a space";
 
 absl::Status Misfit(const LogRecord& r, absl::string_view why) {
   return absl::FailedPreconditionError(
@@ -472,6 +485,7 @@ absl::Status Index::ApplyOne(const LogRecord& r) {
       m.size = p.size();
       m.internal_date = p.internal_date();
       m.flags = ToVector(p.flags());
+      if (!FlagsStorable(m.flags)) return Misfit(r, kUnstorableFlag);
       m.modseq = p.modseq();
       // A body the record carries gets its blobs row once it is in a pack
       // (SetBlobLocation): one random B-tree page less per new message here.
@@ -497,7 +511,10 @@ absl::Status Index::ApplyOne(const LogRecord& r) {
         if (!p.ParseFromString(r.payload)) return Misfit(r, "unparsable payload");
         mailbox_id = p.mailbox_id();
         modseq = p.modseq();
-        for (const auto& c : p.changes()) changes.push_back({c.uid(), ToVector(c.flags())});
+        for (const auto& c : p.changes()) {
+          changes.push_back({c.uid(), ToVector(c.flags())});
+          if (!FlagsStorable(*changes.back().second)) return Misfit(r, kUnstorableFlag);
+        }
       } else {
         logpb::Expunge p;
         if (!p.ParseFromString(r.payload)) return Misfit(r, "unparsable payload");
@@ -606,61 +623,90 @@ absl::Status Index::InsertMessage(const std::string& mailbox_id, const MessageIn
 absl::Status Index::ApplyRepair(const LogRecord& r) {
   logpb::RepairMailbox p;
   if (!p.ParseFromString(r.payload)) return Misfit(r, "unparsable payload");
+  for (const auto& sm : p.messages()) {
+    if (!FlagsStorable(ToVector(sm.flags()))) return Misfit(r, kUnstorableFlag);
+  }
   const std::string& id = p.mailbox_id();
-  // Drop whatever this slot has for the mailbox id (and for the name).
-  auto drop = [&](const std::string& drop_id) -> absl::Status {
-    auto it = mailboxes_.find(drop_id);
-    ASSIGN_OR_RETURN(auto del, db_->Prepare("DELETE FROM messages WHERE mailbox = ?"));
-    del.Bind(1, drop_id);
-    RETURN_IF_ERROR(del.Run());
-    ASSIGN_OR_RETURN(auto delmb, db_->Prepare("DELETE FROM mailboxes WHERE id = ?"));
-    delmb.Bind(1, drop_id);
-    RETURN_IF_ERROR(delmb.Run());
-    if (it != mailboxes_.end()) {
-      ReplaceMailboxDigest(&it->second, nullptr);
+  // The steps below change the in-memory copy of the mailboxes as they go.
+  // If one fails (UIDs twice: a constraint), the caller rolls this record's
+  // rows back (on a replica, to quarantine the mailbox and go on), so the
+  // copy must go back too: the mailboxes it can drop or replace, and the
+  // slot digest.
+  const Digest digest_before = slot_digest_;
+  std::vector<MailboxInfo> before;
+  if (const MailboxInfo* mb = FindMailbox(id)) before.push_back(*mb);
+  if (const MailboxInfo* clash = FindMailboxByName(p.mailbox().name());
+      clash != nullptr && clash->id != id && !p.deleted()) {
+    before.push_back(*clash);
+  }
+  absl::Status s = [&]() -> absl::Status {
+    // Drop whatever this slot has for the mailbox id (and for the name).
+    auto drop = [&](const std::string& drop_id) -> absl::Status {
+      auto it = mailboxes_.find(drop_id);
+      ASSIGN_OR_RETURN(auto del, db_->Prepare("DELETE FROM messages WHERE mailbox = ?"));
+      del.Bind(1, drop_id);
+      RETURN_IF_ERROR(del.Run());
+      ASSIGN_OR_RETURN(auto delmb, db_->Prepare("DELETE FROM mailboxes WHERE id = ?"));
+      delmb.Bind(1, drop_id);
+      RETURN_IF_ERROR(delmb.Run());
+      if (it != mailboxes_.end()) {
+        ReplaceMailboxDigest(&it->second, nullptr);
+        by_name_.erase(it->second.name);
+        mailboxes_.erase(it);
+      }
+      return absl::OkStatus();
+    };
+    RETURN_IF_ERROR(drop(id));
+    if (!p.deleted()) {
+      if (const MailboxInfo* clash = FindMailboxByName(p.mailbox().name())) {
+        RETURN_IF_ERROR(drop(std::string(clash->id)));
+      }
+      MailboxInfo mb;
+      mb.id = id;
+      mb.name = p.mailbox().name();
+      mb.owner = MailboxOwner(mb.name);
+      mb.uidvalidity = p.mailbox().uidvalidity();
+      mb.last_uid = p.mailbox().last_uid();
+      mb.highest_modseq = p.mailbox().highest_modseq();
+      for (const auto& sm : p.messages()) {
+        MessageInfo m;
+        m.uid = sm.uid();
+        m.guid = sm.guid();
+        m.size = sm.size();
+        m.internal_date = sm.internal_date();
+        m.flags = ToVector(sm.flags());
+        m.modseq = sm.modseq();
+        m.expunged = sm.expunged();
+        RETURN_IF_ERROR(InsertMessage(id, m));
+        if (!m.expunged) {
+          mb.messages += 1;
+          mb.bytes += m.size;
+        }
+        mb.message_sum.Add(DigestOf(m));
+      }
+      RETURN_IF_ERROR(SaveMailbox(mb));
+      ReplaceMailboxDigest(nullptr, &mb);
+      by_name_[mb.name] = mb.id;
+      mailboxes_[mb.id] = std::move(mb);
+    }
+    ASSIGN_OR_RETURN(auto unq, db_->Prepare("DELETE FROM quarantine WHERE mailbox_id = ?"));
+    unq.Bind(1, id);
+    RETURN_IF_ERROR(unq.Run());
+    quarantine_.erase(id);
+    return absl::OkStatus();
+  }();
+  if (!s.ok()) {
+    if (auto it = mailboxes_.find(id); it != mailboxes_.end()) {
       by_name_.erase(it->second.name);
       mailboxes_.erase(it);
     }
-    return absl::OkStatus();
-  };
-  RETURN_IF_ERROR(drop(id));
-  if (!p.deleted()) {
-    if (const MailboxInfo* clash = FindMailboxByName(p.mailbox().name())) {
-      RETURN_IF_ERROR(drop(std::string(clash->id)));
+    for (MailboxInfo& mb : before) {
+      by_name_[mb.name] = mb.id;
+      mailboxes_[mb.id] = std::move(mb);
     }
-    MailboxInfo mb;
-    mb.id = id;
-    mb.name = p.mailbox().name();
-    mb.owner = MailboxOwner(mb.name);
-    mb.uidvalidity = p.mailbox().uidvalidity();
-    mb.last_uid = p.mailbox().last_uid();
-    mb.highest_modseq = p.mailbox().highest_modseq();
-    for (const auto& sm : p.messages()) {
-      MessageInfo m;
-      m.uid = sm.uid();
-      m.guid = sm.guid();
-      m.size = sm.size();
-      m.internal_date = sm.internal_date();
-      m.flags = ToVector(sm.flags());
-      m.modseq = sm.modseq();
-      m.expunged = sm.expunged();
-      RETURN_IF_ERROR(InsertMessage(id, m));
-      if (!m.expunged) {
-        mb.messages += 1;
-        mb.bytes += m.size;
-      }
-      mb.message_sum.Add(DigestOf(m));
-    }
-    RETURN_IF_ERROR(SaveMailbox(mb));
-    ReplaceMailboxDigest(nullptr, &mb);
-    by_name_[mb.name] = mb.id;
-    mailboxes_[mb.id] = std::move(mb);
+    slot_digest_ = digest_before;
   }
-  ASSIGN_OR_RETURN(auto unq, db_->Prepare("DELETE FROM quarantine WHERE mailbox_id = ?"));
-  unq.Bind(1, id);
-  RETURN_IF_ERROR(unq.Run());
-  quarantine_.erase(id);
-  return absl::OkStatus();
+  return s;
 }
 
 absl::StatusOr<std::vector<MessageInfo>> Index::ListMessages(const std::string& mailbox_id,
@@ -788,6 +834,14 @@ QuotaInfo Index::Quota(const std::string& user) const {
 }
 
 absl::Status Index::ImportMailbox(const MailboxInfo& mb) {
+  // Ids and names are unique: a second row would replace the first one's
+  // (SaveMailbox) while both stayed in memory and in the digest.
+  if (FindMailbox(mb.id) != nullptr) {
+    return absl::DataLossError(absl::StrCat("snapshot lists mailbox id ", mb.id, " twice"));
+  }
+  if (FindMailboxByName(mb.name) != nullptr) {
+    return absl::DataLossError(absl::StrCat("snapshot lists mailbox name ", mb.name, " twice"));
+  }
   RETURN_IF_ERROR(SaveMailbox(mb));
   ReplaceMailboxDigest(nullptr, &mb);
   by_name_[mb.name] = mb.id;
@@ -799,6 +853,10 @@ absl::Status Index::ImportMessage(const std::string& mailbox_id, const MessageIn
   auto it = mailboxes_.find(mailbox_id);
   if (it == mailboxes_.end()) {
     return absl::DataLossError(absl::StrCat("snapshot message for unknown mailbox ", mailbox_id));
+  }
+  if (!FlagsStorable(m.flags)) {
+    return absl::DataLossError(absl::StrCat("snapshot message UID ", m.uid, " of mailbox ",
+                                            mailbox_id, ": ", kUnstorableFlag));
   }
   RETURN_IF_ERROR(InsertMessage(mailbox_id, m));
   MailboxInfo after = it->second;

@@ -47,6 +47,9 @@ LogReader& LogReader::operator=(LogReader&& o) noexcept {
     last_lsn_ = o.last_lsn_;
     recovery_ = o.recovery_;
     torn_tail_ = std::move(o.torn_tail_);
+    memory_ = std::move(o.memory_);
+    in_memory_ = o.in_memory_;
+    memory_open_ = std::exchange(o.memory_open_, false);
   }
   return *this;
 }
@@ -72,10 +75,37 @@ absl::StatusOr<LogReader> LogReader::Open(const std::string& log_dir, uint64_t f
   return r;
 }
 
+absl::StatusOr<LogReader> LogReader::OpenInMemory(
+    std::vector<std::pair<uint64_t, std::string>> segments, uint64_t from_lsn, bool recovery) {
+  std::sort(segments.begin(), segments.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  LogReader r;
+  r.in_memory_ = true;
+  r.from_lsn_ = from_lsn;
+  r.recovery_ = recovery;
+  for (auto& [first_lsn, bytes] : segments) {
+    r.segments_.push_back({first_lsn, SegmentFileName(first_lsn)});
+    r.memory_.push_back(std::move(bytes));
+  }
+  // As Open().
+  size_t start = 0;
+  for (size_t i = 0; i < r.segments_.size(); ++i) {
+    if (r.segments_[i].first_lsn <= from_lsn) start = i;
+  }
+  if (recovery) start = 0;
+  if (!r.segments_.empty()) RETURN_IF_ERROR(r.OpenSegment(start));
+  return r;
+}
+
 absl::Status LogReader::OpenSegment(size_t index) {
   if (fd_ >= 0) ::close(fd_);
   segment_ = index;
   path_ = segments_[index].path;
+  if (in_memory_) {
+    memory_open_ = true;
+    offset_ = 0;
+    return absl::OkStatus();
+  }
   fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd_ < 0) return ErrnoStatus(errno, "open log segment", path_);
   offset_ = 0;
@@ -83,6 +113,13 @@ absl::Status LogReader::OpenSegment(size_t index) {
 }
 
 absl::StatusOr<bool> LogReader::ReadAt(uint64_t offset, size_t n, std::string* out) {
+  if (in_memory_) {
+    const std::string& bytes = memory_[segment_];
+    const absl::string_view rest =
+        offset < bytes.size() ? absl::string_view(bytes).substr(offset) : absl::string_view();
+    out->assign(rest.data(), std::min(rest.size(), n));
+    return out->size() == n;
+  }
   out->resize(n);
   size_t got = 0;
   while (got < n) {
@@ -102,10 +139,17 @@ bool LogReader::IsAllZero(absl::string_view bytes) {
   return std::all_of(bytes.begin(), bytes.end(), [](char c) { return c == 0; });
 }
 
-bool LogReader::ZerosToEnd(uint64_t from) {
+std::optional<uint64_t> LogReader::SegmentSize() const {
+  if (in_memory_) return memory_[segment_].size();
   struct stat st;
-  if (::fstat(fd_, &st) != 0) return false;
-  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  if (::fstat(fd_, &st) != 0) return std::nullopt;
+  return static_cast<uint64_t>(st.st_size);
+}
+
+bool LogReader::ZerosToEnd(uint64_t from) {
+  const std::optional<uint64_t> file_size = SegmentSize();
+  if (!file_size) return false;
+  const uint64_t size = *file_size;
   std::string buf;
   for (uint64_t at = from; at < size; at += buf.size()) {
     auto ok = ReadAt(at, static_cast<size_t>(std::min<uint64_t>(1 << 20, size - at)), &buf);
@@ -118,9 +162,9 @@ bool LogReader::NothingValidAfter(uint64_t from, uint64_t expected_lsn) {
   // Look for any record that parses and has a plausible LSN. Only called on
   // the recovery path after a bad record, so a byte-by-byte scan is fine.
   std::string buf;
-  struct stat st;
-  if (::fstat(fd_, &st) != 0) return false;
-  uint64_t size = static_cast<uint64_t>(st.st_size);
+  const std::optional<uint64_t> file_size = SegmentSize();
+  if (!file_size) return false;
+  uint64_t size = *file_size;
   if (size <= from) return true;
   auto ok = ReadAt(from, size - from, &buf);
   if (!ok.ok()) return false;
@@ -137,7 +181,7 @@ bool LogReader::NothingValidAfter(uint64_t from, uint64_t expected_lsn) {
 
 absl::StatusOr<bool> LogReader::Next(LogRecord* record) {
   std::string header, whole;
-  while (fd_ >= 0) {
+  while (IsOpen()) {
     ASSIGN_OR_RETURN(bool full, ReadAt(offset_, kRecordHeaderSize, &header));
     bool last_segment = segment_ + 1 == segments_.size();
     DecodeStatus st = DecodeStatus::kNeedMore;
@@ -162,7 +206,7 @@ absl::StatusOr<bool> LogReader::Next(LogRecord* record) {
     const bool zeros_ahead = full && IsAllZero(header) && (!recovery_ || ZerosToEnd(offset_));
     if (header.empty() || zeros_ahead) {
       // Clean end of this segment.
-      if (last_segment && !recovery_) {
+      if (last_segment && !recovery_ && !in_memory_) {
         // A live writer may have started a new segment since we listed them.
         ASSIGN_OR_RETURN(auto now, ListSegments(log_dir_));
         if (now.size() > segments_.size()) segments_ = std::move(now);
@@ -200,9 +244,9 @@ absl::StatusOr<bool> LogReader::Next(LogRecord* record) {
           "change log ", path_, " offset ", offset_,
           ": damaged record followed by valid records; the slot needs repair from a replica"));
     }
-    struct stat sb;
-    if (::fstat(fd_, &sb) != 0) return ErrnoStatus(errno, "stat", path_);
-    torn_tail_ = TornTail{path_, offset_, static_cast<uint64_t>(sb.st_size) - offset_};
+    const std::optional<uint64_t> size = SegmentSize();
+    if (!size) return ErrnoStatus(errno, "stat", path_);
+    torn_tail_ = TornTail{path_, offset_, *size - offset_};
     return false;
   }
   return false;

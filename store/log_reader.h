@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -39,6 +40,14 @@ class LogReader {
   static absl::StatusOr<LogReader> Open(const std::string& log_dir, uint64_t from_lsn,
                                         bool recovery);
 
+  // The same reader over segments held in memory instead of a directory
+  // (the fuzzers, test/fuzz/log_segment_fuzzer.cc): segment i has the bytes
+  // of segments[i].second and is named for first LSN segments[i].first
+  // (its path in messages is SegmentFileName(first LSN)). Same parsing,
+  // same rules; a live reader finds no new segment appear.
+  static absl::StatusOr<LogReader> OpenInMemory(
+      std::vector<std::pair<uint64_t, std::string>> segments, uint64_t from_lsn, bool recovery);
+
   // Sets *record to the next record and returns true; false at the end.
   // Returns kDataLoss naming file and offset when a record is damaged in the
   // middle of the log, or LSNs are not contiguous.
@@ -59,7 +68,11 @@ class LogReader {
  private:
   LogReader() = default;
   absl::Status OpenSegment(size_t index);
+  // Whether a segment is open (a file, or one of memory_).
+  bool IsOpen() const { return fd_ >= 0 || memory_open_; }
   absl::StatusOr<bool> ReadAt(uint64_t offset, size_t n, std::string* out);
+  // The current segment's size now; nullopt if the file cannot be stat'd.
+  std::optional<uint64_t> SegmentSize() const;
   // True when no valid record starts anywhere in [from, file end).
   bool NothingValidAfter(uint64_t from, uint64_t expected_lsn);
   static bool IsAllZero(absl::string_view bytes);
@@ -77,6 +90,10 @@ class LogReader {
   uint64_t last_lsn_ = 0;  // 0 until the first record
   bool recovery_ = false;
   std::optional<TornTail> torn_tail_;
+  // OpenInMemory: the bytes of segments_[i] (no files are read).
+  std::vector<std::string> memory_;
+  bool in_memory_ = false;
+  bool memory_open_ = false;
 };
 
 }  // namespace mailrepl

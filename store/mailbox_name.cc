@@ -1,5 +1,7 @@
 #include "store/mailbox_name.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 
@@ -38,8 +40,17 @@ absl::Status ValidateUserName(absl::string_view user) {
 
 absl::Status ValidateMailboxName(absl::string_view name) {
   auto bad = [&](absl::string_view why) {
+    // At most 80 bytes of the name, cut between UTF-8 characters, not
+    // through one: the message must stay UTF-8 to travel in a proto3 string
+    // (the client API's Reply), or the client cannot parse the refusal.
+    size_t cut = std::min<size_t>(name.size(), 80);
+    for (int back = 0; back < 3 && cut > 0 && cut < name.size() &&
+                       (static_cast<unsigned char>(name[cut]) & 0xC0) == 0x80;
+         ++back) {
+      --cut;
+    }
     std::string shown;
-    for (char c : name.substr(0, 80)) {
+    for (char c : name.substr(0, cut)) {
       unsigned char u = static_cast<unsigned char>(c);
       if (u < 0x20 || u == 0x7f) {
         absl::StrAppend(&shown, "\\x", absl::Hex(u, absl::kZeroPad2));

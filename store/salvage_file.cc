@@ -150,6 +150,10 @@ absl::Status WriteSalvageFile(const std::string& path, const SalvageSet& set) {
 
 absl::StatusOr<SalvageSet> ReadSalvageFile(const std::string& path) {
   ASSIGN_OR_RETURN(std::string data, ReadFile(path));
+  return ParseSalvageFile(data, path);
+}
+
+absl::StatusOr<SalvageSet> ParseSalvageFile(absl::string_view data, const std::string& path) {
   SalvageSet set;
   absl::string_view rest = data;
   size_t offset = 0;

@@ -27,6 +27,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "proto/salvage.pb.h"
 
 namespace mailrepl {
@@ -60,6 +61,10 @@ absl::Status WriteSalvageFile(const std::string& path, const SalvageSet& set);
 // Reads and checks a salvage file: kDataLoss naming the file and offset if
 // an entry is damaged, out of order, or the trailer is missing or wrong.
 absl::StatusOr<SalvageSet> ReadSalvageFile(const std::string& path);
+// The same checks over a salvage file's bytes already in memory (what
+// ReadSalvageFile does once it has read the file; the fuzzer's way in);
+// errors name `path`.
+absl::StatusOr<SalvageSet> ParseSalvageFile(absl::string_view data, const std::string& path);
 
 // The progress of a salvage (an empty progress if the file does not exist).
 absl::StatusOr<salvagepb::SalvageProgress> ReadSalvageProgress(const std::string& salvage_path);

@@ -95,7 +95,10 @@ struct PackReader {
   }
   // The offset of the first valid entry at or after from, if any.
   std::optional<uint64_t> NextValid(uint64_t from) const {
-    std::string chunk(1 << 20, '\0');
+    // At most 1 MiB at a time, and no more than the file has after from:
+    // a scan calls this once per damaged stretch, often near the end.
+    std::string chunk(static_cast<size_t>(std::min<uint64_t>(1 << 20, size - std::min(size, from))),
+                      '\0');
     std::string guid, body;
     const char magic[4] = {'M', 'B', 'Y', '1'};
     for (uint64_t base = from; base + 4 <= size;) {

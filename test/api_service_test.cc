@@ -443,6 +443,31 @@ TEST_CASE("mailbox names with .. or control characters are refused and nothing i
   CheckUnchanged(h, before);
 }
 
+TEST_CASE("a refusal quoting a long mailbox name of multi-byte characters reaches the client",
+          "[api]") {
+  // The refusal shows the first 80 bytes of the name: cut through a UTF-8
+  // character, the message was not UTF-8, the Reply not a valid proto3
+  // message, and the client failed to parse it instead of seeing the
+  // refusal (found by test/fuzz/rpc_fuzzer).
+  ApiHarness h;
+  SetUpMailbox(h);
+  auto accents = [](std::string s, size_t n) {
+    while (n-- > 0) s += "\xc3\xa9";  // e-acute, two bytes
+    return s;
+  };
+  for (const char* prefix : {"user/alice/", "user/alice/a"}) {
+    // Over 490 bytes; and one that is too short for that but has "..".
+    for (const std::string& bad : {accents(prefix, 250), accents(prefix, 50) + "/../x"}) {
+      INFO(absl::CEscape(bad));
+      absl::StatusOr<apipb::Response> r = h.Call(Create(bad));
+      CHECK(r.status().code() == absl::StatusCode::kInvalidArgument);
+      CHECK_THAT(std::string(r.status().message()), Contains("create_mailbox.name"));
+      CHECK_THAT(std::string(r.status().message()), Contains("\xc3\xa9"));
+    }
+  }
+  CHECK(h.Call(ListBoxes()).ok());  // the connection is still good
+}
+
 TEST_CASE("a write is refused with replicad's message when the slot is not master, "
           "and reads still work",
           "[api]") {

@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -32,6 +33,7 @@
 #include "coordinator/promote.h"
 #include "coordinator/schema.h"
 #include "proto/coord.pb.h"
+#include "proto/rpc.pb.h"
 #include "rpc/rpc_client.h"
 #include "test/coord_requests.h"
 #include "test/process_util.h"
@@ -396,6 +398,98 @@ TEST_CASE("a bad user name is refused and nothing is assigned", "[coordinator]")
   l.set_user("good");
   CHECK_FALSE(f.c().LookupUser(l)->found());
   CHECK(f.c().AssignUsers(Users({std::string(64, 'a')}, 1)).ok());
+}
+
+// Whether a status message can travel in the RPC Reply (a proto3 string:
+// the client's parser refuses one that is not UTF-8).
+bool ReachesTheClient(absl::string_view message) {
+  rpcpb::Reply sent;
+  sent.set_message(std::string(message));
+  rpcpb::Reply got;
+  return got.ParseFromString(sent.SerializeAsString()) && got.message() == message;
+}
+
+TEST_CASE("a refusal quoting a long user or host name of multi-byte characters reaches the "
+          "client",
+          "[coordinator]") {
+  // Such refusals showed the first 20 (user) or 40 (host) bytes of the
+  // name: cut through a UTF-8 character, the Reply was not valid and the
+  // client failed to parse it (found by test/fuzz/rpc_fuzzer).
+  Fixture f;
+  f.RegisterThreeHosts();
+  REQUIRE(f.c().CreateStore(Store({1, 3})).ok());
+  auto accents = [](std::string s, size_t n) {
+    while (n-- > 0) s += "\xc3\xa9";  // e-acute, two bytes
+    return s;
+  };
+  for (const char* start : {"a", "ab"}) {
+    const std::string user = accents(start, 40);
+    INFO(absl::CEscape(user));
+    auto assigned = f.c().AssignUsers(Users({user}, 1));
+    REQUIRE(absl::IsInvalidArgument(assigned.status()));
+    CHECK(absl::StrContains(assigned.status().message(), "bytes long"));
+    CHECK(ReachesTheClient(assigned.status().message()));
+    coordpb::LookupUser l;
+    l.set_user(user + "@example.com");
+    auto looked_up = f.c().LookupUser(l);
+    REQUIRE(absl::IsInvalidArgument(looked_up.status()));
+    CHECK(ReachesTheClient(looked_up.status().message()));
+    auto registered = f.c().RegisterHost(Host(accents(start, 130), {9}));
+    REQUIRE(absl::IsInvalidArgument(registered.status()));
+    CHECK(absl::StrContains(registered.status().message(), "longer than 255 bytes"));
+    CHECK(ReachesTheClient(registered.status().message()));
+  }
+}
+
+TEST_CASE("the argument checks that need no database refuse what the calls refuse",
+          "[coordinator]") {
+  // CheckRequestArguments (the checks each call makes before its
+  // transaction, for the RPC fuzzer) against the calls themselves.
+  Fixture f;
+  f.RegisterThreeHosts();
+  std::vector<coordpb::Request> bad(8);
+  *bad[0].mutable_register_host() = Host("", {7});
+  *bad[1].mutable_register_host() = Host("h4", {7, 7});
+  bad[2].mutable_lookup_user()->set_user("a/b");
+  *bad[3].mutable_create_store() = Store({1});
+  *bad[4].mutable_create_store() = Store({1, 3});
+  bad[4].mutable_create_store()->set_master_slot_id(5);
+  *bad[5].mutable_assign_users() = Users({"good", "Bad"}, 1);
+  bad[6].mutable_set_durability()->set_durability(static_cast<coordpb::Durability>(9));
+  bad[7].mutable_record_salvage()->set_slot_id(1);  // no LSN range
+  for (const coordpb::Request& r : bad) {
+    INFO(r.ShortDebugString());
+    const absl::Status pure = CheckRequestArguments(r);
+    CHECK(absl::IsInvalidArgument(pure));
+    absl::Status call;
+    switch (r.op_case()) {
+      case coordpb::Request::kRegisterHost:
+        call = f.c().RegisterHost(r.register_host()).status();
+        break;
+      case coordpb::Request::kLookupUser:
+        call = f.c().LookupUser(r.lookup_user()).status();
+        break;
+      case coordpb::Request::kCreateStore:
+        call = f.c().CreateStore(r.create_store()).status();
+        break;
+      case coordpb::Request::kAssignUsers:
+        call = f.c().AssignUsers(r.assign_users()).status();
+        break;
+      case coordpb::Request::kSetDurability:
+        call = f.c().SetDurability(r.set_durability()).status();
+        break;
+      case coordpb::Request::kRecordSalvage:
+        call = f.c().RecordSalvage(r.record_salvage()).status();
+        break;
+      default:
+        FAIL("unexpected op");
+    }
+    CHECK(call == pure);
+  }
+  coordpb::Request good;
+  *good.mutable_register_host() = Host("h4", {7, 8});
+  CHECK(CheckRequestArguments(good).ok());
+  CHECK(CheckRequestArguments(coordpb::Request()).ok());  // nothing to check: Dispatch refuses it
 }
 
 TEST_CASE("lookup accepts user, user+folder and user@domain in any case", "[coordinator]") {

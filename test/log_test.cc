@@ -5,10 +5,13 @@
 #include <algorithm>
 #include <fstream>
 #include <iterator>
+#include <optional>
+#include <tuple>
 
 #include "absl/strings/escaping.h"
 
 #include "common/crc32c.h"
+#include "common/file_util.h"
 #include "store/log_format.h"
 #include "store/log_reader.h"
 #include "store/verify.h"
@@ -275,6 +278,74 @@ TEST_CASE("a missing segment in the middle of the log is reported as a gap", "[l
   REQUIRE_FALSE(slot.ok());
   CHECK(slot.status().code() == absl::StatusCode::kDataLoss);
   CHECK_THAT(std::string(slot.status().message()), Catch::Contains("LSN"));
+}
+
+// What a reader returns: per record its segment file name, end offset and
+// LSN; then how it ended.
+struct ReadOut {
+  std::vector<std::tuple<std::string, uint64_t, uint64_t>> records;
+  absl::Status status;
+  std::optional<std::tuple<std::string, uint64_t, uint64_t>> torn;
+};
+
+ReadOut ReadThrough(LogReader reader) {
+  auto base = [](const std::string& path) { return path.substr(path.find_last_of('/') + 1); };
+  ReadOut out;
+  for (;;) {
+    LogRecord r;
+    absl::StatusOr<bool> more = reader.Next(&r);
+    if (!more.ok()) {
+      out.status = more.status();
+      break;
+    }
+    if (!*more) break;
+    out.records.emplace_back(base(reader.current_path()), reader.end_offset(), r.lsn);
+  }
+  if (const auto& t = reader.torn_tail()) {
+    out.torn.emplace(base(t->path), t->offset, t->bytes_dropped);
+  }
+  return out;
+}
+
+TEST_CASE("a log read from memory reads as from its files (records, offsets, a torn tail and "
+          "damage)",
+          "[log][recovery]") {
+  TempDir dir;
+  SlotOptions small;
+  small.segment_bytes = 4096;
+  FillSmallSegments(dir.path(), small);
+  auto segs = ListSegments(dir.Sub("log")).value();
+  REQUIRE(segs.size() >= 3);
+  LogRecord next{1000, 0, RecordType::kAdminNote, std::string(300, 'x')};
+  std::string encoded;
+  EncodeRecord(next, &encoded);
+  AppendBytes(segs.back().path, encoded.substr(0, 60));
+  auto in_memory = [&] {
+    std::vector<std::pair<uint64_t, std::string>> out;
+    for (const SegmentInfo& s : segs) out.emplace_back(s.first_lsn, ReadFile(s.path).value());
+    return out;
+  };
+  for (bool recovery : {true, false}) {
+    INFO("recovery " << recovery);
+    const ReadOut files = ReadThrough(LogReader::Open(dir.Sub("log"), 1, recovery).value());
+    const ReadOut memory = ReadThrough(LogReader::OpenInMemory(in_memory(), 1, recovery).value());
+    REQUIRE(files.status.ok());
+    CHECK(files.records.size() == 31);
+    CHECK(memory.status.ok());
+    CHECK(memory.records == files.records);
+    CHECK(memory.torn == files.torn);
+    CHECK(files.torn.has_value() == recovery);
+  }
+  FlipByte(segs[0].path, 100);  // damage in a sealed segment
+  const ReadOut files = ReadThrough(LogReader::Open(dir.Sub("log"), 1, true).value());
+  const ReadOut memory = ReadThrough(LogReader::OpenInMemory(in_memory(), 1, true).value());
+  CHECK(files.status.code() == absl::StatusCode::kDataLoss);
+  CHECK(memory.status.code() == absl::StatusCode::kDataLoss);
+  CHECK(memory.records == files.records);
+  const std::string message(memory.status.message());
+  CHECK_THAT(message, Catch::Contains(SegmentFileName(segs[0].first_lsn) + " offset "));
+  CHECK_THAT(std::string(files.status.message()),
+             Catch::Contains(message.substr(message.find(" offset "))));
 }
 
 TEST_CASE("a lost index is rebuilt from the log on open", "[log][recovery]") {

@@ -144,5 +144,87 @@ TEST_CASE("a record that does not apply quarantines its mailbox and the stream g
   CHECK(testing::ReopenSlot(r2.path())->SlotDigest() == d);
 }
 
+TEST_CASE("a replicated record with a flag that is empty or holds a space does not apply, and "
+          "quarantines its mailbox, whose digest stays that of its rows",
+          "[replica][quarantine]") {
+  TempDir m, r;
+  auto master = NewSlot(m.path());
+  REQUIRE(master->CreateMailbox("user/a").ok());
+  REQUIRE(master->CreateMailbox("user/b").ok());
+  REQUIRE(master->Append({.mailbox = "user/a", .body = TestMessage(1), .flags = {"\\Seen"}}).ok());
+  REQUIRE(master->Append({.mailbox = "user/b", .body = TestMessage(2)}).ok());
+  REQUIRE(master->SetFlags("user/b", {1}, FlagOp::kAdd, {"$Label"}).ok());
+  auto records = RecordsFrom(m.path(), 1);
+  REQUIRE(records.size() == 5);
+  // A row keeps flags joined with spaces: "" and "two words" would read
+  // back as other flags than the digest was made of.
+  logpb::Append append;
+  REQUIRE(append.ParseFromString(records[2].payload));
+  append.add_flags("");
+  records[2].payload = append.SerializeAsString();
+  logpb::SetFlags flags;
+  REQUIRE(flags.ParseFromString(records[4].payload));
+  flags.mutable_changes(0)->add_flags("two words");
+  records[4].payload = flags.SerializeAsString();
+  auto replica = NewSlot(r.path());
+  REQUIRE(replica->AppendReplicated(records).ok());
+  auto q = replica->Quarantined();
+  REQUIRE(q.size() == 2);
+  for (const Quarantine& one : q) {
+    CHECK_THAT(one.reason, Catch::Contains("a flag is empty or holds a space"));
+  }
+  CHECK(replica->GetMailbox("user/a").value().messages == 0);
+  CHECK(replica->ListMessages("user/b", true).value().at(0).flags.empty());
+  // What was applied is what a rebuilt index holds.
+  const Digest d = replica->SlotDigest();
+  replica.reset();
+  REQUIRE(ReconstructIndex(SlotPaths::Under(r.path()), {}).ok());
+  CHECK(testing::ReopenSlot(r.path())->SlotDigest() == d);
+}
+
+TEST_CASE("a mailbox repair that fails part way leaves the mailbox as it was, in memory as on "
+          "disk, and quarantines it when replayed",
+          "[replica][quarantine]") {
+  TempDir m, r;
+  auto master = NewSlot(m.path());
+  REQUIRE(master->CreateMailbox("user/a").ok());
+  REQUIRE(master->Append({.mailbox = "user/a", .body = TestMessage(1)}).ok());
+  REQUIRE(master->Append({.mailbox = "user/a", .body = TestMessage(2)}).ok());
+  auto replica = NewSlot(r.path());
+  REQUIRE(replica->AppendReplicated(RecordsFrom(m.path(), 1)).ok());
+  const MailboxInfo before = replica->GetMailbox("user/a").value();
+  // A repair listing UID 1 twice: its second row breaks the table's key
+  // after the mailbox's old rows are gone.
+  logpb::RepairMailbox repair;
+  repair.set_mailbox_id(before.id);
+  repair.mutable_mailbox()->set_mailbox_id(before.id);
+  repair.mutable_mailbox()->set_name(before.name);
+  repair.mutable_mailbox()->set_uidvalidity(before.uidvalidity);
+  repair.mutable_mailbox()->set_last_uid(2);
+  const MessageInfo first = replica->ListMessages("user/a", true).value().at(0);
+  for (int i = 0; i < 2; ++i) {
+    auto* sm = repair.add_messages();
+    sm->set_uid(1);
+    sm->set_guid(first.guid);
+    sm->set_size(first.size);
+  }
+  // Durable in the log; the index refuses it (and the slot wants reopening).
+  replica->RepairMailbox(repair.SerializeAsString(), {}).IgnoreError();
+  replica.reset();
+  // Replayed with quarantine, as recovery does.
+  replica = testing::ReopenSlot(r.path());
+  auto q = replica->Quarantined();
+  REQUIRE(q.size() == 1);
+  CHECK(q[0].mailbox_id == before.id);
+  auto after = replica->GetMailbox("user/a");
+  REQUIRE(after.ok());
+  CHECK(after->MailboxDigest() == before.MailboxDigest());
+  CHECK(after->messages == 2);
+  CHECK(replica->SlotDigest() == master->SlotDigest());
+  const Digest d = replica->SlotDigest();
+  replica.reset();
+  CHECK(testing::ReopenSlot(r.path())->SlotDigest() == d);
+}
+
 }  // namespace
 }  // namespace mailrepl

@@ -17,11 +17,14 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "asio.hpp"
 #include "catch2/catch.hpp"
+#include "transport/net.h"
 
 namespace mailrepl::transport {
 namespace {
@@ -365,6 +368,18 @@ TEST_CASE("Run without Listen returns at once with a log line", "[server]") {
   asio::co_spawn(io, server.Run(), [&](std::exception_ptr) { ended = true; });
   REQUIRE(RunUntil(io, [&] { return ended; }));
   CHECK(absl::StrContains(log.Stop(), "call Listen() before Run()"));
+}
+
+TEST_CASE("an address with a NUL or another control byte is refused, not cut at the NUL",
+          "[server]") {
+  CHECK(transport::ParseEndpoint("127.0.0.1:24").ok());
+  CHECK(transport::ParseEndpoint("[::1]:24").ok());
+  for (const std::string& bad : {std::string("127.0.0.1\0junk:24", 18), std::string("127.0.0.1 :24"),
+                                 std::string("127.0.0.1:2\n4"), std::string("127.0.0.1:24\x80")}) {
+    INFO(absl::CEscape(bad));
+    absl::StatusOr<asio::ip::tcp::endpoint> ep = transport::ParseEndpoint(bad);
+    CHECK(absl::IsInvalidArgument(ep.status()));
+  }
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 // snapshots and retention.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <map>
@@ -14,7 +15,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "common/file_util.h"
 #include "common/sqlite.h"
+#include "proto/log.pb.h"
 #include "store/index.h"
 #include "store/mailbox_name.h"
 #include "store/snapshot.h"
@@ -35,6 +38,62 @@ std::vector<std::string> Guids(Slot& slot, const std::string& mailbox) {
   REQUIRE(msgs.ok());
   for (const auto& m : *msgs) out.push_back(m.guid);
   return out;
+}
+
+// The entries of a snapshot file.
+std::vector<LogRecord> SnapshotEntries(const std::string& path) {
+  const std::string data = ReadFile(path).value();
+  std::vector<LogRecord> out;
+  size_t pos = 0, consumed = 0;
+  LogRecord r;
+  while (pos < data.size()) {
+    REQUIRE(DecodeRecord(absl::string_view(data).substr(pos), &r, &consumed) == DecodeStatus::kOk);
+    out.push_back(r);
+    pos += consumed;
+  }
+  return out;
+}
+
+// Writes entries as a snapshot file whose trailer agrees with them: the
+// counts, and the digest their mailboxes, messages and quotas sum to (as a
+// writer that believed them would make it).
+void WriteSnapshotEntries(const std::string& path, std::vector<LogRecord> entries) {
+  std::map<std::string, Digest> mailboxes;  // by id: attributes + messages
+  std::map<std::string, Digest> quotas;
+  uint64_t mailbox_entries = 0, message_entries = 0;
+  std::string data;
+  for (LogRecord& r : entries) {
+    if (r.type == RecordType::kSnapshotMailbox) {
+      logpb::SnapshotMailbox m;
+      REQUIRE(m.ParseFromString(r.payload));
+      mailboxes[m.mailbox_id()].Add(MailboxAttributesDigest(
+          m.mailbox_id(), m.name(), m.uidvalidity(), m.last_uid(), m.highest_modseq()));
+      ++mailbox_entries;
+    } else if (r.type == RecordType::kSnapshotMessage) {
+      logpb::SnapshotMessage m;
+      REQUIRE(m.ParseFromString(r.payload));
+      mailboxes[m.mailbox_id()].Add(
+          MessageDigest(m.uid(), m.guid(), NormalizeFlags({m.flags().begin(), m.flags().end()}),
+                        m.modseq(), m.expunged()));
+      ++message_entries;
+    } else if (r.type == RecordType::kSnapshotQuota) {
+      logpb::SnapshotQuota q;
+      REQUIRE(q.ParseFromString(r.payload));
+      quotas[q.user()] = QuotaDigest(q.user(), q.storage_limit(), q.message_limit());
+    } else if (r.type == RecordType::kSnapshotTrailer) {
+      logpb::SnapshotTrailer t;
+      REQUIRE(t.ParseFromString(r.payload));
+      Digest slot;
+      for (const auto& [id, d] : mailboxes) slot.Add(MailboxSlotDigest(id, d));
+      for (const auto& [user, d] : quotas) slot.Add(d);
+      t.set_mailboxes(mailbox_entries);
+      t.set_messages(message_entries);
+      t.set_slot_digest(slot.Bytes());
+      r.payload = t.SerializeAsString();
+    }
+    EncodeRecord(r, &data);
+  }
+  REQUIRE(WriteFileAtomically(path, data).ok());
 }
 
 // Rebuilds the index from the log and returns the slot digest it gives.
@@ -598,6 +657,78 @@ TEST_CASE("a damaged snapshot is refused and leaves the slot empty", "[slot][sna
   testing::TruncateFile(file, testing::FileSize(file) - 10);
   CHECK(dst->ImportSnapshot(file).code() == absl::StatusCode::kDataLoss);
   CHECK(dst->ListMailboxes().empty());
+}
+
+TEST_CASE("a snapshot that lists a mailbox name twice, or a message with a flag that is empty "
+          "or holds a space, is refused and leaves the slot empty, even with a trailer that "
+          "agrees",
+          "[slot][snapshot]") {
+  TempDir a, b;
+  auto src = NewSlot(a.path());
+  REQUIRE(src->CreateMailbox("user/u").ok());
+  REQUIRE(src->Append({.mailbox = "user/u", .body = TestMessage(1), .flags = {"\\Seen"}}).ok());
+  const std::string file = a.Sub("snap");
+  REQUIRE(src->ExportSnapshot(file).ok());
+  const std::vector<LogRecord> entries = SnapshotEntries(file);
+  auto dst = NewSlot(b.path());
+  SECTION("the entries as written import") {
+    WriteSnapshotEntries(file, entries);
+    REQUIRE(dst->ImportSnapshot(file).ok());
+    CHECK(dst->SlotDigest() == src->SlotDigest());
+  }
+  SECTION("a second mailbox of the same name") {
+    std::vector<LogRecord> twice = entries;
+    auto it = std::find_if(twice.begin(), twice.end(), [](const LogRecord& r) {
+      return r.type == RecordType::kSnapshotMailbox;
+    });
+    REQUIRE(it != twice.end());
+    logpb::SnapshotMailbox other;
+    REQUIRE(other.ParseFromString(it->payload));
+    other.set_mailbox_id("0123456789abcdef0123456789abcdef");
+    LogRecord copy = *it;
+    copy.payload = other.SerializeAsString();
+    twice.insert(it + 1, copy);
+    WriteSnapshotEntries(file, twice);
+    const absl::Status s = dst->ImportSnapshot(file);
+    CHECK(s.code() == absl::StatusCode::kDataLoss);
+    CHECK_THAT(std::string(s.message()), Catch::Contains("user/u twice"));
+    CHECK(dst->ListMailboxes().empty());
+  }
+  SECTION("a second entry of the same mailbox id, by another name") {
+    std::vector<LogRecord> twice = entries;
+    auto it = std::find_if(twice.begin(), twice.end(), [](const LogRecord& r) {
+      return r.type == RecordType::kSnapshotMailbox;
+    });
+    REQUIRE(it != twice.end());
+    logpb::SnapshotMailbox other;
+    REQUIRE(other.ParseFromString(it->payload));
+    other.set_name("user/v");
+    LogRecord copy = *it;
+    copy.payload = other.SerializeAsString();
+    twice.insert(it + 1, copy);
+    WriteSnapshotEntries(file, twice);
+    const absl::Status s = dst->ImportSnapshot(file);
+    CHECK(s.code() == absl::StatusCode::kDataLoss);
+    CHECK_THAT(std::string(s.message()), Catch::Contains(other.mailbox_id() + " twice"));
+    CHECK(dst->ListMailboxes().empty());
+  }
+  for (const std::string flag : {"", "two words"}) {
+    DYNAMIC_SECTION("a message flagged '" << flag << "'") {
+      std::vector<LogRecord> flagged = entries;
+      for (LogRecord& r : flagged) {
+        if (r.type != RecordType::kSnapshotMessage) continue;
+        logpb::SnapshotMessage m;
+        REQUIRE(m.ParseFromString(r.payload));
+        m.add_flags(flag);
+        r.payload = m.SerializeAsString();
+      }
+      WriteSnapshotEntries(file, flagged);
+      const absl::Status s = dst->ImportSnapshot(file);
+      CHECK(s.code() == absl::StatusCode::kDataLoss);
+      CHECK_THAT(std::string(s.message()), Catch::Contains("a flag is empty or holds a space"));
+      CHECK(dst->ListMailboxes().empty());
+    }
+  }
 }
 
 TEST_CASE("log retention drops old segments and the slot still rebuilds to the same state",

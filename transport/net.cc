@@ -3,14 +3,21 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
 namespace mailrepl::transport {
 
 absl::StatusOr<asio::ip::tcp::endpoint> ParseEndpoint(const std::string& text) {
+  // Asio reads the host as a C string: "127.0.0.1\0junk:24" would pass.
+  if (!std::all_of(text.begin(), text.end(), [](char c) { return c > ' ' && c < 127; })) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", absl::CEscape(text), "' is not ADDR:PORT (control or non-ASCII bytes)"));
+  }
   const size_t colon = text.rfind(':');
   if (colon == std::string::npos) {
     return absl::InvalidArgumentError(absl::StrCat("'", text, "' is not ADDR:PORT"));
