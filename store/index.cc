@@ -834,6 +834,13 @@ QuotaInfo Index::Quota(const std::string& user) const {
 }
 
 absl::Status Index::ImportMailbox(const MailboxInfo& mb) {
+  // A name the master would never have created (a damaged or hostile
+  // snapshot: "../", control bytes) is refused as Slot::CreateMailbox
+  // refuses it.
+  if (absl::Status name = ValidateMailboxName(mb.name); !name.ok()) {
+    return absl::DataLossError(
+        absl::StrCat("snapshot mailbox ", mb.id, ": ", name.message()));
+  }
   // Ids and names are unique: a second row would replace the first one's
   // (SaveMailbox) while both stayed in memory and in the digest.
   if (FindMailbox(mb.id) != nullptr) {
@@ -857,6 +864,11 @@ absl::Status Index::ImportMessage(const std::string& mailbox_id, const MessageIn
   if (!FlagsStorable(m.flags)) {
     return absl::DataLossError(absl::StrCat("snapshot message UID ", m.uid, " of mailbox ",
                                             mailbox_id, ": ", kUnstorableFlag));
+  }
+  if (m.uid == 0 || m.uid > it->second.last_uid) {
+    return absl::DataLossError(absl::StrCat("snapshot message UID ", m.uid, " of mailbox ",
+                                            mailbox_id, " is outside 1..", it->second.last_uid,
+                                            " (the mailbox's last UID)"));
   }
   RETURN_IF_ERROR(InsertMessage(mailbox_id, m));
   MailboxInfo after = it->second;

@@ -659,9 +659,9 @@ TEST_CASE("a damaged snapshot is refused and leaves the slot empty", "[slot][sna
   CHECK(dst->ListMailboxes().empty());
 }
 
-TEST_CASE("a snapshot that lists a mailbox name twice, or a message with a flag that is empty "
-          "or holds a space, is refused and leaves the slot empty, even with a trailer that "
-          "agrees",
+TEST_CASE("a snapshot that lists a mailbox name twice, names one with ../, or holds a message "
+          "with a flag that is empty or holds a space or a UID past its mailbox's last, is "
+          "refused and leaves the slot empty, even with a trailer that agrees",
           "[slot][snapshot]") {
   TempDir a, b;
   auto src = NewSlot(a.path());
@@ -728,6 +728,36 @@ TEST_CASE("a snapshot that lists a mailbox name twice, or a message with a flag 
       CHECK_THAT(std::string(s.message()), Catch::Contains("a flag is empty or holds a space"));
       CHECK(dst->ListMailboxes().empty());
     }
+  }
+  SECTION("a mailbox named with ../") {
+    std::vector<LogRecord> renamed = entries;
+    for (LogRecord& r : renamed) {
+      if (r.type != RecordType::kSnapshotMailbox) continue;
+      logpb::SnapshotMailbox m;
+      REQUIRE(m.ParseFromString(r.payload));
+      m.set_name("user/u/../v");
+      r.payload = m.SerializeAsString();
+    }
+    WriteSnapshotEntries(file, renamed);
+    const absl::Status s = dst->ImportSnapshot(file);
+    CHECK(s.code() == absl::StatusCode::kDataLoss);
+    CHECK_THAT(std::string(s.message()), Catch::Contains("'..'"));
+    CHECK(dst->ListMailboxes().empty());
+  }
+  SECTION("a message UID above the mailbox's last UID") {
+    std::vector<LogRecord> beyond = entries;
+    for (LogRecord& r : beyond) {
+      if (r.type != RecordType::kSnapshotMessage) continue;
+      logpb::SnapshotMessage m;
+      REQUIRE(m.ParseFromString(r.payload));
+      m.set_uid(7);
+      r.payload = m.SerializeAsString();
+    }
+    WriteSnapshotEntries(file, beyond);
+    const absl::Status s = dst->ImportSnapshot(file);
+    CHECK(s.code() == absl::StatusCode::kDataLoss);
+    CHECK_THAT(std::string(s.message()), Catch::Contains("outside 1..1"));
+    CHECK(dst->ListMailboxes().empty());
   }
 }
 
