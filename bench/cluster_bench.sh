@@ -53,16 +53,7 @@ mkdir -p "$DIR"
 DIR=$(cd "$DIR" && pwd)
 export CB_ROOT=$ROOT CB_DIR=$DIR
 
-need=(replctl replicad coordinatord workload)
-for b in "${need[@]}"; do
-  if [ ! -x "$ROOT/build/bin/$b" ]; then
-    echo "building ${need[*]} into $ROOT/build ..." >&2
-    bash "$ROOT/scripts/deps.sh"
-    cmake -S "$ROOT" -B "$ROOT/build" -G Ninja >/dev/null
-    cmake --build "$ROOT/build" --target "${need[@]}" -j "$(nproc)"
-    break
-  fi
-done
+bash "$ROOT/bench/ensure_built.sh" replctl replicad coordinatord workload
 
 cleanup() {
   "$ROOT/bench/cyrus/teardown.sh" >/dev/null 2>&1 || true

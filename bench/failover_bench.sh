@@ -36,15 +36,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 if [ "$B" = "$ROOT/build/bin" ]; then  # a fresh clone: build what is needed
-  need=(replctl replicad coordinatord workload)
-  for b in "${need[@]}"; do
-    if [ ! -x "$B/$b" ]; then
-      bash "$ROOT/scripts/deps.sh"
-      cmake -S "$ROOT" -B "$ROOT/build" -G Ninja >/dev/null
-      cmake --build "$ROOT/build" --target "${need[@]}" -j "$(nproc)"
-      break
-    fi
-  done
+  bash "$ROOT/bench/ensure_built.sh" replctl replicad coordinatord workload
 fi
 "$B/replctl" dev-cluster down --dir "$DIR/cluster" >/dev/null 2>&1 || true
 rm -rf "$DIR"

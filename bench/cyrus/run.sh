@@ -35,16 +35,7 @@ while [ $# -gt 0 ]; do
 done
 [ "$(id -u)" = 0 ] || { echo "run.sh: run as root (Cyrus runs as user cyrus)" >&2; exit 2; }
 
-need=(workload sync_client sync_server sync_bench)
-for b in "${need[@]}"; do
-  if [ ! -x "$ROOT/build/bin/$b" ]; then
-    echo "building ${need[*]} into $ROOT/build ..." >&2
-    bash "$ROOT/scripts/deps.sh"
-    cmake -S "$ROOT" -B "$ROOT/build" -G Ninja >/dev/null
-    cmake --build "$ROOT/build" --target "${need[@]}" -j "$(nproc)"
-    break
-  fi
-done
+bash "$ROOT/bench/ensure_built.sh" workload sync_client sync_server sync_bench
 
 trap '"$HERE/teardown.sh" >/dev/null 2>&1 || true' EXIT
 "$HERE/setup.sh" >/dev/null  # installs Cyrus if needed, before anything is timed
